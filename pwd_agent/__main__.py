@@ -1,0 +1,5 @@
+"""Allow `python -m pwd_agent`."""
+
+from pwd_agent.cli import main
+
+main()

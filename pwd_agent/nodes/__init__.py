@@ -1,0 +1,1 @@
+"""Graph nodes: one stage per file, one public node each."""

@@ -1,0 +1,68 @@
+"""build_tests: unit tests from L3 chains, split by chain into dev and holdout, before any training."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import Counter
+
+from langgraph.runtime import Runtime
+from sqlmodel import select
+
+from pwd_agent.agents import call_agent, make_backend
+from pwd_agent.events import Progress, emit
+from pwd_agent.runs import RunContext
+from pwd_agent.state import RunState
+from pwd_agent.store import Chain, TestItem, done_keys, mark_done, session_scope
+from pwd_agent.store.queries import count_rows, foreign_steps, kb_chain, kb_statements
+
+
+def chain_split(chain_id: int, holdout_fraction: float, seed: int) -> str:
+    """Whole chains go to one split, so no holdout item shares its chain with a diagnosed one."""
+    u = random.Random(f"{seed}:split:{chain_id}").random()
+    return "holdout" if u < holdout_fraction else "dev"
+
+
+def build_tests(state: RunState, runtime: Runtime[RunContext]) -> dict:
+    ctx = runtime.context
+    cfg = ctx.config.tests
+    backend = make_backend(ctx.config)
+    with session_scope(ctx.db_url) as session:
+        finished = done_keys(session, "build_tests")
+        todo = [c.id for c in session.exec(select(Chain).order_by(Chain.id)).all() if str(c.id) not in finished]
+    progress = Progress(ctx.db_url, "build_tests", "chains", len(todo) + len(finished), len(finished))
+    dropped = 0
+    for chain_id in todo:
+        with session_scope(ctx.db_url) as session:
+            letters = Counter(x for item in session.exec(select(TestItem)).all() for x in item.answer.split(","))
+            seen = {_fingerprint(item.options) for item in session.exec(select(TestItem)).all()}
+            chain = kb_chain(session.get(Chain, chain_id))
+            statements = kb_statements(session, chain_id)
+            pool = foreign_steps(session, chain_id)
+            for variant in range(cfg.items_per_chain):
+                draft = call_agent(session, backend, "tester", "test_item", backend.write_test_item,
+                                   chain, statements, pool, variant, letters)
+                if draft is None or _fingerprint(draft.options) in seen:
+                    dropped += 1  # too short a chain, or a near-duplicate of an item we have
+                    continue
+                seen.add(_fingerprint(draft.options))
+                letters.update(draft.answer.split(","))
+                split = chain_split(chain_id, cfg.holdout_fraction, cfg.seed)
+                session.add(TestItem(chain_id=chain_id, variant=variant, split=split, **draft.model_dump()))
+            mark_done(session, "build_tests", chain_id)
+        progress.advance()
+    with session_scope(ctx.db_url) as session:
+        counts = {
+            "dev_items": count_rows(session, TestItem, TestItem.split == "dev"),
+            "holdout_items": count_rows(session, TestItem, TestItem.split == "holdout"),
+        }
+        letters = Counter(x for item in session.exec(select(TestItem)).all() for x in item.answer.split(","))
+    if counts["dev_items"] == 0 or counts["holdout_items"] == 0:
+        emit(ctx.db_url, "build_tests", "a split has no items: scores on it will be missing", "warning", **counts)
+    emit(ctx.db_url, "build_tests", "benchmark: {dev_items} dev items, {holdout_items} holdout items".format(**counts),
+         dropped=dropped, key_letters=dict(sorted(letters.items())), **counts)
+    return {"counts": {**state.get("counts", {}), **counts}}
+
+
+def _fingerprint(options: list[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(o.casefold() for o in options)).encode()).hexdigest()

@@ -1,0 +1,43 @@
+"""decide: stop (goal met, max rounds, no gain) or route to the next round."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from langgraph.graph import END
+from langgraph.runtime import Runtime
+from langgraph.types import Command
+
+from pwd_agent.events import emit
+from pwd_agent.runs import RunContext
+from pwd_agent.state import RunState
+
+
+def stop_reason(scores: list[dict], goal: float, goal_split: str, max_rounds: int, min_gain: float) -> str | None:
+    """Why the run should stop after the last scored round, or None to go on."""
+    last = scores[-1]
+    if last[goal_split] >= goal:
+        return "goal_met"
+    if last["round"] >= max_rounds:
+        return "max_rounds"
+    if last["round"] >= 2:  # a repair round: it must beat the best earlier trained round on dev
+        best_before = max(s["dev"] for s in scores if 1 <= s["round"] < last["round"])
+        if last["dev"] - best_before <= min_gain:
+            return "no_gain"
+    return None
+
+
+def decide(state: RunState, runtime: Runtime[RunContext]) -> Command[Literal["train", "diagnose", "__end__"]]:
+    cfg = runtime.context.config.loop
+    scores = state["scores"]
+    last = scores[-1]
+    reason = stop_reason(scores, cfg.goal, cfg.goal_split, cfg.max_rounds, cfg.min_gain)
+    if reason:
+        emit(runtime.context.db_url, "decide", f"stop after round {last['round']}: {reason} "
+             f"({cfg.goal_split} {last[cfg.goal_split]:.3f}, goal {cfg.goal:.3f})", reason=reason)
+        return Command(goto=END, update={"stop_reason": reason, "goal_met": reason == "goal_met"})
+    if last["round"] == 0:
+        emit(runtime.context.db_url, "decide", "round 0 scored: training round 1 on the V1 data")
+        return Command(goto="train", update={"round": 1})
+    emit(runtime.context.db_url, "decide", f"round {last['round']} below goal: diagnosing its dev failures")
+    return Command(goto="diagnose")

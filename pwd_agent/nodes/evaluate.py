@@ -1,0 +1,60 @@
+"""evaluate: run the unit tests (every item, both splits) on the round's model; every prediction stored."""
+
+from __future__ import annotations
+
+import json
+
+from langgraph.runtime import Runtime
+from sqlmodel import select
+
+from pwd_agent.events import emit
+from pwd_agent.runs import RunContext
+from pwd_agent.state import RunState
+from pwd_agent.store import ItemResult, Round, TestItem, session_scope
+from pwd_agent.store.queries import round_accuracy
+from pwd_agent.student import resolve_student
+from pwd_agent.prompting import choice_prompt_version
+
+
+def evaluate(state: RunState, runtime: Runtime[RunContext]) -> dict:
+    ctx = runtime.context
+    round_id = state.get("round", 0)
+    with session_scope(ctx.db_url) as session:
+        row = session.get(Round, round_id)
+        scored = set(session.exec(select(ItemResult.item_id).where(ItemResult.round_id == round_id)).all())
+        todo = [i for i in session.exec(select(TestItem).order_by(TestItem.id)).all() if i.id not in scored]
+        adapter = row.adapter_path
+    if row.status != "evaluated" and todo:
+        emit(ctx.db_url, "evaluate", f"round {round_id}: scoring {len(todo)} items ({len(scored)} already scored)")
+        score_and_store(ctx, round_id, adapter, todo)
+    with session_scope(ctx.db_url) as session:
+        row = session.get(Round, round_id)
+        row.dev_acc = round_accuracy(session, round_id, "dev")
+        row.holdout_acc = round_accuracy(session, round_id, "holdout")
+        row.status = "evaluated"
+        dev, holdout = row.dev_acc or 0.0, row.holdout_acc or 0.0
+    emit(ctx.db_url, "evaluate", f"round {round_id}: dev {dev:.3f}  holdout {holdout:.3f}", round=round_id, dev=dev, holdout=holdout)
+    scores = [s for s in state.get("scores", []) if s["round"] != round_id]
+    return {"scores": scores + [{"round": round_id, "dev": dev, "holdout": holdout}]}
+
+
+def score_and_store(ctx: RunContext, round_id: int, adapter: str | None, items: list[TestItem]) -> None:
+    """Score in slices, committing each, so a killed evaluation resumes where it stopped."""
+    from pwd_agent.evaluation.hf import HFEvaluator
+
+    cfg = ctx.config.eval
+    evaluator = HFEvaluator(resolve_student(ctx.config.student), adapter, cfg.batch_size, cfg.max_new_tokens)
+    version = choice_prompt_version()
+    slice_size = cfg.batch_size * 4
+    with open(ctx.round_dir(round_id) / "eval.jsonl", "a") as out:
+        for start in range(0, len(items), slice_size):
+            part = items[start : start + slice_size]
+            preds = evaluator.score_items([(i.question, i.options, i.answer) for i in part])
+            with session_scope(ctx.db_url) as session:
+                for item, pred in zip(part, preds):
+                    session.add(ItemResult(round_id=round_id, item_id=item.id, raw=pred.raw,
+                                           predicted=pred.predicted, passed=pred.passed, prompt_version=version))
+            for item, pred in zip(part, preds):
+                out.write(json.dumps({"item_id": item.id, "split": item.split, "answer": item.answer,
+                                      "predicted": pred.predicted, "passed": pred.passed, "raw": pred.raw}) + "\n")
+            emit(ctx.db_url, "evaluate", f"round {round_id}: {min(start + slice_size, len(items))}/{len(items)} items")

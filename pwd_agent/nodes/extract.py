@@ -1,0 +1,76 @@
+"""extract: each chunk -> L3 chain, L2 statements, L1 concepts (deduplicated), one transaction per chunk."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from langgraph.runtime import Runtime
+from sqlmodel import Session, select
+
+from pwd_agent.agents import make_backend
+from pwd_agent.agents.extractor import Extraction, extract_chunk
+from pwd_agent.events import Progress, emit
+from pwd_agent.runs import RunContext
+from pwd_agent.state import RunState
+from pwd_agent.store import Chain, Chunk, Concept, ConceptStatement, Document, Statement, done_keys, mark_done, session_scope
+from pwd_agent.store.queries import count_rows
+
+
+def extract(state: RunState, runtime: Runtime[RunContext]) -> dict:
+    ctx = runtime.context
+    backend = make_backend(ctx.config)
+    with session_scope(ctx.db_url) as session:
+        finished = done_keys(session, "extract")
+        todo = [c.id for c in session.exec(select(Chunk).order_by(Chunk.id)).all() if str(c.id) not in finished]
+    emit(ctx.db_url, "extract", f"{len(todo)} chunks to extract, {len(finished)} already done")
+    progress = Progress(ctx.db_url, "extract", "chunks", len(todo) + len(finished), len(finished))
+    rejected = 0
+    for chunk_id in todo:
+        with session_scope(ctx.db_url) as session:
+            chunk = session.get(Chunk, chunk_id)
+            title = session.get(Document, chunk.document_id).title
+            result = extract_chunk(session, backend, chunk.text, chunk.heading, title)
+            store_extraction(session, chunk.id, result)
+            rejected += result.rejected_quotes
+            mark_done(session, "extract", chunk.id)
+        progress.advance()
+    with session_scope(ctx.db_url) as session:
+        counts = {
+            "chains": count_rows(session, Chain),
+            "statements": count_rows(session, Statement),
+            "concepts": count_rows(session, Concept),
+        }
+    emit(ctx.db_url, "extract", "KB: {chains} chains, {statements} statements, {concepts} concepts".format(**counts),
+         rejected_quotes=rejected, **counts)
+    return {"counts": {**state.get("counts", {}), **counts}}
+
+
+def store_extraction(session: Session, chunk_id: int, result: Extraction) -> None:
+    """Add the chunk's KB nodes; identical chains, statements and concepts are merged, not repeated."""
+    if result.chain is None:
+        return
+    steps_hash = hashlib.sha256(json.dumps([s.lower() for s in result.chain.steps]).encode()).hexdigest()
+    if session.exec(select(Chain).where(Chain.steps_hash == steps_hash)).first():
+        return
+    chain = Chain(chunk_id=chunk_id, steps_hash=steps_hash, **result.chain.model_dump())
+    session.add(chain)
+    session.flush()
+    statement_ids: dict[int, int] = {}
+    for index, draft in enumerate(result.statements):
+        key = "|".join(x.casefold().strip() for x in (draft.subject, draft.predicate, draft.object))
+        existing = session.exec(select(Statement).where(Statement.spo_key == key)).first()
+        if existing is None:
+            existing = Statement(chain_id=chain.id, spo_key=key, **draft.model_dump())
+            session.add(existing)
+            session.flush()
+        statement_ids[index] = existing.id
+    for draft in result.concepts:
+        concept = session.exec(select(Concept).where(Concept.term == draft.term)).first()
+        if concept is None:
+            concept = Concept(term=draft.term, type=draft.type, definition=draft.definition)
+            session.add(concept)
+            session.flush()
+        for index in draft.statements:
+            if index in statement_ids and not session.get(ConceptStatement, (concept.id, statement_ids[index])):
+                session.add(ConceptStatement(concept_id=concept.id, statement_id=statement_ids[index]))

@@ -1,0 +1,44 @@
+"""patch: write samples grounded in each diagnosis' KB nodes and quotes; they train in the next round."""
+
+from __future__ import annotations
+
+from langgraph.runtime import Runtime
+from sqlmodel import select
+
+from pwd_agent.agents import call_agent, make_backend
+from pwd_agent.agents.schemas import DiagnosisDraft
+from pwd_agent.events import emit
+from pwd_agent.runs import RunContext
+from pwd_agent.state import RunState
+from pwd_agent.store import Chain, Diagnosis, Patch, Sample, TestItem, session_scope
+from pwd_agent.store.queries import foreign_steps, kb_chain, kb_concepts, kb_statements
+
+
+def patch(state: RunState, runtime: Runtime[RunContext]) -> dict:
+    ctx = runtime.context
+    round_id = state["round"]
+    backend = make_backend(ctx.config)
+    n_samples = ctx.config.builder.patch_samples_per_failure
+    written = 0
+    with session_scope(ctx.db_url) as session:
+        patched = set(session.exec(select(Patch.diagnosis_id)).all())
+        diagnoses = session.exec(select(Diagnosis).where(Diagnosis.round_id == round_id).order_by(Diagnosis.id)).all()
+        for diagnosis in diagnoses:
+            if diagnosis.id in patched:
+                continue
+            chain_id = session.get(TestItem, diagnosis.item_id).chain_id
+            statements = kb_statements(session, chain_id)
+            drafts = call_agent(
+                session, backend, "debugger", f"patch_{diagnosis.kind}", backend.write_patch,
+                DiagnosisDraft.model_validate(diagnosis, from_attributes=True),
+                kb_chain(session.get(Chain, chain_id)), statements, kb_concepts(session, [s.id for s in statements]),
+                foreign_steps(session, chain_id), n_samples, f"{round_id}:{diagnosis.id}",
+            )
+            row = Patch(diagnosis_id=diagnosis.id, target_round=round_id + 1, n_samples=len(drafts))
+            session.add(row)
+            session.flush()
+            session.add_all(Sample(origin="patch", chain_id=chain_id, patch_id=row.id, **d.model_dump()) for d in drafts)
+            written += len(drafts)
+    emit(ctx.db_url, "patch", f"round {round_id}: {written} patch samples for {len(diagnoses)} diagnoses, "
+         f"training round {round_id + 1}", samples=written)
+    return {"round": round_id + 1}

@@ -1,0 +1,141 @@
+"""train: compose the round's training set and compile it into a LoRA adapter in a subprocess."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import random
+import shutil
+import signal
+import subprocess
+import sys
+from collections import deque
+from pathlib import Path
+
+from langgraph.runtime import Runtime
+from sqlmodel import Session, select
+
+from pwd_agent.errors import TrainingError
+from pwd_agent.events import emit, logger
+from pwd_agent.runs import RunContext
+from pwd_agent.state import RunState
+from pwd_agent.store import Patch, Round, RoundSample, Sample, session_scope
+from pwd_agent.student import resolve_student
+from pwd_agent.prompting import choice_prompt_version
+from pwd_agent.training.job import TrainJob
+
+
+def train(state: RunState, runtime: Runtime[RunContext]) -> dict:
+    ctx = runtime.context
+    round_id = state.get("round", 0)
+    with session_scope(ctx.db_url) as session:
+        row = session.get(Round, round_id) or Round(id=round_id)
+        if row.status in ("trained", "evaluated"):
+            emit(ctx.db_url, "train", f"round {round_id} already trained, skipping")
+            return {}
+        row.config_hash = ctx.config.config_hash()
+        row.prompt_version = choice_prompt_version()
+        session.add(row)
+        if round_id == 0:
+            row.status = "trained"  # round 0 is the base model: nothing to train
+            emit_later = "round 0 is the base model: evaluated without training"
+        else:
+            row.status = "training"
+            compose_training_set(session, round_id, ctx.config.builder.patch_fraction, ctx.config.builder.seed)
+            emit_later = None
+    if emit_later:
+        emit(ctx.db_url, "train", emit_later)
+        return {}
+    metrics = run_training(ctx, round_id)
+    with session_scope(ctx.db_url) as session:
+        row = session.get(Round, round_id)
+        row.status, row.train_loss = "trained", metrics["train_loss"]
+        row.adapter_path = str(ctx.round_dir(round_id) / "adapter")
+    (ctx.round_dir(round_id) / "DONE").write_text("trained\n")
+    emit(ctx.db_url, "train", f"round {round_id} trained: loss {metrics['first_loss']:.3f} -> {metrics['train_loss']:.3f} "
+         f"on {metrics['examples']} samples in {metrics['seconds']:.0f}s", **metrics)
+    return {}
+
+
+def compose_training_set(session: Session, round_id: int, patch_fraction: float, seed: int) -> None:
+    """Round 1 trains on V1; later rounds on their patches plus replay of earlier samples that
+    share no statement with the patches (the paper's rule). Idempotent: an existing set is kept."""
+    if session.exec(select(RoundSample).where(RoundSample.round_id == round_id)).first():
+        return
+    row = session.get(Round, round_id)
+    if round_id == 1:
+        v1 = session.exec(select(Sample.id).where(Sample.origin == "v1").order_by(Sample.id)).all()
+        session.add_all(RoundSample(round_id=1, sample_id=i, role="v1") for i in v1)
+        row.n_train = len(v1)
+        return
+    patch_ids = session.exec(select(Patch.id).where(Patch.target_round == round_id)).all()
+    patches = session.exec(select(Sample).where(Sample.patch_id.in_(patch_ids)).order_by(Sample.id)).all()
+    patched = {sid for s in patches for sid in s.statement_ids}
+    earlier = session.exec(select(RoundSample.sample_id).where(RoundSample.round_id < round_id).distinct()).all()
+    pool = [s for s in session.exec(select(Sample).where(Sample.id.in_(earlier)).order_by(Sample.id)).all()
+            if not patched.intersection(s.statement_ids)]
+    wanted = round(len(patches) * (1 - patch_fraction) / patch_fraction) if patches else len(pool)
+    replay = random.Random(f"{seed}:replay:{round_id}").sample(pool, min(wanted, len(pool)))
+    session.add_all(RoundSample(round_id=round_id, sample_id=s.id, role="patch") for s in patches)
+    session.add_all(RoundSample(round_id=round_id, sample_id=s.id, role="replay") for s in replay)
+    row.n_patch, row.n_replay, row.n_train = len(patches), len(replay), len(patches) + len(replay)
+
+
+def write_training_data(session: Session, round_id: int, path: Path) -> int:
+    rows = session.exec(
+        select(Sample).join(RoundSample, RoundSample.sample_id == Sample.id)
+        .where(RoundSample.round_id == round_id).order_by(Sample.id)
+    ).all()
+    path.write_text("".join(json.dumps({"id": s.id, "prompt": s.prompt, "answer": s.answer}) + "\n" for s in rows))
+    return len(rows)
+
+
+def run_training(ctx: RunContext, round_id: int) -> dict:
+    """Always from the base model; a crash marks the round failed with the trainer's last lines."""
+    folder = ctx.round_dir(round_id)
+    adapter = folder / "adapter"
+    shutil.rmtree(adapter, ignore_errors=True)  # a killed earlier attempt may have left half an adapter
+    with session_scope(ctx.db_url) as session:
+        n = write_training_data(session, round_id, folder / "train.jsonl")
+    cfg = ctx.config
+    job = TrainJob(
+        model_path=resolve_student(cfg.student), data_path=str(folder / "train.jsonl"), output_dir=str(adapter),
+        lora_r=cfg.student.lora_r, lora_alpha=cfg.student.lora_alpha, lora_dropout=cfg.student.lora_dropout,
+        target_modules=cfg.student.target_modules, max_length=cfg.student.max_length, epochs=cfg.train.epochs,
+        learning_rate=cfg.train.learning_rate, batch_size=cfg.train.batch_size, grad_accum=cfg.train.grad_accum,
+        seed=cfg.train.seed, threads=cfg.train.threads, config_hash=cfg.config_hash(),
+    )
+    (folder / "job.json").write_text(job.model_dump_json(indent=2))
+    emit(ctx.db_url, "train", f"round {round_id}: training on {n} samples (python -m pwd_agent.training {folder / 'job.json'})")
+    tail = _stream(ctx, [sys.executable, "-m", "pwd_agent.training", str(folder / "job.json")], folder / "train.log")
+    if tail is not None:
+        with session_scope(ctx.db_url) as session:
+            row = session.get(Round, round_id)
+            row.status, row.error = "failed", "\n".join(tail)
+        emit(ctx.db_url, "train", f"round {round_id} training failed", "error", last_lines=list(tail))
+        raise TrainingError(f"training of round {round_id} failed:\n  " + "\n  ".join(tail),
+                            f"see {folder / 'train.log'}; fix the cause, then `pwd-agent resume {ctx.run_id}`")
+    return json.loads((adapter / "train_metrics.json").read_text())
+
+
+def _stream(ctx: RunContext, command: list[str], log_path: Path) -> deque | None:
+    """Run the trainer, echoing its lines to the run log; None on success, else its last lines."""
+    tail: deque = deque(maxlen=15)
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                preexec_fn=_die_with_parent)
+        for line in proc.stdout:
+            log_file.write(line)
+            line = line.rstrip()
+            tail.append(line)
+            if line.startswith(("step ", "train:", "done:")):
+                logger.info("[train] %s", line)
+    return tail if proc.wait() != 0 else None
+
+
+def _die_with_parent() -> None:
+    """Linux: the trainer gets SIGKILL when the run process dies, so a killed run leaves no orphan."""
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass

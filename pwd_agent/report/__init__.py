@@ -1,0 +1,1 @@
+"""Reading a run back: status tables, logs (plots and HTML reports come later)."""

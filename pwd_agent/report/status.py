@@ -1,0 +1,66 @@
+"""Plain-text views of a run's store: the status table, the log lines, the runs list."""
+
+from __future__ import annotations
+
+from sqlmodel import Session, select
+
+from pwd_agent.runs import RunContext
+from pwd_agent.store import Chain, Chunk, Concept, Document, Event, Statement, TestItem, session_scope
+from pwd_agent.store.queries import count_rows, rounds
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def stop_reason(session: Session) -> str | None:
+    events = session.exec(select(Event).where(Event.node == "decide").order_by(Event.id.desc())).all()
+    return next((e.data["reason"] for e in events if "reason" in e.data), None)
+
+
+def kb_line(session: Session) -> str:
+    return (f"KB: {count_rows(session, Document)} documents, {count_rows(session, Chunk)} chunks, "
+            f"{count_rows(session, Chain)} chains, {count_rows(session, Statement)} statements, "
+            f"{count_rows(session, Concept)} concepts")
+
+
+def render_status(ctx: RunContext) -> str:
+    """The run at a glance: KB counts, benchmark, one row per round, the stop reason."""
+    loop = ctx.config.loop
+    with session_scope(ctx.db_url) as session:
+        reason = stop_reason(session)
+        lines = [
+            f"run {ctx.run_id}: {'stopped (' + reason + ')' if reason else 'not finished'}",
+            kb_line(session),
+            f"tests: {count_rows(session, TestItem, TestItem.split == 'dev')} dev, "
+            f"{count_rows(session, TestItem, TestItem.split == 'holdout')} holdout; "
+            f"goal {loop.goal:.3f} on {loop.goal_split}",
+            "",
+            f"{'round':>5}  {'status':<10} {'train':>5} {'patch':>5} {'replay':>6} {'loss':>6} {'dev':>6} {'holdout':>7}",
+        ]
+        for r in rounds(session):
+            loss = "-" if r.train_loss is None else f"{r.train_loss:.3f}"
+            lines.append(f"{r.id:>5}  {r.status:<10} {r.n_train:>5} {r.n_patch:>5} {r.n_replay:>6} "
+                         f"{loss:>6} {_pct(r.dev_acc):>6} {_pct(r.holdout_acc):>7}")
+    return "\n".join(lines)
+
+
+def format_event(event: Event) -> str:
+    return f"{event.created_at:%H:%M:%S} {event.level:<7} [{event.node}] {event.message}"
+
+
+def events_after(db_url: str, last_id: int, min_level: str = "info") -> list[Event]:
+    order = ["debug", "info", "warning", "error"]
+    allowed = order[order.index(min_level):]
+    with session_scope(db_url) as session:
+        rows = session.exec(select(Event).where(Event.id > last_id).order_by(Event.id)).all()
+    return [e for e in rows if e.level in allowed]
+
+
+def run_summary(ctx: RunContext) -> tuple[str, str, str]:
+    """(run id, state, best goal-split score) for `pwd-agent list`."""
+    with session_scope(ctx.db_url) as session:
+        reason = stop_reason(session) or "not finished"
+        scores = [getattr(r, f"{ctx.config.loop.goal_split}_acc") for r in rounds(session)]
+    scores = [s for s in scores if s is not None]
+    return ctx.run_id, reason, _pct(max(scores)) if scores else "-"

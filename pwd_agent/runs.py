@@ -1,0 +1,68 @@
+"""A run on disk: its folder, config, store URL and the context every node receives."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from pwd_agent.config import RunConfig, load_config, save_config
+from pwd_agent.errors import ConfigError, RunNotFoundError
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass
+class RunContext:
+    """Read-only facts for the nodes (LangGraph runtime context): the config and where things go."""
+
+    config: RunConfig
+    run_dir: Path
+    db_url: str
+
+    @property
+    def run_id(self) -> str:
+        return self.run_dir.name
+
+    def round_dir(self, round_id: int) -> Path:
+        path = self.run_dir / "rounds" / f"{round_id:02d}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def new_run_id() -> str:
+    return datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def create_run(config: RunConfig) -> RunContext:
+    """Make runs/<id>/ and save the resolved config; refuses to reuse an existing run id."""
+    run_id = config.run_id or new_run_id()
+    if not _RUN_ID.match(run_id):
+        raise ConfigError(f"invalid run id '{run_id}'", "use letters, digits, '-', '_' or '.'")
+    run_dir = Path(config.runs_dir) / run_id
+    if (run_dir / "config.yaml").exists():
+        raise ConfigError(f"run {run_id} already exists in {config.runs_dir}", f"continue it with `pwd-agent resume {run_id}` or pick another --run-id")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = config.model_copy(update={"run_id": run_id})
+    save_config(config, run_dir / "config.yaml")
+    return context_for(config, run_dir)
+
+
+def open_run(run_id: str, runs_dir: str = "runs") -> RunContext:
+    """The context of an existing run, from its saved config."""
+    run_dir = Path(runs_dir) / run_id
+    if not (run_dir / "config.yaml").is_file():
+        known = ", ".join(list_run_ids(runs_dir)[-5:]) or "none yet"
+        raise RunNotFoundError(f"no run '{run_id}' in {runs_dir}/", f"`pwd-agent list` shows the runs (recent: {known})")
+    return context_for(load_config(run_dir / "config.yaml"), run_dir)
+
+
+def context_for(config: RunConfig, run_dir: Path) -> RunContext:
+    db_url = config.db_url or f"sqlite:///{(run_dir / 'run.db').resolve()}"
+    return RunContext(config=config, run_dir=run_dir, db_url=db_url)
+
+
+def list_run_ids(runs_dir: str = "runs") -> list[str]:
+    root = Path(runs_dir)
+    return sorted(p.name for p in root.iterdir() if (p / "config.yaml").is_file()) if root.is_dir() else []

@@ -1,0 +1,27 @@
+"""The run store: sqlmodel tables, sessions and completion markers."""
+
+from pwd_agent.store.db import dispose_engines, done_keys, get_engine, is_done, mark_done, session_scope
+from pwd_agent.store.models import (
+    Chain,
+    Chunk,
+    Concept,
+    ConceptStatement,
+    Diagnosis,
+    Document,
+    Event,
+    ItemResult,
+    LLMCall,
+    Patch,
+    Round,
+    RoundSample,
+    Sample,
+    Statement,
+    TestItem,
+    WorkUnit,
+)
+
+__all__ = [
+    "Chain", "Chunk", "Concept", "ConceptStatement", "Diagnosis", "Document", "Event", "ItemResult",
+    "LLMCall", "Patch", "Round", "RoundSample", "Sample", "Statement", "TestItem", "WorkUnit",
+    "dispose_engines", "done_keys", "get_engine", "is_done", "mark_done", "session_scope",
+]

@@ -1,0 +1,71 @@
+"""Engine and session helpers for a run's store, plus stage completion markers."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, SQLModel, create_engine, select
+
+from pwd_agent.store import models
+from pwd_agent.store.models import WorkUnit
+
+_ENGINES: dict[str, Engine] = {}
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    # WAL lets `status` and `logs -f` read while the run writes; busy_timeout rides out short locks.
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def get_engine(url: str) -> Engine:
+    """One engine per URL per process; tables are created on first use."""
+    if url not in _ENGINES:
+        engine = create_engine(url)
+        if url.startswith("sqlite"):
+            event.listen(engine, "connect", _sqlite_pragmas)
+        SQLModel.metadata.create_all(engine, tables=[t.__table__ for t in _tables()])
+        _ENGINES[url] = engine
+    return _ENGINES[url]
+
+
+def _tables() -> list[type[SQLModel]]:
+    return [obj for obj in vars(models).values() if isinstance(obj, type) and issubclass(obj, SQLModel) and hasattr(obj, "__table__")]
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection (tests and long-lived processes)."""
+    for engine in _ENGINES.values():
+        engine.dispose()
+    _ENGINES.clear()
+
+
+@contextmanager
+def session_scope(url: str) -> Iterator[Session]:
+    """A session that commits on success and rolls back on error."""
+    with Session(get_engine(url), expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def is_done(session: Session, stage: str, key: str | int) -> bool:
+    return session.get(WorkUnit, (stage, str(key))) is not None
+
+
+def done_keys(session: Session, stage: str) -> set[str]:
+    return set(session.exec(select(WorkUnit.key).where(WorkUnit.stage == stage)).all())
+
+
+def mark_done(session: Session, stage: str, key: str | int) -> None:
+    """Record a finished unit; call it in the same transaction as the unit's rows."""
+    session.add(WorkUnit(stage=stage, key=str(key)))

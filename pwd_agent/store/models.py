@@ -1,0 +1,203 @@
+"""The run ledger: sqlmodel tables. Everything large lives here and is referenced by id."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def json_field(default: Any = None) -> Any:
+    """A JSON column (lists of ids, options, evidence)."""
+    factory = (lambda: list(default)) if isinstance(default, list) else (lambda: dict(default or {}))
+    return Field(default_factory=factory, sa_column=Column(JSON))
+
+
+class Document(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    path: str = Field(index=True)
+    title: str
+    content_hash: str = Field(index=True, unique=True)
+    n_chars: int
+
+
+class Chunk(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    document_id: int = Field(foreign_key="document.id", index=True)
+    position: int
+    heading: str = ""
+    text: str
+    content_hash: str = Field(index=True, unique=True)
+
+
+class Chain(SQLModel, table=True):
+    """L3: one reasoning chain (process) per chunk."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    chunk_id: int = Field(foreign_key="chunk.id", index=True)
+    process_name: str
+    domain: str
+    summary: str
+    preconditions: list = json_field([])
+    negative_constraints: list = json_field([])
+    steps: list = json_field([])
+    steps_hash: str = Field(index=True, unique=True)
+
+
+class Statement(SQLModel, table=True):
+    """L2: (subject, predicate, object) for one adjacent step pair, proven by an exact source quote."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    chain_id: int = Field(foreign_key="chain.id", index=True)
+    position: int
+    subject: str
+    predicate: str
+    object: str
+    source_quote: str
+    spo_key: str = Field(index=True, unique=True)
+
+
+class Concept(SQLModel, table=True):
+    """L1: a canonical term with its definition in the domain's sense."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    term: str = Field(index=True, unique=True)
+    type: str = "term"
+    definition: str
+
+
+class ConceptStatement(SQLModel, table=True):
+    concept_id: int = Field(foreign_key="concept.id", primary_key=True)
+    statement_id: int = Field(foreign_key="statement.id", primary_key=True)
+
+
+class TestItem(SQLModel, table=True):
+    """A benchmark item (a unit test) built from one chain before any training."""
+
+    __test__ = False  # not a pytest class
+    id: int | None = Field(default=None, primary_key=True)
+    chain_id: int = Field(foreign_key="chain.id", index=True)
+    variant: int = 0
+    split: str = Field(index=True)  # dev | holdout
+    question: str
+    options: list = json_field([])  # four option texts, A-D
+    option_kinds: list = json_field([])  # "key" or the distractor type, per option
+    option_statements: list = json_field([])  # statement id an option was built from (or null)
+    answer: str  # sorted letters, e.g. "A,C"
+    __table_args__ = (UniqueConstraint("chain_id", "variant"),)
+
+
+class Sample(SQLModel, table=True):
+    """A training sample (source code), with the KB nodes it teaches."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    origin: str = Field(index=True)  # v1 | patch
+    kind: str  # qa | choice | tf | concept | walk | counterfactual | contrast
+    prompt: str
+    answer: str
+    chain_id: int | None = Field(default=None, index=True)
+    statement_ids: list = json_field([])
+    concept_ids: list = json_field([])
+    patch_id: int | None = Field(default=None, foreign_key="patch.id", index=True)
+
+
+class Round(SQLModel, table=True):
+    """One compile-and-test round. Round 0 is the base model, evaluated before any training."""
+
+    id: int = Field(primary_key=True)
+    status: str = "pending"  # pending | training | trained | evaluated | failed
+    n_train: int = 0
+    n_patch: int = 0
+    n_replay: int = 0
+    train_loss: float | None = None
+    adapter_path: str | None = None
+    config_hash: str = ""
+    prompt_version: str = ""
+    dev_acc: float | None = None
+    holdout_acc: float | None = None
+    error: str | None = None
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
+class RoundSample(SQLModel, table=True):
+    """Membership of a sample in a round's training set (v1, patch or replay)."""
+
+    round_id: int = Field(foreign_key="round.id", primary_key=True)
+    sample_id: int = Field(foreign_key="sample.id", primary_key=True)
+    role: str  # v1 | patch | replay
+
+
+class ItemResult(SQLModel, table=True):
+    """One stored prediction: what the student wrote for an item in a round."""
+
+    round_id: int = Field(foreign_key="round.id", primary_key=True)
+    item_id: int = Field(foreign_key="testitem.id", primary_key=True)
+    raw: str
+    predicted: str
+    passed: bool
+    prompt_version: str
+
+
+class Diagnosis(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    round_id: int = Field(foreign_key="round.id", index=True)
+    item_id: int = Field(foreign_key="testitem.id", index=True)
+    kind: str  # concept_gap | chain_break | unknown
+    statement_ids: list = json_field([])
+    concept_ids: list = json_field([])
+    evidence: dict = json_field({})
+    confidence: float = 0.5
+    __table_args__ = (UniqueConstraint("round_id", "item_id"),)
+
+
+class Patch(SQLModel, table=True):
+    """Links a diagnosis to the samples written to repair it; they train in `target_round`."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    diagnosis_id: int = Field(foreign_key="diagnosis.id", index=True, unique=True)
+    target_round: int = Field(index=True)
+    n_samples: int = 0
+
+
+class LLMCall(SQLModel, table=True):
+    """Every agent call, offline ones included (cost 0), for the ledger and the cache."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    agent: str = Field(index=True)
+    prompt_name: str
+    prompt_version: str
+    prompt_hash: str
+    model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency_s: float = 0.0
+    cache_hit: bool = False
+    cost: float = 0.0
+    ok: bool = True
+
+
+class Event(SQLModel, table=True):
+    """A milestone in the agents' log; `pwd-agent logs` reads these."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    node: str = Field(index=True)
+    level: str = "info"
+    message: str
+    data: dict = json_field({})
+
+
+class WorkUnit(SQLModel, table=True):
+    """Completion marker of one unit of a stage (a chunk extracted, a chain tested...)."""
+
+    stage: str = Field(primary_key=True)
+    key: str = Field(primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow)

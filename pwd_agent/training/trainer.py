@@ -1,0 +1,133 @@
+"""LoRA fine-tuning with the loss on the answer tokens only, always from the base model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+from pwd_agent.training.job import TrainJob
+
+IGNORE = -100
+
+
+def log(message: str) -> None:
+    print(message, flush=True)  # the train node streams these lines into the run log
+
+
+def encode(tokenizer, prompt: str, answer: str, max_length: int) -> tuple[list[int], list[int]] | None:
+    """Token ids and labels; prompt tokens are masked so only the answer is learned."""
+    from pwd_agent.student import chat_prompt, end_of_answer
+
+    prefix = tokenizer(chat_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"]
+    target = tokenizer(answer + end_of_answer(tokenizer), add_special_tokens=False)["input_ids"]
+    ids = (prefix + target)[:max_length]
+    labels = ([IGNORE] * len(prefix) + target)[:max_length]
+    if all(x == IGNORE for x in labels):
+        return None  # the prompt alone fills max_length: nothing to learn
+    return ids, labels
+
+
+def batches(examples: list, batch_size: int, rng: random.Random) -> list[list]:
+    """Length-sorted batches (little padding) in a shuffled order."""
+    ordered = sorted(examples, key=lambda e: len(e[0]))
+    groups = [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+    rng.shuffle(groups)
+    return groups
+
+
+def collate(group: list, pad_id: int):
+    import torch
+
+    width = max(len(ids) for ids, _ in group)
+    ids = torch.full((len(group), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(group), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(group), width), dtype=torch.long)
+    for row, (x, y) in enumerate(group):
+        ids[row, : len(x)] = torch.tensor(x)
+        labels[row, : len(y)] = torch.tensor(y)
+        mask[row, : len(x)] = 1
+    return ids, labels, mask
+
+
+def train(job: TrainJob) -> dict:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, get_linear_schedule_with_warmup
+
+    from pwd_agent.student import load_tokenizer
+
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    torch.manual_seed(job.seed)
+    rng = random.Random(job.seed)
+    data_bytes = Path(job.data_path).read_bytes()
+    rows = [json.loads(line) for line in data_bytes.decode().splitlines() if line.strip()]
+    tokenizer = load_tokenizer(job.model_path)
+    examples = [e for r in rows if (e := encode(tokenizer, r["prompt"], r["answer"], job.max_length))]
+    if not examples:
+        raise SystemExit(f"no trainable example in {job.data_path}")
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(job.model_path, dtype=dtype).to(device)
+    lora = LoraConfig(
+        r=job.lora_r, lora_alpha=job.lora_alpha, lora_dropout=job.lora_dropout,
+        target_modules=job.target_modules, task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, lora)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=job.learning_rate, weight_decay=0.0)
+
+    steps_per_epoch = math.ceil(math.ceil(len(examples) / job.batch_size) / job.grad_accum)
+    total_steps = max(1, math.ceil(steps_per_epoch * job.epochs))
+    scheduler = get_linear_schedule_with_warmup(optimizer, max(1, total_steps // 10), total_steps)
+    log(f"train: {len(examples)} examples, {total_steps} steps, device {device}, "
+        f"trainable params {sum(p.numel() for p in params):,}")
+
+    model.train()
+    step, tokens, losses, start = 0, 0, [], time.time()
+    log_every = max(1, total_steps // 10)
+    pad_id = tokenizer.pad_token_id
+    while step < total_steps:
+        groups = batches(examples, job.batch_size, rng)
+        for i in range(0, len(groups), job.grad_accum):
+            if step >= total_steps:
+                break
+            micro = groups[i : i + job.grad_accum]
+            step_loss = 0.0
+            for group in micro:
+                ids, labels, mask = (t.to(device) for t in collate(group, pad_id))
+                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss / len(micro)
+                loss.backward()
+                step_loss += loss.item()
+                tokens += int(mask.sum())
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            step += 1
+            losses.append(step_loss)
+            elapsed = time.time() - start
+            eta = elapsed / step * (total_steps - step)
+            if step % log_every == 0 or step == total_steps:
+                log(f"step {step}/{total_steps} loss {step_loss:.4f} tok/s {tokens / elapsed:.0f} eta {eta:.0f}s")
+
+    out = Path(job.output_dir)
+    model.save_pretrained(out)
+    metrics = {
+        "train_loss": sum(losses[-max(1, len(losses) // 4):]) / max(1, len(losses[-max(1, len(losses) // 4):])),
+        "first_loss": losses[0],
+        "steps": step,
+        "examples": len(examples),
+        "tokens": tokens,
+        "seconds": round(time.time() - start, 2),
+        "data_hash": hashlib.sha256(data_bytes).hexdigest()[:16],
+        "config_hash": job.config_hash,
+    }
+    (out / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
+    log(f"done: loss {metrics['first_loss']:.4f} -> {metrics['train_loss']:.4f} in {metrics['seconds']}s")
+    return metrics
