@@ -175,7 +175,8 @@ def show_config() -> None:
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns typer.Exit's code in this mode
+        sys.exit(code if isinstance(code, int) else 0)
     except PwdAgentError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         if exc.hint:

@@ -49,7 +49,7 @@ class BuilderConfig(Section):
     choice_share: float = Field(0.3, ge=0, le=1, description="Share of multiple-choice samples (30%).")
     concept_samples: bool = Field(True, description="Also write one definition sample per L1 concept.")
     patch_samples_per_failure: int = Field(7, ge=1, description="Patch samples per diagnosed failure (paper: 7).")
-    patch_fraction: float = Field(0.35, gt=0, le=1, description="Patches' share of a repair round's mix.")
+    patch_fraction: float = Field(0.35, gt=0, le=1, description="Patches' share of a repair round's mix (the rest is replay).")
     seed: int = Field(0, description="Seed for sample types and replay selection.")
 
 
@@ -76,6 +76,7 @@ class TrainConfig(Section):
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     seed: int = Field(0)
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice).")
+    cpu_bf16: bool = Field(True, description="On a CPU with bf16 support, autocast matmuls to bf16 (faster).")
 
 
 class EvalConfig(Section):

@@ -54,8 +54,14 @@ def sentence_case(text: str) -> str:
 
 
 def order_claim(before: str, after: str) -> str:
-    """The one option style every ordering claim uses, so the key cannot be spotted by form."""
+    """The test items' one option style for ordering claims, so a key cannot be spotted by form."""
     return f"Right after {before}, {after}."
+
+
+def taught_claim(before: str, after: str) -> str:
+    """Training data states the same facts in other words than the tests, so a pass needs the
+    fact, not a memorised string."""
+    return f"Once {before}, the next thing that happens is that {after}."
 
 
 class OfflineAgents:
@@ -189,8 +195,7 @@ class OfflineAgents:
         context = f" It requires that {step_phrase(chain.preconditions[0])}." if chain.preconditions else ""
         return (
             f"This question is about {chain.process_name.lower()}, part of {chain.domain.lower()}. "
-            f"{chain.summary}{context} An operator must know why each step can only happen once the "
-            "previous one is complete, because doing a step out of sequence makes the process fail. "
+            f"{chain.summary}{context} Each step can only start once the one before it is complete. "
             "Which of the following statements correctly name a step and the step that comes directly after it?"
         )
 
@@ -239,8 +244,10 @@ class OfflineAgents:
                 u = rng.random()
                 if u < qa_share:
                     draft = self._qa_sample(chain, st)
-                elif u < qa_share + choice_share:
+                elif u < qa_share + choice_share * 0.7:
                     draft = self._next_step_choice(chain, st, steps, foreign_steps, rng)
+                elif u < qa_share + choice_share:
+                    draft = self._multi_select_choice(chain, st, statements, steps, rng)
                 else:
                     draft = self._tf_sample(chain, st, steps, rng)
                 samples.append(draft.model_copy(update={"concept_ids": concept_ids}))
@@ -274,12 +281,33 @@ class OfflineAgents:
         )
 
     @staticmethod
+    def _multi_select_choice(chain, st, statements, steps, rng) -> SampleDraft:
+        """METHOD.md's 30% multi-select: true and false ordering claims about one process."""
+        true = [taught_claim(o.subject, o.object) for o in statements if o.id != st.id]
+        false = [taught_claim(o.object, o.subject) for o in statements]
+        false += [taught_claim(steps[k], steps[k + 2]) for k in range(len(steps) - 2)]
+        n_true = min(len(true), rng.randint(0, 3))
+        options = [(taught_claim(st.subject, st.object), True)] + [(c, True) for c in rng.sample(true, n_true)]
+        options += [(c, False) for c in rng.sample(false, min(len(false), 4 - len(options)))]
+        rng.shuffle(options)
+        key = letters_of([k for k, (_, ok) in enumerate(options) if ok])
+        return SampleDraft(
+            kind="choice",
+            prompt=render_choice_prompt(
+                f"Which of these statements about the order of steps in {chain.process_name.lower()} are correct?",
+                [text for text, _ in options],
+            ),
+            answer=f"{key}\nThe correct statements keep adjacent steps in their true order.",
+            statement_ids=[st.id],
+        )
+
+    @staticmethod
     def _tf_sample(chain, st, steps, rng) -> SampleDraft:
         if rng.random() < 0.5:
-            claim, verdict = order_claim(st.object, st.subject), "False"
+            claim, verdict = taught_claim(st.object, st.subject), "False"
             why = f"The order is the other way round: first {st.subject}, then {st.object}."
         else:
-            claim, verdict = order_claim(st.subject, st.object), "True"
+            claim, verdict = taught_claim(st.subject, st.object), "True"
             why = f"The source says: \"{clean(st.source_quote)}\""
         return SampleDraft(
             kind="tf",
@@ -336,11 +364,15 @@ class OfflineAgents:
         """Samples grounded in the located nodes (never in the test item's text)."""
         rng = random.Random(f"{self.seed}:patch:{salt}")
         located = [s for s in statements if s.id in diagnosis.statement_ids] or statements
+        # The paper's mixes (3 walks + 3 choice + 1 TF; 4 QA + 2 choice + 1 TF), interleaved so a
+        # smaller patch size still gets every kind.
         if diagnosis.kind == "chain_break":
-            makers = [self._walk_sample, self._walk_sample, self._walk_sample, self._counterfactual_sample]
-            makers += [self._skip_choice_sample] * 2 + [self._skip_tf_sample]
+            makers = [self._walk_sample, self._skip_choice_sample, self._skip_tf_sample, self._counterfactual_sample,
+                      self._walk_sample, self._skip_choice_sample, self._walk_sample]
         else:
-            makers = [self._qa_sample_from_located] * 4 + [self._choice_from_located] * 2 + [self._tf_from_located]
+            makers = [self._qa_sample_from_located, self._choice_from_located, self._tf_from_located,
+                      self._qa_sample_from_located, self._choice_from_located, self._qa_sample_from_located,
+                      self._qa_sample_from_located]
         samples = []
         for i in range(n_samples):
             maker = makers[i % len(makers)]
@@ -396,13 +428,13 @@ class OfflineAgents:
     def _skip_choice_sample(self, chain, statements, located, concepts, foreign, rng, i) -> SampleDraft:
         st = located[i % len(located)]
         others = [o for o in statements if o.id != st.id]
-        options = [(order_claim(st.subject, st.object), True)]
-        options += [(order_claim(o.object, o.subject), False) for o in rng.sample(others, min(2, len(others)))]
+        options = [(taught_claim(st.subject, st.object), True)]
+        options += [(taught_claim(o.object, o.subject), False) for o in rng.sample(others, min(2, len(others)))]
         steps = [step_phrase(s) for s in chain.steps]
-        options += [(order_claim(steps[k], steps[k + 2]), False) for k in range(len(steps) - 2)]
+        options += [(taught_claim(steps[k], steps[k + 2]), False) for k in range(len(steps) - 2)]
         options = options[:4]
         while len(options) < 4:
-            options.append((order_claim(st.subject, rng.choice(foreign or steps)), False))
+            options.append((taught_claim(st.subject, rng.choice(foreign or steps)), False))
         rng.shuffle(options)
         key = letters_of([k for k, (_, ok) in enumerate(options) if ok])
         return SampleDraft(
@@ -422,7 +454,7 @@ class OfflineAgents:
             return self._tf_from_located(chain, statements, located, concepts, foreign, rng, i)
         return SampleDraft(
             kind="tf",
-            prompt=f"True or false? In {chain.process_name.lower()}: {order_claim(steps[k], steps[k + 2])}",
+            prompt=f"True or false? In {chain.process_name.lower()}: {taught_claim(steps[k], steps[k + 2])}",
             answer=f"False. A step is skipped: after {steps[k]}, first {steps[k + 1]}.",
             statement_ids=[st.id for st in statements if st.position in (k, k + 1)],
         )

@@ -103,7 +103,7 @@ def run_training(ctx: RunContext, round_id: int) -> dict:
         lora_r=cfg.student.lora_r, lora_alpha=cfg.student.lora_alpha, lora_dropout=cfg.student.lora_dropout,
         target_modules=cfg.student.target_modules, max_length=cfg.student.max_length, epochs=cfg.train.epochs,
         learning_rate=cfg.train.learning_rate, batch_size=cfg.train.batch_size, grad_accum=cfg.train.grad_accum,
-        seed=cfg.train.seed, threads=cfg.train.threads, config_hash=cfg.config_hash(),
+        seed=cfg.train.seed, threads=cfg.train.threads, cpu_bf16=cfg.train.cpu_bf16, config_hash=cfg.config_hash(),
     )
     (folder / "job.json").write_text(job.model_dump_json(indent=2))
     emit(ctx.db_url, "train", f"round {round_id}: training on {n} samples (python -m pwd_agent.training {folder / 'job.json'})")
@@ -126,6 +126,7 @@ def _stream(ctx: RunContext, command: list[str], log_path: Path) -> deque | None
                                 preexec_fn=_die_with_parent)
         for line in proc.stdout:
             log_file.write(line)
+            log_file.flush()  # `tail -f` and the kill test read it live
             line = line.rstrip()
             tail.append(line)
             if line.startswith(("step ", "train:", "done:")):

@@ -22,4 +22,5 @@ class TrainJob(BaseModel):
     grad_accum: int = 1
     seed: int = 0
     threads: int | None = None
+    cpu_bf16: bool = True
     config_hash: str = ""

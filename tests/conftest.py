@@ -1,0 +1,44 @@
+"""Shared fixtures: a throwaway home per test, a tiny local model, a small corpus."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples" / "corpus"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Each test runs in its own folder with its own cache; no network, no real home."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PWD_AGENT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    yield
+    from pwd_agent.store import dispose_engines
+
+    dispose_engines()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    from tiny_model import build_tiny_model
+
+    texts = [p.read_text() for p in sorted(EXAMPLES.glob("*.md"))]
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", texts)
+
+
+@pytest.fixture
+def small_corpus(tmp_path) -> Path:
+    """Six documents of the example corpus (12 chains): enough for both splits, fast to run."""
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for path in sorted(EXAMPLES.glob("*.md"))[:6]:
+        shutil.copy(path, folder / path.name)
+    return folder

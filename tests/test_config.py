@@ -1,0 +1,49 @@
+"""RunConfig: layering, validation and the messages a user sees."""
+
+import pytest
+
+from pwd_agent.config import RunConfig, load_config, parse_set, save_config
+from pwd_agent.errors import ConfigError
+
+
+def test_yaml_then_set_then_overrides(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("loop:\n  goal: 0.7\ntrain:\n  epochs: 2\n")
+    cfg = load_config(path, ["train.epochs=3", "student.target_modules=[\"q_proj\"]"], **{"loop.goal": 0.9})
+    assert cfg.train.epochs == 3
+    assert cfg.student.target_modules == ["q_proj"]
+    assert cfg.loop.goal == 0.9
+
+
+def test_set_value_is_json_or_string():
+    assert parse_set("loop.max_rounds=4") == (["loop", "max_rounds"], 4)
+    assert parse_set("corpus.path=docs/x") == (["corpus", "path"], "docs/x")
+
+
+def test_unknown_key_names_the_key_and_a_fix(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["loop.gaol=0.5"])
+    assert "loop.gaol" in err.value.message and "loop.goal" in err.value.hint
+    path = tmp_path / "run.yaml"
+    path.write_text("trian:\n  epochs: 1\n")
+    with pytest.raises(ConfigError, match="unknown config key 'trian'"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("goal", [1.5, -0.1])
+def test_goal_outside_unit_interval_is_refused(goal):
+    with pytest.raises(ConfigError, match="between 0 and 1"):
+        load_config(None, [f"loop.goal={goal}"])
+
+
+def test_gates_are_refused_until_implemented():
+    with pytest.raises(ConfigError, match="gates.on_patch=false"):
+        load_config(None, ["gates.on_patch=true"])
+
+
+def test_saved_config_loads_back_identically(tmp_path):
+    cfg = load_config(None, ["loop.goal=0.66", "corpus.path=elsewhere"])
+    save_config(cfg, tmp_path / "config.yaml")
+    again = load_config(tmp_path / "config.yaml")
+    assert again == cfg and again.config_hash() == cfg.config_hash()
+    assert RunConfig().config_hash() != cfg.config_hash()

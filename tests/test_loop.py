@@ -1,0 +1,119 @@
+"""The whole loop on the tiny model, through the real CLI: stored rows, exit codes, kill and resume."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlmodel import select
+
+from pwd_agent.runs import open_run
+from pwd_agent.store import (
+    Chain, Chunk, Diagnosis, Event, ItemResult, LLMCall, Patch, Round, RoundSample, Sample, TestItem, WorkUnit,
+    session_scope,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pwd_agent", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def tiny_args(tiny_model: Path, corpus: Path, run_id: str, *extra: str) -> list[str]:
+    return ["run", "--corpus", str(corpus), "--run-id", run_id, "-q",
+            "--set", f"student.model={tiny_model}", "--set", "eval.batch_size=16", *extra]
+
+
+def test_two_rounds_store_every_step(tiny_model, small_corpus):
+    result = cli(*tiny_args(tiny_model, small_corpus, "loop", "--goal", "0.99", "--set", "loop.max_rounds=2"))
+    assert result.returncode == 3, result.stderr  # goal not met: the documented "stopped short" code
+    assert "stopped short of the goal (max_rounds)" in result.stdout
+
+    ctx = open_run("loop")
+    with session_scope(ctx.db_url) as s:
+        rounds = s.exec(select(Round).order_by(Round.id)).all()
+        assert [(r.id, r.status) for r in rounds] == [(0, "evaluated"), (1, "evaluated"), (2, "evaluated")]
+        assert rounds[0].adapter_path is None and rounds[0].n_train == 0
+        assert all(Path(r.adapter_path, "adapter_model.safetensors").is_file() for r in rounds[1:])
+
+        items = s.exec(select(TestItem)).all()
+        assert {i.split for i in items} == {"dev", "holdout"}
+        results = s.exec(select(ItemResult)).all()
+        assert len(results) == 3 * len(items)  # every item scored in every round, prediction stored
+        assert all(r.prompt_version == "eval/letters@v1" for r in results)
+
+        split = {i.id: i.split for i in items}
+        failed_dev = {r.item_id for r in results if r.round_id == 1 and not r.passed and split[r.item_id] == "dev"}
+        diagnoses = s.exec(select(Diagnosis).where(Diagnosis.round_id == 1)).all()
+        assert {d.item_id for d in diagnoses} == failed_dev  # every failed dev item, never a holdout item
+        assert all(d.kind in ("concept_gap", "chain_break") and d.evidence["rule"] for d in diagnoses)
+
+        patches = s.exec(select(Patch)).all()
+        assert {p.diagnosis_id for p in patches} == {d.id for d in diagnoses}
+        assert all(p.target_round == 2 and p.n_samples == 7 for p in patches)
+        patch_samples = s.exec(select(Sample).where(Sample.origin == "patch")).all()
+        assert len(patch_samples) == 7 * len(patches) and all(x.statement_ids for x in patch_samples)
+
+        members = s.exec(select(RoundSample).where(RoundSample.round_id == 2)).all()
+        roles = {m.role for m in members}
+        assert roles == {"patch", "replay"}
+        by_id = {x.id: x for x in s.exec(select(Sample)).all()}
+        patched = {sid for m in members if m.role == "patch" for sid in by_id[m.sample_id].statement_ids}
+        replay = [by_id[m.sample_id] for m in members if m.role == "replay"]
+        assert replay and not any(patched & set(x.statement_ids) for x in replay)  # the replay rule
+
+        agents = {c.agent for c in s.exec(select(LLMCall)).all()}
+        assert agents == {"extractor", "tester", "builder", "debugger"}
+
+    status = cli("status", "loop")
+    assert status.returncode == 0
+    assert "run loop: stopped (max_rounds)" in status.stdout
+    assert status.stdout.count(" evaluated ") == 3
+
+
+def test_goal_met_exits_zero(tiny_model, small_corpus):
+    result = cli(*tiny_args(tiny_model, small_corpus, "easy", "--goal", "0"))
+    assert result.returncode == 0, result.stderr
+    assert "goal met" in result.stdout
+    with session_scope(open_run("easy").db_url) as s:
+        assert [r.id for r in s.exec(select(Round)).all()] == [0]
+
+
+def test_sigkill_during_training_then_resume_redoes_nothing(tiny_model, small_corpus):
+    args = tiny_args(tiny_model, small_corpus, "killed", "--goal", "0.99", "--set", "loop.max_rounds=1",
+                     "--set", "train.epochs=60")
+    proc = subprocess.Popen([sys.executable, "-m", "pwd_agent", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    train_log = Path("runs/killed/rounds/01/train.log")
+    deadline = time.time() + 120
+    while not (train_log.is_file() and "step " in train_log.read_text()):
+        assert time.time() < deadline and proc.poll() is None, "training never started"
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    ctx = open_run("killed")
+    with session_scope(ctx.db_url) as s:
+        assert s.get(Round, 1).status == "training"
+        before = {"chains": len(s.exec(select(Chain)).all()), "items": len(s.exec(select(TestItem)).all()),
+                  "samples": len(s.exec(select(Sample)).all()), "calls": len(s.exec(select(LLMCall)).all())}
+
+    result = cli("resume", "killed", "-q")
+    assert result.returncode == 3, result.stderr
+    with session_scope(ctx.db_url) as s:
+        assert len(s.exec(select(Chain)).all()) == before["chains"]
+        assert len(s.exec(select(TestItem)).all()) == before["items"]
+        assert len(s.exec(select(Sample)).all()) == before["samples"]
+        assert len(s.exec(select(LLMCall)).all()) == before["calls"]  # no agent call repeated
+        n_chunks = len(s.exec(select(Chunk)).all())
+        assert len(s.exec(select(WorkUnit).where(WorkUnit.stage == "extract")).all()) == n_chunks
+        messages = [e.message for e in s.exec(select(Event)).all()]
+        assert sum("chunks to extract" in m for m in messages) == 1  # extract ran once, before the kill
+        assert sum(m.startswith("resuming run killed at train") for m in messages) == 1
+        assert sum(m.startswith("round 1 trained") for m in messages) == 1
+        assert s.get(Round, 1).status == "evaluated"
+        assert len(s.exec(select(ItemResult).where(ItemResult.round_id == 1)).all()) == before["items"]

@@ -1,0 +1,125 @@
+"""The offline agents on the example corpus: extraction grounded in quotes, balanced items, sample mix."""
+
+from collections import Counter
+
+import pytest
+
+from pwd_agent.agents.schemas import KBChain, KBConcept, KBStatement, TestItemDraft
+from pwd_agent.corpus import chunk_document, read_corpus
+from pwd_agent.llm.offline import OfflineAgents, order_claim
+from pwd_agent.prompting import LETTERS, parse_letters
+
+from conftest import EXAMPLES
+
+
+@pytest.fixture(scope="module")
+def kb():
+    """(chain, statements, concepts, chunk text) for every chain of the example corpus."""
+    agents = OfflineAgents()
+    out, next_id = [], 1
+    for doc in read_corpus(EXAMPLES, [".md"]):
+        for chunk in chunk_document(doc.text, 1500):
+            chain = agents.extract_chain(chunk.text, chunk.heading, doc.title)
+            if chain is None:
+                continue
+            statements = agents.extract_statements(chunk.text, chain)
+            concepts = agents.extract_concepts(chunk.text, chain, statements)
+            kb_chain = KBChain(id=len(out) + 1, **chain.model_dump())
+            kb_sts = []
+            for st in statements:
+                kb_sts.append(KBStatement(id=next_id, chain_id=kb_chain.id, **st.model_dump()))
+                next_id += 1
+            kb_cs = [KBConcept(id=i + 1, statement_ids=[kb_sts[j].id for j in c.statements], **c.model_dump())
+                     for i, c in enumerate(concepts)]
+            out.append((kb_chain, kb_sts, kb_cs, chunk.text))
+    return out
+
+
+def test_corpus_yields_at_least_30_chains_with_exact_quotes(kb):
+    assert len(kb) >= 30
+    for chain, statements, concepts, text in kb:
+        assert len(chain.steps) >= 3
+        assert len(statements) == len(chain.steps) - 1  # one per adjacent step pair
+        for st in statements:
+            assert st.source_quote in text
+        for concept in concepts:
+            assert concept.definition and concept.term == concept.term.lower()
+
+
+def test_intro_without_steps_is_not_a_chain():
+    text = "**Coagulation** is the first chemical step. It uses **alum**."
+    assert OfflineAgents().extract_chain(text, "", "Coagulation") is None
+
+
+def _items(kb):
+    agents, letters, items = OfflineAgents(), Counter(), []
+    for i, (chain, statements, _, _) in enumerate(kb):
+        foreign = [kb[(i + 1) % len(kb)][0].steps[0].lower()]
+        for variant in range(2):
+            item = agents.write_test_item(chain, statements, foreign, variant, letters)
+            letters.update(item.answer.split(","))
+            items.append(item)
+    return items, letters
+
+
+def test_items_have_four_options_one_to_four_keys_and_balanced_letters(kb):
+    items, letters = _items(kb)
+    n_keys = Counter(len(item.answer.split(",")) for item in items)
+    assert set(n_keys) <= {1, 2, 3, 4} and len(n_keys) >= 3
+    for item in items:
+        keys = [LETTERS[i] for i, kind in enumerate(item.option_kinds) if kind == "key"]
+        assert ",".join(keys) == item.answer
+        assert len(set(item.options)) == 4
+        assert 40 <= len(item.question.split()) <= 100
+    assert max(letters.values()) - min(letters.values()) <= 0.15 * max(letters.values())
+    kinds = Counter(k for item in items for k in item.option_kinds if k != "key")
+    assert {"wrong_order", "skipped_step", "swapped_object"} <= set(kinds)
+
+
+def test_sample_mix_and_answers_first(kb):
+    agents, samples = OfflineAgents(), []
+    for chain, statements, concepts, _ in kb:
+        samples += agents.write_samples(chain, statements, concepts, ["a foreign step"], 2, 0.6, 0.3)
+    kinds = Counter(s.kind for s in samples if s.kind != "concept")
+    total = sum(kinds.values())
+    assert 0.5 < kinds["qa"] / total < 0.7 and 0.2 < kinds["choice"] / total < 0.4 and kinds["tf"] > 0
+    for s in samples:
+        assert s.statement_ids or s.concept_ids
+        if s.kind == "choice":
+            first_line = s.answer.split("\n")[0]
+            assert parse_letters(first_line) == first_line  # the letters come first
+        if s.kind == "tf":
+            assert s.answer.startswith(("True.", "False."))
+
+
+def _item(kinds, answer, statements=(1, 2, 3, 4)):
+    return TestItemDraft(question="q", options=["a", "b", "c", "d"], option_kinds=kinds,
+                         option_statements=list(statements), answer=answer)
+
+
+def test_judge_rules():
+    agents = OfflineAgents()
+    kinds = ["key", "wrong_order", "key", "swapped_object"]
+    broken = agents.judge_failure(_item(kinds, "A,C"), "A,B")
+    assert broken.kind == "chain_break" and broken.statement_ids == [2, 3]
+    gap = agents.judge_failure(_item(kinds, "A,C"), "A,D")
+    assert gap.kind == "concept_gap" and gap.statement_ids == [3, 4]
+    missed = agents.judge_failure(_item(kinds, "A,C"), "")
+    assert missed.kind == "concept_gap" and missed.evidence["missed_keys"] == ["A", "C"]
+
+
+def test_patches_are_grounded_and_sized(kb):
+    agents = OfflineAgents()
+    chain, statements, concepts, text = kb[0]
+    gap = agents.judge_failure(_item(["key", "swapped_object", "key", "key"], "A,C,D",
+                                     [statements[0].id, statements[1].id, statements[1].id, statements[2].id]), "A")
+    patch = agents.write_patch(gap, chain, statements, concepts, ["x happens"], 7, "s")
+    assert len(patch) == 7 and Counter(s.kind for s in patch)["tf"] == 1
+    assert all(set(s.statement_ids) & {st.id for st in statements} for s in patch)
+    broken = gap.model_copy(update={"kind": "chain_break"})
+    walk = [s for s in agents.write_patch(broken, chain, statements, concepts, ["x"], 7, "s") if s.kind == "walk"]
+    assert walk and all(s.answer.count("Step ") >= 3 and s.answer.count("Source:") >= 3 for s in walk)
+
+
+def test_option_claims_share_one_style():
+    assert order_claim("a happens", "b happens") == "Right after a happens, b happens."

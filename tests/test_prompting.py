@@ -1,0 +1,35 @@
+"""The letters protocol: parsing completions and exact-set scoring."""
+
+import pytest
+
+from pwd_agent.prompting import load_prompt, parse_letters, render_choice_prompt, score
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("A", "A"), ("C,A", "A,C"), ("B. because the floc", "B"), ("The answer is C", "C"),
+        ("(B) and (D)", "B,D"), ("Answer: A, B", "A,B"), ("A and C\nmore text", "A,C"),
+        ("I think A", ""), ("Alum dissolves", ""), ("", ""), ("   ", ""),
+    ],
+)
+def test_parse_letters(text, expected):
+    assert parse_letters(text) == expected
+
+
+def test_exact_set_match():
+    assert score("A,C", "A,C")
+    assert not score("A", "A,C")
+    assert not score("A,B,C", "A,C")
+    assert not score("", "A")
+
+
+def test_choice_prompt_lists_options_and_asks_for_letters():
+    text = render_choice_prompt("Which?", ["one", "two", "three", "four"])
+    assert "A. one\nB. two\nC. three\nD. four" in text
+    assert "Write only the letters." in text
+
+
+def test_missing_variable_is_an_error():
+    with pytest.raises(KeyError, match="options"):
+        load_prompt("eval/letters").render(question="Q")

@@ -1,0 +1,61 @@
+"""The trainer: answer-only loss masks, and a real LoRA run on the tiny model that changes weights."""
+
+import json
+
+import pytest
+
+from pwd_agent.student import load_tokenizer
+from pwd_agent.training.job import TrainJob
+from pwd_agent.training.trainer import IGNORE, encode, train
+
+
+def test_prompt_tokens_are_masked(tiny_model):
+    tokenizer = load_tokenizer(str(tiny_model))
+    ids, labels = encode(tokenizer, "Which step follows?", "B", max_length=512)
+    n_prompt = sum(1 for x in labels if x == IGNORE)
+    assert n_prompt > 0 and len(ids) == len(labels)
+    assert labels[n_prompt:] == ids[n_prompt:]
+    assert tokenizer.decode(ids[n_prompt:]).strip() == "B<eos>"
+
+
+def test_overlong_prompt_leaves_nothing_to_learn(tiny_model):
+    tokenizer = load_tokenizer(str(tiny_model))
+    assert encode(tokenizer, "word " * 400, "A", max_length=16) is None
+
+
+def test_lora_training_changes_adapter_weights(tiny_model, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    data = tmp_path / "train.jsonl"
+    rows = [{"prompt": f"What follows step {i}?", "answer": f"Step {i + 1} follows."} for i in range(16)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    job = TrainJob(model_path=str(tiny_model), data_path=str(data), output_dir=str(tmp_path / "adapter"),
+                   target_modules=["q_proj", "v_proj"], epochs=3, learning_rate=5e-3, batch_size=4, lora_r=4)
+    metrics = train(job)
+
+    trained = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    torch.manual_seed(job.seed)  # the trainer's seed gives the same initial LoRA weights
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model))
+    initial = get_peft_model(base, LoraConfig(r=4, lora_alpha=32, lora_dropout=0.05,
+                                              target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    state = {k: v for k, v in initial.state_dict().items() if "lora_" in k}
+    assert trained and len(trained) == len(state)
+    changed = [k for k, v in trained.items() if not torch.allclose(v, _match(state, k), atol=1e-6)]
+    assert len(changed) == len(trained)  # every LoRA matrix moved (B starts at zero)
+    assert metrics["train_loss"] < metrics["first_loss"]
+    assert json.loads((tmp_path / "adapter" / "train_metrics.json").read_text())["examples"] == 16
+
+
+def _match(state: dict, key: str):
+    suffix = key.split("base_model.model.", 1)[-1]
+    matches = [v for k, v in state.items() if k.endswith(suffix.replace(".weight", ".default.weight"))]
+    assert len(matches) == 1, key
+    return matches[0]
+
+
+def test_job_file_rejects_unknown_fields():
+    with pytest.raises(ValueError):
+        TrainJob.model_validate({"model_path": "m", "data_path": "d", "output_dir": "o", "epocs": 1})
