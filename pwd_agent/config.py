@@ -44,13 +44,22 @@ class TestsConfig(Section):
 
 
 class BuilderConfig(Section):
+    """V1 mix: `qa_share` open QA, `choice_share` choice, the rest true/false (METHOD.md: 60/30/10)."""
+
     samples_per_statement: int = Field(1, ge=1, le=6, description="V1 samples written per L2 statement.")
     qa_share: float = Field(0.6, ge=0, le=1, description="Share of open QA samples (METHOD.md: 60%).")
     choice_share: float = Field(0.3, ge=0, le=1, description="Share of multiple-choice samples (30%).")
+    multi_select_share: float = Field(0.3, ge=0, le=1, description="Share of choice samples that are multi-select (30%).")
     concept_samples: bool = Field(True, description="Also write one definition sample per L1 concept.")
     patch_samples_per_failure: int = Field(7, ge=1, description="Patch samples per diagnosed failure (paper: 7).")
     patch_fraction: float = Field(0.35, gt=0, le=1, description="Patches' share of a repair round's mix (the rest is replay).")
     seed: int = Field(0, description="Seed for sample types and replay selection.")
+
+    @model_validator(mode="after")
+    def _shares_fit(self) -> "BuilderConfig":
+        if self.qa_share + self.choice_share > 1:
+            raise ValueError("builder.qa_share + builder.choice_share must be at most 1 (the rest is true/false)")
+        return self
 
 
 class StudentConfig(Section):

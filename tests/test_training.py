@@ -59,3 +59,26 @@ def _match(state: dict, key: str):
 def test_job_file_rejects_unknown_fields():
     with pytest.raises(ValueError):
         TrainJob.model_validate({"model_path": "m", "data_path": "d", "output_dir": "o", "epocs": 1})
+
+
+def test_answer_loss_equals_full_sequence_loss(tiny_model):
+    """Left padding, explicit positions and logits for the answers only give transformers' own loss."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from pwd_agent.training.trainer import answer_loss, collate
+
+    tokenizer = load_tokenizer(str(tiny_model))
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model)).eval()
+    examples = [encode(tokenizer, "Which step follows dosing?", "B", 512),
+                encode(tokenizer, "Short?", "The alum dissolves quickly.", 512)]
+    ids, labels, mask, positions, keep = collate(examples, tokenizer.pad_token_id)
+    with torch.no_grad():
+        ours = answer_loss(model, ids, labels, mask, positions, keep)
+        singles = []
+        for x, y in examples:
+            out = model(input_ids=torch.tensor([x]), labels=torch.tensor([y]))
+            n = sum(1 for t in y[1:] if t != IGNORE)
+            singles.append((out.loss * n, n))
+    reference = sum(l for l, _ in singles) / sum(n for _, n in singles)
+    assert torch.allclose(ours, reference, atol=1e-4)

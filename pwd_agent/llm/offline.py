@@ -233,6 +233,7 @@ class OfflineAgents:
         per_statement: int,
         qa_share: float,
         choice_share: float,
+        multi_select_share: float = 0.3,
     ) -> list[SampleDraft]:
         """V1 samples: open QA, choice and true/false per statement, plus concept definitions."""
         rng = random.Random(f"{self.seed}:samples:{chain.id}")
@@ -244,7 +245,7 @@ class OfflineAgents:
                 u = rng.random()
                 if u < qa_share:
                     draft = self._qa_sample(chain, st)
-                elif u < qa_share + choice_share * 0.7:
+                elif u < qa_share + choice_share * (1 - multi_select_share):
                     draft = self._next_step_choice(chain, st, steps, foreign_steps, rng)
                 elif u < qa_share + choice_share:
                     draft = self._multi_select_choice(chain, st, statements, steps, rng)

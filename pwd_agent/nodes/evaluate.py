@@ -58,3 +58,18 @@ def score_and_store(ctx: RunContext, round_id: int, adapter: str | None, items: 
                 out.write(json.dumps({"item_id": item.id, "split": item.split, "answer": item.answer,
                                       "predicted": pred.predicted, "passed": pred.passed, "raw": pred.raw}) + "\n")
             emit(ctx.db_url, "evaluate", f"round {round_id}: {min(start + slice_size, len(items))}/{len(items)} items")
+    del evaluator
+    release_memory()
+
+
+def release_memory() -> None:
+    """Hand the evaluator's memory back to the OS before the trainer subprocess starts (glibc
+    keeps freed heap otherwise, and the two would add up)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

@@ -31,7 +31,7 @@ def synthesize(state: RunState, runtime: Runtime[RunContext]) -> dict:
             drafts = call_agent(
                 session, backend, "builder", "v1_samples", backend.write_samples,
                 kb_chain(session.get(Chain, chain_id)), statements, concepts, foreign_steps(session, chain_id),
-                cfg.samples_per_statement, cfg.qa_share, cfg.choice_share,
+                cfg.samples_per_statement, cfg.qa_share, cfg.choice_share, cfg.multi_select_share,
             )
             for draft in drafts:
                 session.add(Sample(origin="v1", chain_id=chain_id, **draft.model_dump()))

@@ -16,7 +16,7 @@ from langgraph.runtime import Runtime
 from sqlmodel import Session, select
 
 from pwd_agent.errors import TrainingError
-from pwd_agent.events import emit, logger
+from pwd_agent.events import emit
 from pwd_agent.runs import RunContext
 from pwd_agent.state import RunState
 from pwd_agent.store import Patch, Round, RoundSample, Sample, session_scope
@@ -130,7 +130,7 @@ def _stream(ctx: RunContext, command: list[str], log_path: Path) -> deque | None
             line = line.rstrip()
             tail.append(line)
             if line.startswith(("step ", "train:", "done:")):
-                logger.info("[train] %s", line)
+                emit(ctx.db_url, "train", line)
     return tail if proc.wait() != 0 else None
 
 

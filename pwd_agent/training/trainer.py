@@ -40,6 +40,8 @@ def batches(examples: list, batch_size: int, rng: random.Random) -> list[list]:
 
 
 def collate(group: list, pad_id: int):
+    """Left-padded batch, so every answer ends at the right edge: the LM head then runs only over
+    the last `keep` positions (the answers), which saves most of the logits' memory and time."""
     import torch
 
     width = max(len(ids) for ids, _ in group)
@@ -47,10 +49,24 @@ def collate(group: list, pad_id: int):
     labels = torch.full((len(group), width), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(group), width), dtype=torch.long)
     for row, (x, y) in enumerate(group):
-        ids[row, : len(x)] = torch.tensor(x)
-        labels[row, : len(y)] = torch.tensor(y)
-        mask[row, : len(x)] = 1
-    return ids, labels, mask
+        ids[row, width - len(x) :] = torch.tensor(x)
+        labels[row, width - len(y) :] = torch.tensor(y)
+        mask[row, width - len(x) :] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate() numbers left-padded prompts
+    learned = (labels != IGNORE).any(0).nonzero()
+    keep = width - int(learned[0]) + 1  # answer span plus the position that predicts its first token
+    return ids, labels, mask, positions, keep
+
+
+def answer_loss(model, ids, labels, mask, positions, keep):
+    """Mean cross-entropy over the answer tokens only."""
+    import torch
+
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits
+    targets = labels[:, -(keep - 1) :]
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE
+    )
 
 
 def train(job: TrainJob) -> dict:
@@ -102,9 +118,10 @@ def train(job: TrainJob) -> dict:
             micro = groups[i : i + job.grad_accum]
             step_loss = 0.0
             for group in micro:
-                ids, labels, mask = (t.to(device) for t in collate(group, pad_id))
+                *tensors, keep = collate(group, pad_id)
+                ids, labels, mask, positions = (t.to(device) for t in tensors)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                    loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss / len(micro)
+                    loss = answer_loss(model, ids, labels, mask, positions, keep) / len(micro)
                 loss.backward()
                 step_loss += loss.item()
                 tokens += int(mask.sum())
