@@ -64,7 +64,10 @@ def _execute(ctx, resume: bool, quiet: bool) -> None:
     _setup_logging(ctx.run_dir, quiet)
     try:
         execute(ctx, resume=resume)
-    except PwdAgentError:
+    except PwdAgentError as exc:
+        from pwd_agent.events import emit
+
+        emit(ctx.db_url, "run", f"stopped: {exc.message}", "error", hint=exc.hint)
         raise
     except KeyboardInterrupt:
         typer.echo(f"\ninterrupted; state saved. Continue with: pwd-agent resume {ctx.run_id}", err=True)
@@ -171,6 +174,26 @@ def show_config() -> None:
 
     for key, default, text in describe_keys():
         typer.echo(f"{key:<32} {default:<28} {text}")
+
+
+prompts_app = typer.Typer(help="The agents' prompt files.", no_args_is_help=True)
+app.add_typer(prompts_app, name="prompts")
+
+
+@prompts_app.command("check")
+def prompts_check(
+    prompts_dir: Optional[Path] = typer.Option(None, "--dir", help="A prompts folder (default: the shipped one)."),
+) -> None:
+    """Render every prompt with fixture values; exit 2 if any fails."""
+    from pwd_agent.prompting import PROMPTS_DIR, check_prompts
+
+    results = check_prompts(prompts_dir or PROMPTS_DIR)
+    if not results:
+        raise PwdAgentError(f"no prompt files in {prompts_dir}", "point --dir at a copy of prompts/")
+    for tag, verdict in results:
+        typer.echo(f"ok   {tag}" if verdict == "ok" else f"FAIL {tag}: {verdict}")
+    if any(v != "ok" for _, v in results):
+        raise typer.Exit(EXIT_BAD_INPUT)
 
 
 def main() -> None:

@@ -26,10 +26,30 @@ class CorpusConfig(Section):
 
 
 class LLMConfig(Section):
-    backend: Literal["offline"] = Field(
-        "offline", description="offline = deterministic rule-based agents, no network. LLM endpoints come next."
+    """The agents' LLM: `offline` rules, or any OpenAI-compatible endpoint."""
+
+    backend: Literal["offline", "openai"] = Field(
+        "offline", description="offline = deterministic rule-based agents, no network; openai = an OpenAI-compatible endpoint."
     )
-    model: str = Field("offline-rules", description="Model name recorded in the LLM-call ledger.")
+    model: str = Field("offline-rules", description="Model name sent to the endpoint and recorded in the ledger.")
+    base_url: str | None = Field(None, description="Endpoint, e.g. http://127.0.0.1:8000/v1 (default: OpenAI's).")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable that holds the API key (never stored).")
+    response_format: Literal["auto", "json_schema", "json_object", "none"] = Field(
+        "auto",
+        description="How the schema is sent: json_schema (OpenAI, vLLM), json_object with a schema (llama.cpp), "
+        "none (prompt only); auto tries json_schema and falls back on a 4xx/5xx refusal.",
+    )
+    temperature: float = Field(0.0, ge=0, le=2)
+    max_tokens: int = Field(1500, ge=16, description="Completion tokens per call at most.")
+    timeout_s: float = Field(120.0, gt=0, description="Seconds per request before it counts as a transient failure.")
+    max_retries: int = Field(4, ge=0, description="Retries of a transient error (timeout, 429, 5xx, reset) with backoff.")
+    max_format_retries: int = Field(2, ge=0, description="Times an invalid answer is sent back with its error.")
+    max_concurrency: int = Field(4, ge=1, description="Requests in flight at once.")
+    price_input_per_m: float = Field(0.0, ge=0, description="Price per 1M input tokens (0 for local models).")
+    price_output_per_m: float = Field(0.0, ge=0, description="Price per 1M output tokens.")
+    max_cost: float | None = Field(None, gt=0, description="Stop the run before a call would pass this spend.")
+    cache: bool = Field(True, description="Answer repeated prompts from the response cache.")
+    prompts_dir: str | None = Field(None, description="A copy of prompts/ to use instead of the shipped one.")
 
 
 class ExtractConfig(Section):

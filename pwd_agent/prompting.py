@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import re
+from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -23,17 +25,31 @@ class PromptFile:
     def tag(self) -> str:
         return f"{self.name}@v{self.version}"
 
-    def render(self, **values: str) -> str:
+    def render(self, **values: object) -> str:
+        """Jinja with StrictUndefined: a declared or used variable that is missing is an error."""
         missing = [v for v in self.variables if v not in values]
         if missing:
             raise KeyError(f"prompt {self.tag} needs variables {missing}")
-        return self.template.format(**{v: values[v] for v in self.variables})
+        return _jinja().from_string(self.template).render(**values)
+
+
+@lru_cache(maxsize=1)
+def _jinja():
+    import jinja2
+
+    return jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
 
 
 @lru_cache(maxsize=None)
 def load_prompt(name: str, prompts_dir: Path = PROMPTS_DIR) -> PromptFile:
-    """Read prompts/<name>.txt: `# key: value` header lines (other `#` lines are comments), then the template."""
-    lines = (prompts_dir / f"{name}.txt").read_text().splitlines()
+    """Read prompts/<name>.txt: `# key: value` header lines (other `#` lines are comments), then
+    a Jinja template."""
+    path = Path(prompts_dir) / f"{name}.txt"
+    if not path.is_file():
+        from pwd_agent.errors import ConfigError
+
+        raise ConfigError(f"prompt file not found: {path}", "set llm.prompts_dir to a copy of the prompts/ folder")
+    lines = path.read_text().splitlines()
     meta, body = {}, []
     for i, line in enumerate(lines):
         if not line.startswith("#"):
@@ -56,6 +72,20 @@ def render_choice_prompt(question: str, options: list[str]) -> str:
 
 def choice_prompt_version() -> str:
     return load_prompt("eval/letters").tag
+
+
+def balanced_order(is_key: list[bool], letter_counts: Counter, rng: random.Random, tries: int = 8) -> list[int]:
+    """Among a few shuffles of four options, the one that keeps key letters most even across items."""
+    best, best_cost = list(range(len(is_key))), None
+    for _ in range(tries):
+        order = list(range(len(is_key)))
+        rng.shuffle(order)
+        counts = letter_counts.copy()
+        counts.update(LETTERS[pos] for pos, i in enumerate(order) if is_key[i])
+        cost = sum(v * v for v in counts.values())
+        if best_cost is None or cost < best_cost:
+            best, best_cost = order, cost
+    return best
 
 
 def letters_of(indexes: list[int]) -> str:
@@ -83,3 +113,19 @@ def parse_letters(text: str) -> str:
 def score(predicted: str, key: str) -> bool:
     """The paper's exact-set match."""
     return bool(predicted) and set(predicted.split(",")) == set(key.split(","))
+
+
+def check_prompts(prompts_dir: Path = PROMPTS_DIR) -> list[tuple[str, str]]:
+    """(prompt tag, 'ok' or the error) for every prompt file, rendered with fixture values; a
+    template that uses a variable it does not declare fails here, not in a run."""
+    results = []
+    for path in sorted(Path(prompts_dir).rglob("*.txt")):
+        name = path.relative_to(prompts_dir).with_suffix("").as_posix()
+        try:
+            prompt = load_prompt(name, Path(prompts_dir))
+            text = prompt.render(**{v: f"<{v}>" for v in prompt.variables})
+            unused = [v for v in prompt.variables if f"<{v}>" not in text]
+            results.append((prompt.tag, f"unused variables {unused}" if unused else "ok"))
+        except Exception as exc:  # report every broken prompt, not just the first
+            results.append((name, f"{type(exc).__name__}: {exc}"))
+    return results

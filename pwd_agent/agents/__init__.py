@@ -4,37 +4,71 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Any, Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
 
-from sqlmodel import Session
+from sqlmodel import Session, func, select
 
-from pwd_agent.config import RunConfig
 from pwd_agent.store import LLMCall
 
 
-def make_backend(config: RunConfig):
-    """The agent backend named by `llm.backend` (imported only when chosen)."""
+def make_backend(ctx):
+    """The agent backend named by `llm.backend` (the openai client is imported only when chosen)."""
+    config = ctx.config
     if config.llm.backend == "offline":
         from pwd_agent.llm.offline import OfflineAgents
 
         return OfflineAgents(config.extract.min_steps, config.extract.max_steps, config.tests.seed)
-    raise ValueError(f"unknown llm.backend {config.llm.backend}")  # config validation prevents this
+    from pwd_agent.llm.cache import ResponseCache
+    from pwd_agent.llm.llm_agents import LLMAgents
+    from pwd_agent.llm.openai_compat import StructuredClient
+    from pwd_agent.store import session_scope
+    from pwd_agent.student import default_cache_dir
+
+    with session_scope(ctx.db_url) as session:
+        spent = session.exec(select(func.coalesce(func.sum(LLMCall.cost), 0.0))).one()
+    cache = ResponseCache(Path(default_cache_dir()).parent / "llm_cache.sqlite") if config.llm.cache else None
+    client = StructuredClient(config.llm, cache, spent=spent)
+    return LLMAgents(client, config.llm.prompts_dir, config.tests.seed)
 
 
-def call_agent(session: Session, backend, agent: str, task: str, fn: Callable[..., Any], *args, **kwargs) -> Any:
-    """Run one agent call and write its LLMCall ledger row (offline calls cost nothing)."""
-    digest = hashlib.sha256(repr((task, args, sorted(kwargs.items()))).encode()).hexdigest()[:16]
+def run_agent(backend, agent: str, task: str, fn: Callable[..., Any], *args) -> tuple[Any, list[dict]]:
+    """Run one agent call; returns its result and the ledger rows it made (thread-safe)."""
+    if backend.name != "offline":
+        from pwd_agent.llm.openai_compat import take_records
+
+        take_records()  # start this unit with an empty list
+        result = fn(*args)
+        return result, [vars(r) for r in take_records()]
+    digest = hashlib.sha256(repr((task, args)).encode()).hexdigest()[:16]
     start = time.perf_counter()
-    ok = True
-    try:
-        return fn(*args, **kwargs)
-    except Exception:
-        ok = False
-        raise
-    finally:
-        session.add(
-            LLMCall(
-                agent=agent, prompt_name=f"{backend.name}/{task}", prompt_version=backend.version,
-                prompt_hash=digest, model=backend.name, latency_s=time.perf_counter() - start, ok=ok,
-            )
-        )
+    result = fn(*args)
+    row = dict(agent=agent, prompt_name=f"offline/{task}", prompt_version=backend.version, prompt_hash=digest,
+               model="offline-rules", latency_s=time.perf_counter() - start)
+    return result, [row]
+
+
+def call_agent(session: Session, backend, agent: str, task: str, fn: Callable[..., Any], *args) -> Any:
+    """run_agent, writing the ledger rows into `session` (the unit's own transaction)."""
+    result, records = run_agent(backend, agent, task, fn, *args)
+    session.add_all(LLMCall(**r) for r in records)
+    return result
+
+
+def map_units(fn: Callable[[Any], Any], units: Iterable[Any], workers: int) -> Iterator[tuple[Any, Any]]:
+    """(unit, fn(unit)) in completion order, `workers` at a time; the caller stores each result."""
+    units = list(units)
+    if workers <= 1:
+        for unit in units:
+            yield unit, fn(unit)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(fn, unit): unit for unit in units}
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlmodel import Session
-
-from pwd_agent.agents import call_agent
+from pwd_agent.agents import run_agent
 from pwd_agent.agents.schemas import ChainDraft, ConceptDraft, StatementDraft
 
 
@@ -16,14 +14,15 @@ class Extraction:
     statements: list[StatementDraft] = field(default_factory=list)
     concepts: list[ConceptDraft] = field(default_factory=list)
     rejected_quotes: int = 0
+    calls: list[dict] = field(default_factory=list)  # ledger rows, written with the chunk's KB nodes
 
 
-def extract_chunk(session: Session, backend, text: str, heading: str, title: str) -> Extraction:
+def extract_chunk(backend, text: str, heading: str, title: str) -> Extraction:
     """Top-down extraction; a statement whose source_quote is not an exact span of the chunk is dropped."""
-    chain = call_agent(session, backend, "extractor", "l3_chain", backend.extract_chain, text, heading, title)
+    chain, calls = run_agent(backend, "extractor", "l3_chain", backend.extract_chain, text, heading, title)
     if chain is None:
-        return Extraction(chain=None)
-    drafted = call_agent(session, backend, "extractor", "l2_statements", backend.extract_statements, text, chain)
+        return Extraction(chain=None, calls=calls)
+    drafted, more = run_agent(backend, "extractor", "l2_statements", backend.extract_statements, text, chain)
     statements = [s for s in drafted if s.source_quote in text]
-    concepts = call_agent(session, backend, "extractor", "l1_concepts", backend.extract_concepts, text, chain, statements)
-    return Extraction(chain, statements, concepts, rejected_quotes=len(drafted) - len(statements))
+    concepts, rest = run_agent(backend, "extractor", "l1_concepts", backend.extract_concepts, text, chain, statements)
+    return Extraction(chain, statements, concepts, len(drafted) - len(statements), calls + more + rest)

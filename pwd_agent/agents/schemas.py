@@ -2,41 +2,48 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, StringConstraints, field_validator
 
 from pwd_agent.prompting import LETTERS
+
+
+# Bounds on every list and string: an LLM answer always ends (llama.cpp turns them into its
+# grammar), and nothing unbounded reaches the store.
+Short = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Sentence = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+Passage = Annotated[str, StringConstraints(min_length=1, max_length=1500)]
 
 
 class ChainDraft(BaseModel):
     """L3: one causal / procedural chain."""
 
-    process_name: str
-    domain: str
-    summary: str
-    preconditions: list[str] = []
-    negative_constraints: list[str] = []
-    steps: list[str] = Field(min_length=2)
+    process_name: Short
+    domain: Short
+    summary: Sentence
+    preconditions: list[Sentence] = Field([], max_length=5)
+    negative_constraints: list[Sentence] = Field([], max_length=5)
+    steps: list[Sentence] = Field(min_length=2, max_length=12)
 
 
 class StatementDraft(BaseModel):
     """L2: one (subject, predicate, object) per adjacent step pair, with an exact source quote."""
 
-    position: int = Field(ge=0, description="Index of the step pair (step i -> step i+1).")
-    subject: str
-    predicate: str
-    object: str
-    source_quote: str = Field(min_length=1)
+    position: int = Field(ge=0, le=20, description="Index of the step pair (step i -> step i+1).")
+    subject: Sentence
+    predicate: Short
+    object: Sentence
+    source_quote: Passage
 
 
 class ConceptDraft(BaseModel):
     """L1: a canonical term and its definition; `statements` index the chunk's statements."""
 
-    term: str
-    type: str = "term"
-    definition: str
-    statements: list[int] = []
+    term: Short
+    type: Short = "term"
+    definition: Passage
+    statements: list[int] = Field([], max_length=20)
 
 
 class KBChain(ChainDraft):

@@ -22,7 +22,7 @@ from pwd_agent.agents.schemas import (
     TestItemDraft,
 )
 from pwd_agent.corpus import split_sentences
-from pwd_agent.prompting import LETTERS, letters_of, render_choice_prompt
+from pwd_agent.prompting import LETTERS, balanced_order, letters_of, render_choice_prompt
 
 _CUE = re.compile(
     r"^(first|second|third|then|next|after that|afterwards|after this|as a result|this causes|finally|"
@@ -62,6 +62,18 @@ def taught_claim(before: str, after: str) -> str:
     """Training data states the same facts in other words than the tests, so a pass needs the
     fact, not a memorised string."""
     return f"Once {before}, the next thing that happens is that {after}."
+
+
+def claims_choice(question: str, options: list[tuple[str, bool]], why: str, statement_ids: list[int], rng) -> SampleDraft:
+    """A choice sample over (claim, is_true) options, shuffled, letters first in the answer."""
+    rng.shuffle(options)
+    key = letters_of([k for k, (_, ok) in enumerate(options) if ok])
+    return SampleDraft(
+        kind="choice",
+        prompt=render_choice_prompt(question, [text for text, _ in options]),
+        answer=f"{key}\n{why}",
+        statement_ids=statement_ids,
+    )
 
 
 class OfflineAgents:
@@ -180,7 +192,7 @@ class OfflineAgents:
                 options.append(candidate)
         if len(options) < 4:
             return None
-        order = self._balanced_order(options, letter_counts, rng)
+        order = balanced_order([o[1] == "key" for o in options], letter_counts, rng)
         ordered = [options[i] for i in order]
         return TestItemDraft(
             question=self._item_question(chain),
@@ -208,20 +220,6 @@ class OfflineAgents:
             pool += [(order_claim(st.subject, rng.choice(foreign_steps)), "swapped_object", st.id) for st in statements]
         rng.shuffle(pool)
         return pool
-
-    @staticmethod
-    def _balanced_order(options, letter_counts: Counter, rng: random.Random) -> list[int]:
-        """Among a few shuffles, the one that keeps the key letters most even across items."""
-        best, best_cost = None, None
-        for _ in range(8):
-            order = list(range(4))
-            rng.shuffle(order)
-            counts = letter_counts.copy()
-            counts.update(LETTERS[pos] for pos, i in enumerate(order) if options[i][1] == "key")
-            cost = sum(v * v for v in counts.values())
-            if best_cost is None or cost < best_cost:
-                best, best_cost = order, cost
-        return best
 
     # ---- builder: training data from L1/L2 -------------------------------------------------
     def write_samples(
@@ -290,16 +288,9 @@ class OfflineAgents:
         n_true = min(len(true), rng.randint(0, 3))
         options = [(taught_claim(st.subject, st.object), True)] + [(c, True) for c in rng.sample(true, n_true)]
         options += [(c, False) for c in rng.sample(false, min(len(false), 4 - len(options)))]
-        rng.shuffle(options)
-        key = letters_of([k for k, (_, ok) in enumerate(options) if ok])
-        return SampleDraft(
-            kind="choice",
-            prompt=render_choice_prompt(
-                f"Which of these statements about the order of steps in {chain.process_name.lower()} are correct?",
-                [text for text, _ in options],
-            ),
-            answer=f"{key}\nThe correct statements keep adjacent steps in their true order.",
-            statement_ids=[st.id],
+        return claims_choice(
+            f"Which of these statements about the order of steps in {chain.process_name.lower()} are correct?",
+            options, "The correct statements keep adjacent steps in their true order.", [st.id], rng,
         )
 
     @staticmethod
@@ -328,7 +319,7 @@ class OfflineAgents:
         )
 
     # ---- debugger: judge and patch ---------------------------------------------------------
-    def judge_failure(self, item: TestItemDraft, predicted: str) -> DiagnosisDraft:
+    def judge_failure(self, item: TestItemDraft, predicted: str, statements: list[KBStatement] | None = None) -> DiagnosisDraft:
         """First rule: a chosen ordering distractor means a broken chain; anything else (missed
         keys, a step of another process chosen, no answer) points at the knowledge itself."""
         chosen = {LETTERS.index(x) for x in predicted.split(",") if x}
@@ -436,16 +427,10 @@ class OfflineAgents:
         options = options[:4]
         while len(options) < 4:
             options.append((taught_claim(st.subject, rng.choice(foreign or steps)), False))
-        rng.shuffle(options)
-        key = letters_of([k for k, (_, ok) in enumerate(options) if ok])
-        return SampleDraft(
-            kind="choice",
-            prompt=render_choice_prompt(
-                f"In {chain.process_name.lower()}, which statements name a step and the step directly after it?",
-                [text for text, _ in options],
-            ),
-            answer=f"{key}\nOnly adjacent steps in their true order are correct; skipping a step or reversing two is wrong.",
-            statement_ids=[st.id],
+        return claims_choice(
+            f"In {chain.process_name.lower()}, which statements name a step and the step directly after it?",
+            options, "Only adjacent steps in their true order are correct; skipping a step or reversing two is wrong.",
+            [st.id], rng,
         )
 
     def _skip_tf_sample(self, chain, statements, located, concepts, foreign, rng, i) -> SampleDraft:

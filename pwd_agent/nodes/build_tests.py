@@ -17,16 +17,17 @@ from pwd_agent.store import Chain, TestItem, done_keys, mark_done, session_scope
 from pwd_agent.store.queries import count_rows, foreign_steps, kb_chain, kb_statements
 
 
-def chain_split(chain_id: int, holdout_fraction: float, seed: int) -> str:
-    """Whole chains go to one split, so no holdout item shares its chain with a diagnosed one."""
-    u = random.Random(f"{seed}:split:{chain_id}").random()
+def chain_split(steps_hash: str, holdout_fraction: float, seed: int) -> str:
+    """Whole chains go to one split, so no holdout item shares its chain with a diagnosed one.
+    Keyed by the chain's content, so the split does not depend on the order chains were stored in."""
+    u = random.Random(f"{seed}:split:{steps_hash}").random()
     return "holdout" if u < holdout_fraction else "dev"
 
 
 def build_tests(state: RunState, runtime: Runtime[RunContext]) -> dict:
     ctx = runtime.context
     cfg = ctx.config.tests
-    backend = make_backend(ctx.config)
+    backend = make_backend(ctx)
     with session_scope(ctx.db_url) as session:
         finished = done_keys(session, "build_tests")
         todo = [c.id for c in session.exec(select(Chain).order_by(Chain.id)).all() if str(c.id) not in finished]
@@ -36,7 +37,8 @@ def build_tests(state: RunState, runtime: Runtime[RunContext]) -> dict:
         with session_scope(ctx.db_url) as session:
             letters = Counter(x for item in session.exec(select(TestItem)).all() for x in item.answer.split(","))
             seen = {_fingerprint(item.options) for item in session.exec(select(TestItem)).all()}
-            chain = kb_chain(session.get(Chain, chain_id))
+            row = session.get(Chain, chain_id)
+            chain = kb_chain(row)
             statements = kb_statements(session, chain_id)
             pool = foreign_steps(session, chain_id)
             for variant in range(cfg.items_per_chain):
@@ -47,7 +49,7 @@ def build_tests(state: RunState, runtime: Runtime[RunContext]) -> dict:
                     continue
                 seen.add(_fingerprint(draft.options))
                 letters.update(draft.answer.split(","))
-                split = chain_split(chain_id, cfg.holdout_fraction, cfg.seed)
+                split = chain_split(row.steps_hash, cfg.holdout_fraction, cfg.seed)
                 session.add(TestItem(chain_id=chain_id, variant=variant, split=split, **draft.model_dump()))
             mark_done(session, "build_tests", chain_id)
         progress.advance()

@@ -13,12 +13,13 @@ from pwd_agent.events import emit
 from pwd_agent.runs import RunContext
 from pwd_agent.state import RunState
 from pwd_agent.store import ConceptStatement, Diagnosis, ItemResult, TestItem, session_scope
+from pwd_agent.store.queries import kb_statements
 
 
 def diagnose(state: RunState, runtime: Runtime[RunContext]) -> dict:
     ctx = runtime.context
     round_id = state["round"]
-    backend = make_backend(ctx.config)
+    backend = make_backend(ctx)
     with session_scope(ctx.db_url) as session:
         failed = session.exec(
             select(TestItem, ItemResult).join(ItemResult, ItemResult.item_id == TestItem.id)
@@ -30,7 +31,8 @@ def diagnose(state: RunState, runtime: Runtime[RunContext]) -> dict:
             if item.id in known:
                 continue
             draft = call_agent(session, backend, "debugger", "judge_failure", backend.judge_failure,
-                               TestItemDraft.model_validate(item, from_attributes=True), result.predicted)
+                               TestItemDraft.model_validate(item, from_attributes=True), result.predicted,
+                               kb_statements(session, item.chain_id))
             concept_ids = sorted(set(session.exec(
                 select(ConceptStatement.concept_id).where(ConceptStatement.statement_id.in_(draft.statement_ids))
             ).all()))

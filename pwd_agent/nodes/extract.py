@@ -8,32 +8,36 @@ import json
 from langgraph.runtime import Runtime
 from sqlmodel import Session, select
 
-from pwd_agent.agents import make_backend
+from pwd_agent.agents import make_backend, map_units
 from pwd_agent.agents.extractor import Extraction, extract_chunk
 from pwd_agent.events import Progress, emit
 from pwd_agent.runs import RunContext
 from pwd_agent.state import RunState
-from pwd_agent.store import Chain, Chunk, Concept, ConceptStatement, Document, Statement, done_keys, mark_done, session_scope
+from pwd_agent.store import (
+    Chain, Chunk, Concept, ConceptStatement, Document, LLMCall, Statement, done_keys, mark_done, session_scope,
+)
 from pwd_agent.store.queries import count_rows
 
 
 def extract(state: RunState, runtime: Runtime[RunContext]) -> dict:
     ctx = runtime.context
-    backend = make_backend(ctx.config)
+    backend = make_backend(ctx)
     with session_scope(ctx.db_url) as session:
         finished = done_keys(session, "extract")
-        todo = [c.id for c in session.exec(select(Chunk).order_by(Chunk.id)).all() if str(c.id) not in finished]
+        chunks = session.exec(select(Chunk, Document.title).join(Document, Document.id == Chunk.document_id)
+                              .order_by(Chunk.id)).all()
+        todo = [(c.id, c.text, c.heading, title) for c, title in chunks if str(c.id) not in finished]
     emit(ctx.db_url, "extract", f"{len(todo)} chunks to extract, {len(finished)} already done")
     progress = Progress(ctx.db_url, "extract", "chunks", len(todo) + len(finished), len(finished))
     rejected = 0
-    for chunk_id in todo:
-        with session_scope(ctx.db_url) as session:
-            chunk = session.get(Chunk, chunk_id)
-            title = session.get(Document, chunk.document_id).title
-            result = extract_chunk(session, backend, chunk.text, chunk.heading, title)
-            store_extraction(session, chunk.id, result)
+    work = lambda unit: extract_chunk(backend, unit[1], unit[2], unit[3])  # noqa: E731
+    workers = 1 if backend.name == "offline" else ctx.config.llm.max_concurrency  # rules gain nothing from threads
+    for (chunk_id, *_), result in map_units(work, todo, workers):
+        with session_scope(ctx.db_url) as session:  # the chunk's KB nodes, its ledger rows and its marker
+            store_extraction(session, chunk_id, result)
+            session.add_all(LLMCall(**row) for row in result.calls)
             rejected += result.rejected_quotes
-            mark_done(session, "extract", chunk.id)
+            mark_done(session, "extract", chunk_id)
         progress.advance()
     with session_scope(ctx.db_url) as session:
         counts = {

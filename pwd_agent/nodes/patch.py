@@ -17,7 +17,7 @@ from pwd_agent.store.queries import foreign_steps, kb_chain, kb_concepts, kb_sta
 def patch(state: RunState, runtime: Runtime[RunContext]) -> dict:
     ctx = runtime.context
     round_id = state["round"]
-    backend = make_backend(ctx.config)
+    backend = make_backend(ctx)
     n_samples = ctx.config.builder.patch_samples_per_failure
     written = 0
     with session_scope(ctx.db_url) as session:

@@ -16,7 +16,7 @@ from pwd_agent.store.queries import count_rows, foreign_steps, kb_chain, kb_conc
 def synthesize(state: RunState, runtime: Runtime[RunContext]) -> dict:
     ctx = runtime.context
     cfg = ctx.config.builder
-    backend = make_backend(ctx.config)
+    backend = make_backend(ctx)
     with session_scope(ctx.db_url) as session:
         finished = done_keys(session, "synthesize")
         todo = [c.id for c in session.exec(select(Chain).order_by(Chain.id)).all() if str(c.id) not in finished]

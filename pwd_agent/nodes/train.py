@@ -15,7 +15,7 @@ from pathlib import Path
 from langgraph.runtime import Runtime
 from sqlmodel import Session, select
 
-from pwd_agent.errors import TrainingError
+from pwd_agent.errors import PwdAgentError, TrainingError
 from pwd_agent.events import emit
 from pwd_agent.runs import RunContext
 from pwd_agent.state import RunState
@@ -97,6 +97,9 @@ def run_training(ctx: RunContext, round_id: int) -> dict:
     shutil.rmtree(adapter, ignore_errors=True)  # a killed earlier attempt may have left half an adapter
     with session_scope(ctx.db_url) as session:
         n = write_training_data(session, round_id, folder / "train.jsonl")
+    if n == 0:
+        raise PwdAgentError(f"round {round_id} has no training samples",
+                            "the KB has no statements to teach: check `pwd-agent logs RUN` for extraction failures")
     cfg = ctx.config
     job = TrainJob(
         model_path=resolve_student(cfg.student), data_path=str(folder / "train.jsonl"), output_dir=str(adapter),

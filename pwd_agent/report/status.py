@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from sqlmodel import Session, select
+from sqlalchemy import Integer, cast
+from sqlmodel import Session, func, select
 
 from pwd_agent.runs import RunContext
-from pwd_agent.store import Chain, Chunk, Concept, Document, Event, Statement, TestItem, session_scope
+from pwd_agent.store import Chain, Chunk, Concept, Document, Event, LLMCall, Statement, TestItem, session_scope
 from pwd_agent.store.queries import count_rows, rounds
 
 
@@ -42,7 +43,22 @@ def render_status(ctx: RunContext) -> str:
             loss = "-" if r.train_loss is None else f"{r.train_loss:.3f}"
             lines.append(f"{r.id:>5}  {r.status:<10} {r.n_train:>5} {r.n_patch:>5} {r.n_replay:>6} "
                          f"{loss:>6} {_pct(r.dev_acc):>6} {_pct(r.holdout_acc):>7}")
+        lines += ["", *llm_lines(session)]
     return "\n".join(lines)
+
+
+def llm_lines(session: Session) -> list[str]:
+    """Agent calls, cache hits, tokens and cost per stage (agent), from the LLMCall ledger."""
+    rows = session.exec(
+        select(LLMCall.agent, func.count(), func.sum(cast(LLMCall.cache_hit, Integer)), func.sum(LLMCall.input_tokens),
+               func.sum(LLMCall.output_tokens), func.sum(LLMCall.cost), func.sum(cast(LLMCall.ok, Integer)))
+        .group_by(LLMCall.agent).order_by(LLMCall.agent)
+    ).all()
+    lines = [f"{'agent':<10} {'calls':>6} {'cached':>6} {'failed':>6} {'tokens in':>10} {'tokens out':>10} {'cost':>8}"]
+    for agent, calls, cached, tokens_in, tokens_out, cost, ok in rows:
+        lines.append(f"{agent:<10} {calls:>6} {cached or 0:>6} {calls - (ok or 0):>6} {tokens_in or 0:>10} "
+                     f"{tokens_out or 0:>10} {cost or 0:>8.4f}")
+    return lines
 
 
 def format_event(event: Event) -> str:

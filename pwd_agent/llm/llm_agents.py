@@ -1,0 +1,259 @@
+"""LLM agents: every role as prompt file -> structured answer -> checks in code -> the shared drafts.
+
+Same methods and drafts as llm/offline.py, so switching `llm.backend` changes no node.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from pwd_agent.agents.schemas import (
+    ChainDraft,
+    Passage,
+    Sentence,
+    Short,
+    ConceptDraft,
+    DiagnosisDraft,
+    KBChain,
+    KBConcept,
+    KBStatement,
+    SampleDraft,
+    StatementDraft,
+    TestItemDraft,
+)
+from pwd_agent.llm.openai_compat import StructuredClient
+from pwd_agent.prompting import PROMPTS_DIR, balanced_order, letters_of, load_prompt, render_choice_prompt
+
+# ---- what the LLM is asked to return (validated before anything is stored) ----------------
+
+
+class ChainAnswer(BaseModel):
+    chain: ChainDraft | None
+
+
+class StatementsAnswer(BaseModel):
+    statements: list[StatementDraft] = Field(max_length=12)
+
+
+class ConceptsAnswer(BaseModel):
+    concepts: list[ConceptDraft] = Field(max_length=10)
+
+
+class ItemOption(BaseModel):
+    text: Sentence
+    correct: bool
+    fault: Short = "none"
+    step: int | None = None
+
+
+class ItemAnswer(BaseModel):
+    question: Passage
+    options: list[ItemOption] = Field(min_length=4, max_length=4)
+
+
+class SampleOption(BaseModel):
+    text: Sentence
+    correct: bool
+
+
+class SampleItem(BaseModel):
+    kind: Literal["qa", "choice", "tf"]
+    question: Passage
+    options: list[SampleOption] = Field([], max_length=4)
+    correct: bool | None = None
+    answer: Passage
+    statements: list[int] = Field([], max_length=12)
+
+
+class SamplesAnswer(BaseModel):
+    samples: list[SampleItem] = Field(max_length=40)
+
+
+class JudgeAnswer(BaseModel):
+    kind: Literal["concept_gap", "chain_break"]
+    statements: list[int] = Field([], max_length=12)
+    reason: Sentence
+    confidence: float = Field(ge=0, le=1)
+
+
+def numbered(lines: list[str]) -> str:
+    return "\n".join(f"{i}. {line}" for i, line in enumerate(lines))
+
+
+def facts(statements: list[KBStatement]) -> str:
+    return numbered([f"{s.subject} {s.predicate} {s.object} (text: \"{s.source_quote}\")" for s in statements])
+
+
+class LLMAgents:
+    """The extractor, tester, builder and debugger roles on an OpenAI-compatible endpoint."""
+
+    name = "openai"
+
+    def __init__(self, client: StructuredClient, prompts_dir: str | None = None, seed: int = 0):
+        self.client = client
+        self.prompts_dir = Path(prompts_dir) if prompts_dir else PROMPTS_DIR
+        self.seed = seed
+
+    @property
+    def version(self) -> str:
+        return "prompts"
+
+    def _prompt(self, name: str):
+        return load_prompt(name, self.prompts_dir)
+
+    # ---- extractor ----------------------------------------------------------------------------
+    def extract_chain(self, chunk_text: str, heading: str, title: str) -> ChainDraft | None:
+        def check(answer: ChainAnswer) -> str | None:
+            if answer.chain is None:
+                return None
+            steps = [s.strip().lower() for s in answer.chain.steps]
+            if len(set(steps)) < len(steps):
+                return "steps repeat: each step must be a different event, in order"
+            if not any(word in chunk_text.lower() for s in steps for word in s.split() if len(word) > 6):
+                return "the steps do not use the passage's words: take them from the passage"
+            return None
+
+        answer = self.client.ask("extractor", self._prompt("extract/l3_chain"),
+                                 {"title": title, "heading": heading, "chunk": chunk_text}, ChainAnswer, check)
+        return answer.chain if answer else None
+
+    def extract_statements(self, chunk_text: str, chain: ChainDraft) -> list[StatementDraft]:
+        def check(answer: StatementsAnswer) -> str | None:
+            for st in answer.statements:
+                if st.source_quote not in chunk_text:
+                    return f"source_quote {st.source_quote[:80]!r} is not an exact substring of the passage"
+                if not 0 <= st.position < len(chain.steps) - 1:
+                    return f"position {st.position} is not the index of an adjacent step pair"
+            return None
+
+        answer = self.client.ask("extractor", self._prompt("extract/l2_statements"),
+                                 {"chunk": chunk_text, "steps": numbered(chain.steps)}, StatementsAnswer, check)
+        return answer.statements if answer else []
+
+    def extract_concepts(self, chunk_text: str, chain: ChainDraft, statements: list[StatementDraft]) -> list[ConceptDraft]:
+        def check(answer: ConceptsAnswer) -> str | None:
+            for c in answer.concepts:
+                bad = [i for i in c.statements if not 0 <= i < len(statements)]
+                if bad:
+                    return f"concept {c.term!r} cites statements {bad}, which do not exist"
+            return None
+
+        if not statements:
+            return []
+        lines = [f"{s.subject} {s.predicate} {s.object}" for s in statements]
+        answer = self.client.ask("extractor", self._prompt("extract/l1_concepts"),
+                                 {"chunk": chunk_text, "statements": numbered(lines)}, ConceptsAnswer, check)
+        if not answer:
+            return []
+        return [c.model_copy(update={"term": c.term.strip().lower()}) for c in answer.concepts if c.term.strip()]
+
+    # ---- tester -------------------------------------------------------------------------------
+    def write_test_item(self, chain: KBChain, statements: list[KBStatement], foreign_steps: list[str],
+                        variant: int, letter_counts: Counter) -> TestItemDraft | None:
+        def check(answer: ItemAnswer) -> str | None:
+            if not any(o.correct for o in answer.options):
+                return "at least one option must be correct"
+            if len({o.text.strip().lower() for o in answer.options}) < 4:
+                return "the four options must differ"
+            return None
+
+        variables = {
+            "process_name": chain.process_name, "domain": chain.domain, "summary": chain.summary,
+            "preconditions": "; ".join(chain.preconditions) or "none stated",
+            "negative_constraints": "; ".join(chain.negative_constraints) or "none stated",
+            "steps": numbered(chain.steps), "variant": variant + 1,
+        }
+        answer = self.client.ask("tester", self._prompt("tests/test_item"), variables, ItemAnswer, check)
+        if answer is None:
+            return None
+        # Letters are assigned here, not by the LLM, so keys stay balanced across the benchmark.
+        rng = random.Random(f"{self.seed}:item:{chain.id}:{variant}")
+        order = balanced_order([o.correct for o in answer.options], letter_counts, rng)
+        options = [answer.options[i] for i in order]
+        by_position = {s.position: s.id for s in statements}
+        return TestItemDraft(
+            question=answer.question,
+            options=[o.text for o in options],
+            option_kinds=["key" if o.correct else (o.fault or "distractor") for o in options],
+            option_statements=[by_position.get(o.step) if o.step is not None else None for o in options],
+            answer=letters_of([i for i, o in enumerate(options) if o.correct]),
+        )
+
+    # ---- builder ------------------------------------------------------------------------------
+    def write_samples(self, chain: KBChain, statements: list[KBStatement], concepts: list[KBConcept],
+                      foreign_steps: list[str], per_statement: int, qa_share: float, choice_share: float,
+                      multi_select_share: float = 0.3) -> list[SampleDraft]:
+        if not statements:
+            return []
+        total = per_statement * len(statements)
+        n_qa, n_choice = round(total * qa_share), round(total * choice_share)
+        variables = {
+            "process_name": chain.process_name, "statements": facts(statements),
+            "concepts": numbered([f"{c.term}: {c.definition}" for c in concepts]) or "none",
+            "n_qa": n_qa, "n_choice": n_choice, "n_tf": max(0, total - n_qa - n_choice),
+        }
+        answer = self.client.ask("builder", self._prompt("builder/samples"), variables, SamplesAnswer,
+                                 lambda a: self._check_samples(a, statements))
+        drafts = [self._sample(s, statements) for s in answer.samples] if answer else []
+        drafts += [SampleDraft(kind="concept", prompt=f"In {chain.domain.lower()}, what is meant by {c.term}?",
+                               answer=c.definition, statement_ids=c.statement_ids, concept_ids=[c.id]) for c in concepts]
+        return drafts
+
+    @staticmethod
+    def _check_samples(answer: SamplesAnswer, statements: list[KBStatement]) -> str | None:
+        for n, s in enumerate(answer.samples):
+            if s.kind == "choice" and (len(s.options) != 4 or not any(o.correct for o in s.options)):
+                return f"sample {n} is a choice question: it needs exactly 4 options, at least one correct"
+            if s.kind == "tf" and s.correct is None:
+                return f"sample {n} is true/false: set 'correct'"
+            bad = [i for i in s.statements if not 0 <= i < len(statements)]
+            if bad:
+                return f"sample {n} cites statements {bad}, which do not exist"
+        return None
+
+    @staticmethod
+    def _sample(item: SampleItem, statements: list[KBStatement]) -> SampleDraft:
+        ids = [statements[i].id for i in item.statements] or [s.id for s in statements]
+        if item.kind == "choice":
+            key = letters_of([i for i, o in enumerate(item.options) if o.correct])
+            prompt = render_choice_prompt(item.question, [o.text for o in item.options])
+            return SampleDraft(kind="choice", prompt=prompt, answer=f"{key}\n{item.answer}", statement_ids=ids)
+        if item.kind == "tf":
+            verdict = "True" if item.correct else "False"
+            return SampleDraft(kind="tf", prompt=f"True or false? {item.question}", answer=f"{verdict}. {item.answer}",
+                               statement_ids=ids)
+        return SampleDraft(kind="qa", prompt=item.question, answer=item.answer, statement_ids=ids)
+
+    # ---- debugger -----------------------------------------------------------------------------
+    def judge_failure(self, item: TestItemDraft, predicted: str, statements: list[KBStatement] | None = None) -> DiagnosisDraft:
+        statements = statements or []
+        variables = {
+            "question": item.question, "options": "\n".join(f"{chr(65 + i)}. {o}" for i, o in enumerate(item.options)),
+            "answer": item.answer, "predicted": predicted or "(no letters)", "statements": facts(statements) or "none",
+        }
+        answer = self.client.ask("debugger", self._prompt("debugger/failure_judge"), variables, JudgeAnswer,
+                                 lambda a: None if all(0 <= i < len(statements) for i in a.statements) else "unknown statement number")
+        if answer is None:
+            return DiagnosisDraft(kind="unknown", evidence={"predicted": predicted, "rule": "judge gave no valid answer"})
+        return DiagnosisDraft(kind=answer.kind, statement_ids=[statements[i].id for i in answer.statements],
+                              evidence={"predicted": predicted, "answer": item.answer, "rule": "llm judge", "reason": answer.reason},
+                              confidence=answer.confidence)
+
+    def write_patch(self, diagnosis: DiagnosisDraft, chain: KBChain, statements: list[KBStatement],
+                    concepts: list[KBConcept], foreign_steps: list[str], n_samples: int, salt: str) -> list[SampleDraft]:
+        located = [s for s in statements if s.id in diagnosis.statement_ids] or statements
+        if diagnosis.kind == "chain_break":
+            name, variables, basis = "debugger/chain_patch", {"facts": facts(statements)}, statements
+        else:
+            linked = [c for c in concepts if set(c.statement_ids) & {s.id for s in located}]
+            name, basis = "debugger/concept_patch", located
+            variables = {"facts": facts(located), "concepts": numbered([f"{c.term}: {c.definition}" for c in linked]) or "none"}
+        variables.update(process_name=chain.process_name, n_samples=n_samples)
+        answer = self.client.ask("debugger", self._prompt(name), variables, SamplesAnswer,
+                                 lambda a: self._check_samples(a, basis))
+        return [self._sample(s, basis) for s in answer.samples][:n_samples] if answer else []
