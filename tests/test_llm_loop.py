@@ -35,7 +35,9 @@ def test_openai_backend_runs_the_loop_and_a_second_run_hits_the_cache(teacher, t
     first = run(teacher, tiny_model, small_corpus, "first")
     assert first.returncode == 3, first.stderr
     with session_scope(open_run("first").db_url) as s:
-        assert [r.status for r in s.exec(select(Round).order_by(Round.id)).all()] == ["evaluated"] * 3
+        rounds = s.exec(select(Round).order_by(Round.id)).all()
+        assert [r.status for r in rounds] == ["evaluated"] * 3
+        assert rounds[2].prompt_versions["extract/l3_chain"] == "1"  # saved beside the round's scores
         chunks = {c.id: c.text for c in s.exec(select(Chunk)).all()}
         chains = s.exec(select(Chain)).all()
         assert len(chains) >= 10

@@ -10,7 +10,7 @@ from sqlmodel import select
 from pwd_agent.events import emit
 from pwd_agent.runs import RunContext
 from pwd_agent.state import RunState
-from pwd_agent.store import ItemResult, Round, TestItem, session_scope
+from pwd_agent.store import ItemResult, LLMCall, Round, TestItem, session_scope
 from pwd_agent.store.queries import round_accuracy
 from pwd_agent.student import resolve_student
 from pwd_agent.prompting import choice_prompt_version
@@ -31,6 +31,7 @@ def evaluate(state: RunState, runtime: Runtime[RunContext]) -> dict:
         row = session.get(Round, round_id)
         row.dev_acc = round_accuracy(session, round_id, "dev")
         row.holdout_acc = round_accuracy(session, round_id, "holdout")
+        row.prompt_versions = dict(session.exec(select(LLMCall.prompt_name, LLMCall.prompt_version).distinct()).all())
         row.status = "evaluated"
         dev, holdout = row.dev_acc or 0.0, row.holdout_acc or 0.0
     emit(ctx.db_url, "evaluate", f"round {round_id}: dev {dev:.3f}  holdout {holdout:.3f}", round=round_id, dev=dev, holdout=holdout)
