@@ -86,3 +86,43 @@ def test_whole_loop_on_a_real_server_then_cache(llama_url, tiny_model, tmp_path)
         extraction = [c for c in s.exec(select(LLMCall)).all() if c.agent == "extractor"]
     assert {c.prompt_hash for c in extraction if c.cache_hit} == valid_before  # every valid answer from cache
     assert {c.prompt_hash for c in extraction if not c.cache_hit} <= failed_before  # only failures asked again
+
+
+def test_tester_and_builder_on_a_real_server(llama_url):
+    """The KB comes from the offline rules; the item and the samples come from the served model."""
+    from collections import Counter
+
+    from pwd_agent.agents.schemas import KBChain, KBStatement
+    from pwd_agent.config import LLMConfig
+    from pwd_agent.corpus import chunk_document, read_corpus
+    from pwd_agent.llm.cache import ResponseCache
+    from pwd_agent.llm.llm_agents import LLMAgents
+    from pwd_agent.llm.offline import OfflineAgents
+    from pwd_agent.llm.openai_compat import StructuredClient, take_records
+
+    doc = read_corpus(EXAMPLES / "02_flocculation.md", [".md"])[0]
+    chunk = chunk_document(doc.text, 1500)[1]
+    rules = OfflineAgents()
+    chain = rules.extract_chain(chunk.text, chunk.heading, doc.title)
+    kb_chain = KBChain(id=1, **chain.model_dump())
+    statements = [KBStatement(id=i + 1, chain_id=1, **s.model_dump())
+                  for i, s in enumerate(rules.extract_statements(chunk.text, chain))]
+    cfg = LLMConfig(backend="openai", base_url=llama_url, model="smollm2", max_tokens=500, max_format_retries=1)
+    agents = LLMAgents(StructuredClient(cfg, ResponseCache(Path("llm_cache.sqlite"))))
+
+    take_records()
+    item = agents.write_test_item(kb_chain, statements, [], 0, Counter())
+    samples = agents.write_samples(kb_chain, statements, [], [], 1, 0.6, 0.3)
+    records = take_records()
+    assert {r.prompt_name for r in records} == {"tests/test_item", "builder/samples"}
+    assert all(r.input_tokens > 0 and r.output_tokens > 0 for r in records)
+    if item is not None:  # whatever the model wrote passed the checks: four distinct options, a key
+        assert len(set(item.options)) == 4 and item.answer
+    for sample in samples:
+        assert sample.prompt and sample.answer and set(sample.statement_ids) <= {s.id for s in statements}
+    assert item is not None or samples or not all(r.ok for r in records)
+
+    again = agents.write_samples(kb_chain, statements, [], [], 1, 0.6, 0.3)
+    repeat = take_records()
+    if samples:  # a valid answer was cached: asking again makes no request
+        assert again == samples and [r.cache_hit for r in repeat] == [True]

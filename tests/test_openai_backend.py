@@ -181,3 +181,11 @@ def test_max_cost_stops_before_the_call_that_would_pass_it(endpoint):
     with pytest.raises(BudgetExceededError, match="llm.max_cost"):
         llm.ask("extractor", PROMPT, {"topic": "d"}, Fact)  # 0.36 + estimate (about 0.13) > 0.45
     assert len(endpoint.requests) == 3
+
+
+@pytest.mark.parametrize("text, clean", [("1. Flocs grow", "Flocs grow"), ("B) Flocs grow", "Flocs grow"),
+                                         ("(c) Flocs grow", "Flocs grow"), ("Type 2. flocs grow", "Type 2. flocs grow")])
+def test_option_labels_from_the_model_are_dropped(text, clean):
+    from pwd_agent.llm.llm_agents import strip_label
+
+    assert strip_label(text) == clean

@@ -6,6 +6,7 @@ Same methods and drafts as llm/offline.py, so switching `llm.backend` changes no
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Literal
@@ -79,6 +80,11 @@ class JudgeAnswer(BaseModel):
     statements: list[int] = Field([], max_length=12)
     reason: Sentence
     confidence: float = Field(ge=0, le=1)
+
+
+def strip_label(text: str) -> str:
+    """An option without a leading enumerator ("1.", "B)", "(c)"): letters are ours to assign."""
+    return re.sub(r"^\s*\(?([A-Da-d]|\d)[.):]\s+", "", text).strip()
 
 
 def numbered(lines: list[str]) -> str:
@@ -158,8 +164,8 @@ class LLMAgents:
         def check(answer: ItemAnswer) -> str | None:
             if not any(o.correct for o in answer.options):
                 return "at least one option must be correct"
-            if len({o.text.strip().lower() for o in answer.options}) < 4:
-                return "the four options must differ"
+            if len({strip_label(o.text).lower() for o in answer.options}) < 4:
+                return "the four options must say four different things"
             return None
 
         variables = {
@@ -178,7 +184,7 @@ class LLMAgents:
         by_position = {s.position: s.id for s in statements}
         return TestItemDraft(
             question=answer.question,
-            options=[o.text for o in options],
+            options=[strip_label(o.text) for o in options],
             option_kinds=["key" if o.correct else (o.fault or "distractor") for o in options],
             option_statements=[by_position.get(o.step) if o.step is not None else None for o in options],
             answer=letters_of([i for i, o in enumerate(options) if o.correct]),
@@ -221,7 +227,7 @@ class LLMAgents:
         ids = [statements[i].id for i in item.statements] or [s.id for s in statements]
         if item.kind == "choice":
             key = letters_of([i for i, o in enumerate(item.options) if o.correct])
-            prompt = render_choice_prompt(item.question, [o.text for o in item.options])
+            prompt = render_choice_prompt(item.question, [strip_label(o.text) for o in item.options])
             return SampleDraft(kind="choice", prompt=prompt, answer=f"{key}\n{item.answer}", statement_ids=ids)
         if item.kind == "tf":
             verdict = "True" if item.correct else "False"

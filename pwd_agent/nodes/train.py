@@ -20,8 +20,8 @@ from pwd_agent.events import emit
 from pwd_agent.runs import RunContext
 from pwd_agent.state import RunState
 from pwd_agent.store import Patch, Round, RoundSample, Sample, session_scope
-from pwd_agent.student import resolve_student
 from pwd_agent.prompting import choice_prompt_version
+from pwd_agent.student import resolve_student
 from pwd_agent.training.job import TrainJob
 
 
@@ -30,21 +30,19 @@ def train(state: RunState, runtime: Runtime[RunContext]) -> dict:
     round_id = state.get("round", 0)
     with session_scope(ctx.db_url) as session:
         row = session.get(Round, round_id) or Round(id=round_id)
-        if row.status in ("trained", "evaluated"):
-            emit(ctx.db_url, "train", f"round {round_id} already trained, skipping")
-            return {}
-        row.config_hash = ctx.config.config_hash()
-        row.prompt_version = choice_prompt_version()
-        session.add(row)
-        if round_id == 0:
-            row.status = "trained"  # round 0 is the base model: nothing to train
-            emit_later = "round 0 is the base model: evaluated without training"
-        else:
-            row.status = "training"
-            compose_training_set(session, round_id, ctx.config.builder.patch_fraction, ctx.config.builder.seed)
-            emit_later = None
-    if emit_later:
-        emit(ctx.db_url, "train", emit_later)
+        finished = row.status in ("trained", "evaluated")
+        if not finished:
+            row.config_hash = ctx.config.config_hash()
+            row.prompt_version = choice_prompt_version()
+            row.status = "trained" if round_id == 0 else "training"  # round 0 is the base model
+            session.add(row)
+            if round_id > 0:
+                compose_training_set(session, round_id, ctx.config.builder.patch_fraction, ctx.config.builder.seed)
+    if finished:
+        emit(ctx.db_url, "train", f"round {round_id} already trained, skipping")
+        return {}
+    if round_id == 0:
+        emit(ctx.db_url, "train", "round 0 is the base model: evaluated without training")
         return {}
     metrics = run_training(ctx, round_id)
     with session_scope(ctx.db_url) as session:
