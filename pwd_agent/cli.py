@@ -144,7 +144,7 @@ def logs(
         for event in events_after(ctx.db_url, last, level):
             typer.echo(format_event(event))
             last = event.id
-            if follow and event.node == "run" and event.message.startswith("finished"):
+            if follow and event.node == "run" and event.message.startswith(("finished", "stopped")):
                 return
         if not follow:
             return

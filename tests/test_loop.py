@@ -73,6 +73,11 @@ def test_two_rounds_store_every_step(tiny_model, small_corpus):
     assert status.returncode == 0
     assert "run loop: stopped (max_rounds)" in status.stdout
     assert status.stdout.count(" evaluated ") == 3
+    logs = cli("logs", "loop", "-f", timeout=30)  # follows until the run's last event, then returns
+    assert logs.returncode == 0 and logs.stdout.strip().endswith("[run] finished: max_rounds")
+    assert "[decide] stop after round 2: max_rounds" in logs.stdout
+    listing = cli("list")
+    assert "loop" in listing.stdout and "max_rounds" in listing.stdout
 
 
 def test_goal_met_exits_zero(tiny_model, small_corpus):
