@@ -33,6 +33,12 @@ def make_backend(ctx):
     return LLMAgents(client, config.llm.prompts_dir, config.tests.seed)
 
 
+def workers_for(backend, config) -> int:
+    """Units in flight at once: rules gain nothing from threads, and one at a time keeps their
+    ids (and everything keyed by them) reproducible."""
+    return 1 if backend.name == "offline" else config.llm.max_concurrency
+
+
 def run_agent(backend, agent: str, task: str, fn: Callable[..., Any], *args) -> tuple[Any, list[dict]]:
     """Run one agent call; returns its result and the ledger rows it made (thread-safe)."""
     if backend.name != "offline":

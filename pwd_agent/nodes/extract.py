@@ -8,7 +8,7 @@ import json
 from langgraph.runtime import Runtime
 from sqlmodel import Session, select
 
-from pwd_agent.agents import make_backend, map_units
+from pwd_agent.agents import make_backend, map_units, workers_for
 from pwd_agent.agents.extractor import Extraction, extract_chunk
 from pwd_agent.events import Progress, emit
 from pwd_agent.runs import RunContext
@@ -31,8 +31,7 @@ def extract(state: RunState, runtime: Runtime[RunContext]) -> dict:
     progress = Progress(ctx.db_url, "extract", "chunks", len(todo) + len(finished), len(finished))
     rejected = 0
     work = lambda unit: extract_chunk(backend, unit[1], unit[2], unit[3])  # noqa: E731
-    workers = 1 if backend.name == "offline" else ctx.config.llm.max_concurrency  # rules gain nothing from threads
-    for (chunk_id, *_), result in map_units(work, todo, workers):
+    for (chunk_id, *_), result in map_units(work, todo, workers_for(backend, ctx.config)):
         with session_scope(ctx.db_url) as session:  # the chunk's KB nodes, its ledger rows and its marker
             store_extraction(session, chunk_id, result)
             session.add_all(LLMCall(**row) for row in result.calls)

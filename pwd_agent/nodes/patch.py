@@ -5,12 +5,12 @@ from __future__ import annotations
 from langgraph.runtime import Runtime
 from sqlmodel import select
 
-from pwd_agent.agents import call_agent, make_backend
+from pwd_agent.agents import make_backend, map_units, run_agent, workers_for
 from pwd_agent.agents.schemas import DiagnosisDraft
 from pwd_agent.events import emit
 from pwd_agent.runs import RunContext
 from pwd_agent.state import RunState
-from pwd_agent.store import Chain, Diagnosis, Patch, Sample, TestItem, session_scope
+from pwd_agent.store import Chain, Diagnosis, LLMCall, Patch, Sample, TestItem, session_scope
 from pwd_agent.store.queries import foreign_steps, kb_chain, kb_concepts, kb_statements
 
 
@@ -19,26 +19,35 @@ def patch(state: RunState, runtime: Runtime[RunContext]) -> dict:
     round_id = state["round"]
     backend = make_backend(ctx)
     n_samples = ctx.config.builder.patch_samples_per_failure
-    written = 0
     with session_scope(ctx.db_url) as session:
         patched = set(session.exec(select(Patch.diagnosis_id)).all())
         diagnoses = session.exec(select(Diagnosis).where(Diagnosis.round_id == round_id).order_by(Diagnosis.id)).all()
-        for diagnosis in diagnoses:
-            if diagnosis.id in patched:
-                continue
-            chain_id = session.get(TestItem, diagnosis.item_id).chain_id
-            statements = kb_statements(session, chain_id)
-            drafts = call_agent(
-                session, backend, "debugger", f"patch_{diagnosis.kind}", backend.write_patch,
-                DiagnosisDraft.model_validate(diagnosis, from_attributes=True),
-                kb_chain(session.get(Chain, chain_id)), statements, kb_concepts(session, [s.id for s in statements]),
-                foreign_steps(session, chain_id), n_samples, f"{round_id}:{diagnosis.id}",
-            )
-            row = Patch(diagnosis_id=diagnosis.id, target_round=round_id + 1, n_samples=len(drafts))
+        units = [plan_unit(session, d) for d in diagnoses if d.id not in patched]
+
+    def work(unit):
+        diagnosis_id, chain, statements, concepts, foreign, draft = unit
+        return run_agent(backend, "debugger", f"patch_{draft.kind}", backend.write_patch, draft, chain, statements,
+                         concepts, foreign, n_samples, f"{round_id}:{diagnosis_id}")
+
+    written = 0
+    for (diagnosis_id, chain, *_), (drafts, calls) in map_units(work, units, workers_for(backend, ctx.config)):
+        with session_scope(ctx.db_url) as session:  # one patch, its samples and its ledger rows together
+            row = Patch(diagnosis_id=diagnosis_id, target_round=round_id + 1, n_samples=len(drafts))
             session.add(row)
             session.flush()
-            session.add_all(Sample(origin="patch", chain_id=chain_id, patch_id=row.id, **d.model_dump()) for d in drafts)
-            written += len(drafts)
-    emit(ctx.db_url, "patch", f"round {round_id}: {written} patch samples for {len(diagnoses)} diagnoses, "
+            session.add_all(Sample(origin="patch", chain_id=chain.id, patch_id=row.id, **d.model_dump()) for d in drafts)
+            session.add_all(LLMCall(**c) for c in calls)
+        written += len(drafts)
+    emit(ctx.db_url, "patch", f"round {round_id}: {written} patch samples for {len(units)} diagnoses, "
          f"training round {round_id + 1}", samples=written)
     return {"round": round_id + 1}
+
+
+def plan_unit(session, diagnosis: Diagnosis) -> tuple:
+    """What the patch writer sees: the failed item's chain, its statements, concepts and quotes
+    (never the item's own text)."""
+    chain_id = session.get(TestItem, diagnosis.item_id).chain_id
+    statements = kb_statements(session, chain_id)
+    return (diagnosis.id, kb_chain(session.get(Chain, chain_id)), statements,
+            kb_concepts(session, [s.id for s in statements]), foreign_steps(session, chain_id),
+            DiagnosisDraft.model_validate(diagnosis, from_attributes=True))
