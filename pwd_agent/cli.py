@@ -60,22 +60,23 @@ def _last_adapter(ctx) -> str:
 
 def _execute(ctx, resume: bool, quiet: bool) -> None:
     from pwd_agent.driver import execute
+    from pwd_agent.events import emit
+    from pwd_agent.runs import run_lock
 
-    _setup_logging(ctx.run_dir, quiet)
-    try:
-        execute(ctx, resume=resume)
-    except PwdAgentError as exc:
-        from pwd_agent.events import emit
-
-        emit(ctx.db_url, "run", f"stopped: {exc.message}", "error", hint=exc.hint)
-        raise
-    except KeyboardInterrupt:
-        typer.echo(f"\ninterrupted; state saved. Continue with: pwd-agent resume {ctx.run_id}", err=True)
-        raise typer.Exit(130)
-    except Exception:
-        logging.getLogger("pwd_agent").exception("run crashed")
-        typer.echo(f"\nstate saved; continue with: pwd-agent resume {ctx.run_id}", err=True)
-        raise
+    with run_lock(ctx):  # refused before anything is written if another process drives the run
+        _setup_logging(ctx.run_dir, quiet)
+        try:
+            execute(ctx, resume=resume)
+        except PwdAgentError as exc:
+            emit(ctx.db_url, "run", f"stopped: {exc.message}", "error", hint=exc.hint)
+            raise
+        except KeyboardInterrupt:
+            typer.echo(f"\ninterrupted; state saved. Continue with: pwd-agent resume {ctx.run_id}", err=True)
+            raise typer.Exit(130)
+        except Exception:
+            logging.getLogger("pwd_agent").exception("run crashed")
+            typer.echo(f"\nstate saved; continue with: pwd-agent resume {ctx.run_id}", err=True)
+            raise
     _finish(ctx)
 
 

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Iterator
 
 from pwd_agent.config import RunConfig, load_config, save_config
-from pwd_agent.errors import ConfigError, RunNotFoundError
+from pwd_agent.errors import ConfigError, PwdAgentError, RunNotFoundError
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class RunLockedError(PwdAgentError):
+    """Another process holds the run."""
 
 
 @dataclass
@@ -29,6 +35,20 @@ class RunContext:
         path = self.run_dir / "rounds" / f"{round_id:02d}"
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+@contextmanager
+def run_lock(ctx: RunContext) -> Iterator[None]:
+    """Only one process drives a run: a second `run`/`resume` on it is refused, not interleaved."""
+    import fcntl
+
+    with open(ctx.run_dir / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLockedError(f"run {ctx.run_id} is being driven by another process",
+                                 f"wait for it, or stop it, then `pwd-agent resume {ctx.run_id}`") from None
+        yield  # the lock goes with the process, so a killed run leaves no stale lock
 
 
 def new_run_id() -> str:

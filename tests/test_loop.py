@@ -98,6 +98,8 @@ def test_sigkill_during_training_then_resume_redoes_nothing(tiny_model, small_co
     while not (train_log.is_file() and "step " in train_log.read_text()):
         assert time.time() < deadline and proc.poll() is None, "training never started"
         time.sleep(0.2)
+    second = cli("resume", "killed")  # while the first process still drives the run
+    assert second.returncode == 2 and "is being driven by another process" in second.stderr
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
 
