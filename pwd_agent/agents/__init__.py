@@ -39,26 +39,26 @@ def workers_for(backend, config) -> int:
     return 1 if backend.name == "offline" else config.llm.max_concurrency
 
 
-def run_agent(backend, agent: str, task: str, fn: Callable[..., Any], *args) -> tuple[Any, list[dict]]:
-    """Run one agent call; returns its result and the ledger rows it made (thread-safe)."""
+def run_agent(backend, agent: str, task: str, fn: Callable[..., Any], *args) -> tuple[Any, list[LLMCall]]:
+    """Run one agent call; returns its result and the (unsaved) ledger rows it made; thread-safe."""
     if backend.name != "offline":
         from pwd_agent.llm.openai_compat import take_records
 
         take_records()  # start this unit with an empty list
         result = fn(*args)
-        return result, [vars(r) for r in take_records()]
+        return result, take_records()
     digest = hashlib.sha256(repr((task, args)).encode()).hexdigest()[:16]
     start = time.perf_counter()
     result = fn(*args)
-    row = dict(agent=agent, prompt_name=f"offline/{task}", prompt_version=backend.version, prompt_hash=digest,
-               model="offline-rules", latency_s=time.perf_counter() - start)
+    row = LLMCall(agent=agent, prompt_name=f"offline/{task}", prompt_version=backend.version, prompt_hash=digest,
+                  model="offline-rules", latency_s=time.perf_counter() - start)
     return result, [row]
 
 
 def call_agent(session: Session, backend, agent: str, task: str, fn: Callable[..., Any], *args) -> Any:
     """run_agent, writing the ledger rows into `session` (the unit's own transaction)."""
     result, records = run_agent(backend, agent, task, fn, *args)
-    session.add_all(LLMCall(**r) for r in records)
+    session.add_all(records)
     return result
 
 

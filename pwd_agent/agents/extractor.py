@@ -14,7 +14,7 @@ class Extraction:
     statements: list[StatementDraft] = field(default_factory=list)
     concepts: list[ConceptDraft] = field(default_factory=list)
     rejected_quotes: int = 0
-    calls: list[dict] = field(default_factory=list)  # ledger rows, written with the chunk's KB nodes
+    calls: list = field(default_factory=list)  # unsaved LLMCall rows, written with the chunk's KB nodes
 
 
 def extract_chunk(backend, text: str, heading: str, title: str) -> Extraction:

@@ -8,7 +8,6 @@ import random
 import re
 import threading
 import time
-from dataclasses import asdict, dataclass
 from typing import Callable, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -17,6 +16,7 @@ from pwd_agent.config import LLMConfig
 from pwd_agent.errors import ConfigError, PwdAgentError
 from pwd_agent.llm.cache import ResponseCache, cache_key
 from pwd_agent.prompting import PromptFile
+from pwd_agent.store.models import LLMCall
 
 T = TypeVar("T", bound=BaseModel)
 SYSTEM = "You are a careful assistant that answers with one JSON object and nothing else."
@@ -35,37 +35,21 @@ class BudgetExceededError(PwdAgentError):
     exit_code = 3
 
 
-@dataclass
-class CallRecord:
-    """One ledger row: a request to the endpoint, or an answer taken from the cache."""
-
-    agent: str
-    prompt_name: str
-    prompt_version: str
-    prompt_hash: str
-    model: str
-    input_tokens: int = 0
-    output_tokens: int = 0
-    latency_s: float = 0.0
-    cache_hit: bool = False
-    cost: float = 0.0
-    ok: bool = True
-
-
 _local = threading.local()
 
 
-def take_records() -> list[CallRecord]:
-    """The records this thread made since the last take (so concurrent units keep their own)."""
+def take_records() -> list[LLMCall]:
+    """The ledger rows this thread made since the last take (so concurrent units keep their own);
+    unsaved LLMCall objects that the node adds to the unit's transaction."""
     records = getattr(_local, "records", [])
     _local.records = []
     return records
 
 
-def _record(record: CallRecord) -> None:
+def _record(base: dict, **fields) -> None:
     if not hasattr(_local, "records"):
         _local.records = []
-    _local.records.append(record)
+    _local.records.append(LLMCall(**{**base, **fields}))
 
 
 class StructuredClient:
@@ -94,12 +78,12 @@ class StructuredClient:
         schema_json = schema.model_json_schema()
         params = {"temperature": self.cfg.temperature, "max_tokens": self.cfg.max_tokens}
         key = cache_key(self.cfg.model, messages, params, schema_json)
-        base = CallRecord(agent=agent, prompt_name=prompt.name, prompt_version=prompt.version,
-                          prompt_hash=key[:16], model=self.cfg.model)
+        base = dict(agent=agent, prompt_name=prompt.name, prompt_version=prompt.version,
+                    prompt_hash=key[:16], model=self.cfg.model)
         if self.cache and self.cfg.cache and (hit := self.cache.get(key)):
             parsed, error = self._parse(hit[0], schema, check)
             if parsed is not None:
-                _record(CallRecord(**{**asdict(base), "cache_hit": True, "input_tokens": hit[1], "output_tokens": hit[2]}))
+                _record(base, cache_hit=True, input_tokens=hit[1], output_tokens=hit[2])
                 return parsed
         for attempt in range(self.cfg.max_format_retries + 1):
             content, usage = self._complete(base, messages, schema_json, params)
@@ -139,7 +123,7 @@ class StructuredClient:
             records[-1].ok = False
 
     # ---- one completion with transient retries -------------------------------------------
-    def _complete(self, base: CallRecord, messages: list[dict], schema_json: dict, params: dict) -> tuple[str, tuple[int, int]]:
+    def _complete(self, base: dict, messages: list[dict], schema_json: dict, params: dict) -> tuple[str, tuple[int, int]]:
         import openai
 
         last_error: Exception | None = None
@@ -174,15 +158,14 @@ class StructuredClient:
             "start or fix the server (llm.base_url, llm.model), then `pwd-agent resume RUN`; finished work is kept",
         )
 
-    def _account(self, base: CallRecord, response, latency: float) -> tuple[str, tuple[int, int]]:
+    def _account(self, base: dict, response, latency: float) -> tuple[str, tuple[int, int]]:
         usage = response.usage
         tokens_in = getattr(usage, "prompt_tokens", 0) or 0
         tokens_out = getattr(usage, "completion_tokens", 0) or 0
         cost = tokens_in * self.cfg.price_input_per_m / 1e6 + tokens_out * self.cfg.price_output_per_m / 1e6
         with self._lock:
             self.spent += cost
-        _record(CallRecord(**{**asdict(base), "input_tokens": tokens_in, "output_tokens": tokens_out,
-                              "latency_s": round(latency, 3), "cost": cost}))
+        _record(base, input_tokens=tokens_in, output_tokens=tokens_out, latency_s=round(latency, 3), cost=cost)
         content = response.choices[0].message.content if response.choices else ""
         return content or "", (tokens_in, tokens_out)
 

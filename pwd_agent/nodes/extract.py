@@ -14,7 +14,7 @@ from pwd_agent.events import Progress, emit
 from pwd_agent.runs import RunContext
 from pwd_agent.state import RunState
 from pwd_agent.store import (
-    Chain, Chunk, Concept, ConceptStatement, Document, LLMCall, Statement, done_keys, mark_done, session_scope,
+    Chain, Chunk, Concept, ConceptStatement, Document, Statement, done_keys, mark_done, session_scope,
 )
 from pwd_agent.store.queries import count_rows
 
@@ -34,7 +34,7 @@ def extract(state: RunState, runtime: Runtime[RunContext]) -> dict:
     for (chunk_id, *_), result in map_units(work, todo, workers_for(backend, ctx.config)):
         with session_scope(ctx.db_url) as session:  # the chunk's KB nodes, its ledger rows and its marker
             store_extraction(session, chunk_id, result)
-            session.add_all(LLMCall(**row) for row in result.calls)
+            session.add_all(result.calls)
             rejected += result.rejected_quotes
             mark_done(session, "extract", chunk_id)
         progress.advance()

@@ -10,7 +10,7 @@ from pwd_agent.agents.schemas import DiagnosisDraft
 from pwd_agent.events import emit
 from pwd_agent.runs import RunContext
 from pwd_agent.state import RunState
-from pwd_agent.store import Chain, Diagnosis, LLMCall, Patch, Sample, TestItem, session_scope
+from pwd_agent.store import Chain, Diagnosis, Patch, Sample, TestItem, session_scope
 from pwd_agent.store.queries import foreign_steps, kb_chain, kb_concepts, kb_statements
 
 
@@ -36,7 +36,7 @@ def patch(state: RunState, runtime: Runtime[RunContext]) -> dict:
             session.add(row)
             session.flush()
             session.add_all(Sample(origin="patch", chain_id=chain.id, patch_id=row.id, **d.model_dump()) for d in drafts)
-            session.add_all(LLMCall(**c) for c in calls)
+            session.add_all(calls)
         written += len(drafts)
     emit(ctx.db_url, "patch", f"round {round_id}: {written} patch samples for {len(units)} diagnoses, "
          f"training round {round_id + 1}", samples=written)

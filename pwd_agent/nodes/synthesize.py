@@ -9,7 +9,7 @@ from pwd_agent.agents import make_backend, map_units, run_agent, workers_for
 from pwd_agent.events import Progress, emit
 from pwd_agent.runs import RunContext
 from pwd_agent.state import RunState
-from pwd_agent.store import Chain, LLMCall, Sample, done_keys, mark_done, session_scope
+from pwd_agent.store import Chain, Sample, done_keys, mark_done, session_scope
 from pwd_agent.store.queries import count_rows, foreign_steps, kb_chain, kb_concepts, kb_statements
 
 
@@ -32,7 +32,7 @@ def synthesize(state: RunState, runtime: Runtime[RunContext]) -> dict:
     for (chain, *_), (drafts, calls) in map_units(work, units, workers_for(backend, ctx.config)):
         with session_scope(ctx.db_url) as session:  # the chain's samples, ledger rows and marker together
             session.add_all(Sample(origin="v1", chain_id=chain.id, **draft.model_dump()) for draft in drafts)
-            session.add_all(LLMCall(**row) for row in calls)
+            session.add_all(calls)
             mark_done(session, "synthesize", chain.id)
         progress.advance()
     with session_scope(ctx.db_url) as session:
