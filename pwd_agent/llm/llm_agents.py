@@ -105,10 +105,6 @@ class LLMAgents:
         self.prompts_dir = Path(prompts_dir) if prompts_dir else PROMPTS_DIR
         self.seed = seed
 
-    @property
-    def version(self) -> str:
-        return "prompts"
-
     def _prompt(self, name: str):
         return load_prompt(name, self.prompts_dir)
 
