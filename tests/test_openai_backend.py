@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from pydantic import BaseModel
@@ -18,6 +15,8 @@ from pwd_agent.llm.openai_compat import (
 )
 from pwd_agent.prompting import PromptFile
 
+from servers.chat_endpoint import ChatEndpoint, completion
+
 PROMPT = PromptFile("test/echo", "3", ("topic",), "Tell me about {{ topic }} as JSON.")
 
 
@@ -26,54 +25,30 @@ class Fact(BaseModel):
     steps: int
 
 
-class Endpoint:
-    """Answers /v1/chat/completions from a script: ("ok", content), (status,), ("sleep", s), ("reset",)."""
+class Endpoint(ChatEndpoint):
+    """Answers from a script: ("ok", content), (status,), ("sleep", s), ("reset",), ("refuse_schema",)."""
 
     def __init__(self):
         self.script: list[tuple] = []
         self.requests: list[dict] = []
-        endpoint = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                endpoint.requests.append(body)
-                action = endpoint.script.pop(0) if endpoint.script else ("ok", '{"name": "x", "steps": 1}')
-                if action[0] == "reset":
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    return
-                if action[0] == "sleep":
-                    time.sleep(action[1])
-                    action = ("ok", '{"name": "late", "steps": 1}')
-                if action[0] == "refuse_schema" and body.get("response_format", {}).get("type") == "json_schema":
-                    action = (500,)
-                elif action[0] == "refuse_schema":
-                    action = ("ok", '{"name": "fallback", "steps": 2}')
-                if action[0] == "ok":
-                    payload = {"id": "c1", "object": "chat.completion", "created": 0, "model": body["model"],
-                               "choices": [{"index": 0, "finish_reason": "stop",
-                                            "message": {"role": "assistant", "content": action[1]}}],
-                               "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}}
-                    data, status = json.dumps(payload).encode(), 200
-                else:
-                    data, status = json.dumps({"error": {"message": "scripted failure"}}).encode(), action[0]
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    def reply(self, body, handler):
+        self.requests.append(body)
+        action = self.script.pop(0) if self.script else ("ok", '{"name": "x", "steps": 1}')
+        if action[0] == "reset":
+            handler.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if action[0] == "sleep":
+            time.sleep(action[1])
+            action = ("ok", '{"name": "late", "steps": 1}')
+        if action[0] == "refuse_schema":  # like llama.cpp's own server before it learnt json_schema
+            refused = body.get("response_format", {}).get("type") == "json_schema"
+            action = (500,) if refused else ("ok", '{"name": "fallback", "steps": 2}')
+        if action[0] == "ok":
+            self.send(handler, 200, completion(body["model"], action[1], 100, 20))
+        else:
+            self.send(handler, action[0], {"error": {"message": "scripted failure"}})
 
 
 @pytest.fixture

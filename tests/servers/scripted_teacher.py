@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from pwd_agent.agents.schemas import ChainDraft, StatementDraft
 from pwd_agent.llm.offline import OfflineAgents
+
+from servers.chat_endpoint import ChatEndpoint, completion
 
 
 def _passage(text: str) -> str:
@@ -67,36 +67,15 @@ def answer(prompt: str) -> dict:
     raise ValueError("unknown prompt")
 
 
-class ScriptedTeacher:
-    """Serves on 127.0.0.1 (a free port) until `close()`; counts requests."""
+class ScriptedTeacher(ChatEndpoint):
+    """Answers every request from the prompt it was first sent (a re-ask gets the same answer)."""
 
     def __init__(self):
         self.requests = 0
-        teacher = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                teacher.requests += 1
-                content = json.dumps(answer(body["messages"][1]["content"]))  # a re-ask repeats the same answer
-                data = json.dumps({
-                    "id": "s", "object": "chat.completion", "created": 0, "model": body["model"],
-                    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
-                    "usage": {"prompt_tokens": len(body["messages"][1]["content"]) // 4, "completion_tokens": len(content) // 4},
-                }).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def reply(self, body, handler):
+        self.requests += 1
+        prompt = body["messages"][1]["content"]
+        content = json.dumps(answer(prompt))
+        self.send(handler, 200, completion(body["model"], content, len(prompt) // 4, len(content) // 4))
