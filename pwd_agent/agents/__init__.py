@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from sqlmodel import Session, func, select
 
+from pwd_agent.config import cache_root
 from pwd_agent.store import LLMCall
 
 
@@ -24,11 +24,10 @@ def make_backend(ctx):
     from pwd_agent.llm.llm_agents import LLMAgents
     from pwd_agent.llm.openai_compat import StructuredClient
     from pwd_agent.store import session_scope
-    from pwd_agent.student import default_cache_dir
 
     with session_scope(ctx.db_url) as session:
         spent = session.exec(select(func.coalesce(func.sum(LLMCall.cost), 0.0))).one()
-    cache = ResponseCache(Path(default_cache_dir()).parent / "llm_cache.sqlite") if config.llm.cache else None
+    cache = ResponseCache(cache_root() / "llm_cache.sqlite") if config.llm.cache else None
     client = StructuredClient(config.llm, cache, spent=spent)
     return LLMAgents(client, config.llm.prompts_dir, config.tests.seed)
 
