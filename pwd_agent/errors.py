@@ -35,3 +35,19 @@ class TrainingError(PwdAgentError):
     """The training subprocess failed; the message carries its last log lines."""
 
     exit_code = 4
+
+
+class RunLockedError(PwdAgentError):
+    """Another process is driving the run."""
+
+
+class EndpointUnavailableError(PwdAgentError):
+    """The LLM endpoint kept failing after every retry; the run stops with its state saved."""
+
+    exit_code = 5
+
+
+class BudgetExceededError(PwdAgentError):
+    """The next LLM call would pass llm.max_cost."""
+
+    exit_code = 3

@@ -10,13 +10,9 @@ from pathlib import Path
 from typing import Iterator
 
 from pwd_agent.config import RunConfig, load_config, save_config
-from pwd_agent.errors import ConfigError, PwdAgentError, RunNotFoundError
+from pwd_agent.errors import ConfigError, RunLockedError, RunNotFoundError
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-class RunLockedError(PwdAgentError):
-    """Another process holds the run."""
 
 
 @dataclass

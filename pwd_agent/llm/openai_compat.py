@@ -13,7 +13,7 @@ from typing import Callable, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from pwd_agent.config import LLMConfig
-from pwd_agent.errors import ConfigError, PwdAgentError
+from pwd_agent.errors import BudgetExceededError, ConfigError, EndpointUnavailableError, PwdAgentError
 from pwd_agent.llm.cache import ResponseCache, cache_key
 from pwd_agent.prompting import PromptFile
 from pwd_agent.store.models import LLMCall
@@ -21,18 +21,6 @@ from pwd_agent.store.models import LLMCall
 T = TypeVar("T", bound=BaseModel)
 SYSTEM = "You are a careful assistant that answers with one JSON object and nothing else."
 FORMAT_MODES = ("json_schema", "json_object", "none")
-
-
-class EndpointUnavailableError(PwdAgentError):
-    """The endpoint kept failing after every retry; the run stops with its state saved."""
-
-    exit_code = 5
-
-
-class BudgetExceededError(PwdAgentError):
-    """The next call would pass llm.max_cost."""
-
-    exit_code = 3
 
 
 _local = threading.local()
