@@ -42,6 +42,10 @@ class LLMConfig(Section):
     )
     temperature: float = Field(0.0, ge=0, le=2)
     max_tokens: int = Field(1500, ge=16, description="Completion tokens per call at most.")
+    extra_body: dict = Field(
+        {}, description="Sampling fields the endpoint understands beyond OpenAI's, sent as-is and part of the cache "
+        "key, e.g. {\"repeat_penalty\": 1.3} (llama.cpp) or {\"top_k\": 20} (vLLM).",
+    )
     timeout_s: float = Field(120.0, gt=0, description="Seconds per request before it counts as a transient failure.")
     max_retries: int = Field(4, ge=0, description="Retries of a transient error (timeout, 429, 5xx, reset) with backoff.")
     max_format_retries: int = Field(2, ge=0, description="Times an invalid answer is sent back with its error.")

@@ -104,8 +104,15 @@ def test_semantic_check_exhausts_retries_then_records_a_failure(endpoint, tmp_pa
     assert llm.ask("extractor", PROMPT, {"topic": "x"}, Fact, check) is None
     assert len(endpoint.requests) == 3 and "is not in the chunk" in endpoint.requests[2]["messages"][-1]["content"]
     assert all(not r.ok for r in take_records())
-    endpoint.script = [("ok", '{"name": "chunk", "steps": 1}')]
-    assert llm.ask("extractor", PROMPT, {"topic": "x"}, Fact, check).name == "chunk"  # failures were not cached
+    # A repeat replays the same rejected replies and re-asks from the cache: no request is made twice.
+    assert llm.ask("extractor", PROMPT, {"topic": "x"}, Fact, check) is None
+    assert len(endpoint.requests) == 3
+    replayed = take_records()
+    assert len(replayed) == 3 and all(r.cache_hit and not r.ok for r in replayed)
+    assert len({r.prompt_hash for r in replayed}) == 1  # one unit, three turns
+    # Transport failures are never cached: the next ask goes to the endpoint.
+    endpoint.script = [(500,), ("ok", '{"name": "chunk", "steps": 1}')]
+    assert llm.ask("extractor", PROMPT, {"topic": "y"}, Fact, check).name == "chunk"
 
 
 @pytest.mark.parametrize("fault", [(429,), (500,), (503,), ("reset",), ("sleep", 2.0)])

@@ -1,4 +1,4 @@
-"""Response cache shared by runs: key = hash(model, messages, params, schema); only valid answers stored."""
+"""Response cache shared by runs: key = hash(model, messages, params, schema); every non-empty reply stored."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class ResponseCache:
         return tuple(row) if row else None
 
     def put(self, key: str, content: str, input_tokens: int, output_tokens: int) -> None:
-        """Store a validated answer; empty content is never cached."""
+        """Store the reply to one conversation; an empty reply (or none, on a transport error) never is."""
         if not content.strip():
             return
         with self._lock, self._conn:

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from pwd_agent.agents.quotes import anchor_quote
 from pwd_agent.agents.schemas import (
     ChainDraft,
     Passage,
@@ -127,15 +128,18 @@ class LLMAgents:
     def extract_statements(self, chunk_text: str, chain: ChainDraft) -> list[StatementDraft]:
         def check(answer: StatementsAnswer) -> str | None:
             for st in answer.statements:
-                if st.source_quote not in chunk_text:
-                    return f"source_quote {st.source_quote[:80]!r} is not an exact substring of the passage"
+                if anchor_quote(st.source_quote, chunk_text) is None:
+                    return f"source_quote {st.source_quote[:80]!r} is not copied from the passage (or is under 12 characters)"
                 if not 0 <= st.position < len(chain.steps) - 1:
                     return f"position {st.position} is not the index of an adjacent step pair"
             return None
 
         answer = self.client.ask("extractor", self._prompt("extract/l2_statements"),
                                  {"chunk": chunk_text, "steps": numbered(chain.steps)}, StatementsAnswer, check)
-        return answer.statements if answer else []
+        if not answer:
+            return []
+        # Store the passage's own characters, not the model's copy of them.
+        return [st.model_copy(update={"source_quote": anchor_quote(st.source_quote, chunk_text)}) for st in answer.statements]
 
     def extract_concepts(self, chunk_text: str, chain: ChainDraft, statements: list[StatementDraft]) -> list[ConceptDraft]:
         def check(answer: ConceptsAnswer) -> str | None:

@@ -65,27 +65,36 @@ class StructuredClient:
         messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": rendered}]
         schema_json = schema.model_json_schema()
         params = {"temperature": self.cfg.temperature, "max_tokens": self.cfg.max_tokens}
-        key = cache_key(self.cfg.model, messages, params, schema_json)
+        if self.cfg.extra_body:
+            params["extra_body"] = self.cfg.extra_body
+        # prompt_hash names the unit (its first request), so a unit's re-asks share it in the ledger.
+        unit = cache_key(self.cfg.model, messages, params, schema_json)
         base = dict(agent=agent, prompt_name=prompt.name, prompt_version=prompt.version,
-                    prompt_hash=key[:16], model=self.cfg.model)
-        if self.cache and self.cfg.cache and (hit := self.cache.get(key)):
-            parsed, error = self._parse(hit[0], schema, check)
-            if parsed is not None:
-                _record(base, cache_hit=True, input_tokens=hit[1], output_tokens=hit[2])
-                return parsed
-        for attempt in range(self.cfg.max_format_retries + 1):
-            content, usage = self._complete(base, messages, schema_json, params)
+                    prompt_hash=unit[:16], model=self.cfg.model)
+        for _ in range(self.cfg.max_format_retries + 1):
+            content = self._answer(base, messages, schema_json, params)
             parsed, error = self._parse(content, schema, check)
             if parsed is not None:
-                if self.cache and self.cfg.cache:
-                    self.cache.put(key, content, *usage)
                 return parsed
-            self._mark_last_failed()
+            self._mark_last_failed(error)
             messages = messages + [
                 {"role": "assistant", "content": content},
                 {"role": "user", "content": f"That answer was rejected: {error}. Reply again with the corrected JSON only."},
             ]
         return None
+
+    def _answer(self, base: dict, messages: list[dict], schema_json: dict, params: dict) -> str:
+        """The endpoint's reply to exactly this conversation: from the cache when it was asked
+        before (a rejected reply too, so a repeated run replays its re-asks without a request)."""
+        key = cache_key(self.cfg.model, messages, params, schema_json)
+        use_cache = self.cache is not None and self.cfg.cache
+        if use_cache and (hit := self.cache.get(key)):
+            _record(base, cache_hit=True, input_tokens=hit[1], output_tokens=hit[2])
+            return hit[0]
+        content, usage = self._complete(base, messages, schema_json, params)
+        if use_cache:
+            self.cache.put(key, content, *usage)
+        return content
 
     # ---- parsing and validation ---------------------------------------------------------
     @staticmethod
@@ -105,10 +114,11 @@ class StructuredClient:
         return (None, problem) if problem else (obj, None)
 
     @staticmethod
-    def _mark_last_failed() -> None:
+    def _mark_last_failed(error: str | None) -> None:
         records = getattr(_local, "records", [])
         if records:
             records[-1].ok = False
+            records[-1].error = (error or "")[:500]
 
     # ---- one completion with transient retries -------------------------------------------
     def _complete(self, base: dict, messages: list[dict], schema_json: dict, params: dict) -> tuple[str, tuple[int, int]]:

@@ -183,6 +183,7 @@ class LLMCall(SQLModel, table=True):
     cache_hit: bool = False
     cost: float = 0.0
     ok: bool = True
+    error: str | None = None  # why the reply was rejected (schema or meaning check), for the ledger
 
 
 class Event(SQLModel, table=True):
