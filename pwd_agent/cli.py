@@ -107,13 +107,20 @@ def run(
 @app.command()
 def resume(
     run_id: str = typer.Argument(..., help="The run to continue."),
+    set_: list[str] = typer.Option([], "--set", help="Change a setting for the rest of the run: a.b=value "
+                                   "(loop, llm, builder, train, eval keys; recorded in the log). Repeatable."),
     runs_dir: str = RUNS_DIR,
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Continue a stopped or killed run from its last finished step; finished work is not redone."""
-    from pwd_agent.runs import open_run
+    from pwd_agent.events import emit
+    from pwd_agent.runs import open_run, resume_config, run_lock
 
     ctx = open_run(run_id, runs_dir)
+    with run_lock(ctx):  # the config is only rewritten by the process that will drive the run
+        ctx, changes = resume_config(ctx, set_)
+    for key, old, new in changes:
+        emit(ctx.db_url, "run", f"config override on resume: {key} {old!r} -> {new!r}", key=key, old=old, new=new)
     _execute(ctx, resume=True, quiet=quiet)
 
 
@@ -166,6 +173,24 @@ def list_runs(runs_dir: str = RUNS_DIR) -> None:
     for run_id in ids:
         rid, state, best = run_summary(open_run(run_id, runs_dir))
         typer.echo(f"{rid:<24} {state:<14} {best}")
+
+
+@app.command()
+def export(
+    run_id: str = typer.Argument(...),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder to write (default: runs/<id>/export)."),
+    round_id: Optional[int] = typer.Option(None, "--round", help="Round whose training data and adapter to export "
+                                           "(default: the last trained round)."),
+    runs_dir: str = RUNS_DIR,
+) -> None:
+    """Benchmark as JSONL + lm-eval tasks, training data as chat messages / ShareGPT / Alpaca, `vllm serve` line."""
+    from pwd_agent.export import export_run
+    from pwd_agent.runs import open_run
+
+    ctx = open_run(run_id, runs_dir)
+    target = out or ctx.run_dir / "export"
+    for path in export_run(ctx, target, round_id):
+        typer.echo(str(path))
 
 
 @app.command("config")

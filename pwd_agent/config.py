@@ -79,6 +79,10 @@ class BuilderConfig(Section):
     patch_samples_per_failure: int = Field(7, ge=1, description="Patch samples per diagnosed failure (paper: 7).")
     patch_fraction: float = Field(0.35, gt=0, le=1, description="Patches' share of a repair round's mix (the rest is replay).")
     seed: int = Field(0, description="Seed for sample types and replay selection.")
+    leakage_ngram: int = Field(8, ge=3, description="Word n-gram size of the leakage gate.")
+    leakage_threshold: float = Field(
+        0.4, gt=0, le=1, description="A sample containing this share of a test item's question+key n-grams is dropped.",
+    )
 
     @model_validator(mode="after")
     def _shares_fit(self) -> "BuilderConfig":
@@ -117,6 +121,10 @@ class EvalConfig(Section):
     backend: Literal["hf"] = Field("hf", description="hf = transformers generate, CPU or GPU.")
     batch_size: int = Field(8, ge=1)
     max_new_tokens: int = Field(15, ge=1, description="Paper protocol: at most 15 new tokens, greedy.")
+    scorer: Literal["letters", "loglik"] = Field(
+        "letters", description="letters = the paper's protocol (greedy text, letters parsed, exact set); loglik = the "
+        "most likely of all valid letter sets after the same prompt (for base models that cannot keep to the format).",
+    )
 
 
 class LoopConfig(Section):
@@ -124,6 +132,11 @@ class LoopConfig(Section):
     goal_split: Literal["dev", "holdout"] = Field("holdout", description="Split the goal applies to.")
     max_rounds: int = Field(3, ge=1, description="Training rounds at most (round 0, the base model, not counted).")
     min_gain: float = Field(0.0, ge=0, description="A repair round must raise dev accuracy by more than this.")
+    alpha: float = Field(
+        0.05, gt=0, lt=1, description="A repair round's dev gain counts only when the exact McNemar test on the "
+        "items it fixed and broke (against the previous round) gives p below this.",
+    )
+    patience: int = Field(1, ge=1, description="Stop after this many repair rounds in a row without a significant gain.")
 
     @model_validator(mode="after")
     def _goal_in_range(self) -> "LoopConfig":

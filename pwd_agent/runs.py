@@ -62,6 +62,7 @@ def create_run(config: RunConfig) -> RunContext:
     run_dir.mkdir(parents=True, exist_ok=True)
     config = config.model_copy(update={"run_id": run_id})
     save_config(config, run_dir / "config.yaml")
+    save_config(config, run_dir / APPLIED)
     return context_for(config, run_dir)
 
 
@@ -72,6 +73,62 @@ def open_run(run_id: str, runs_dir: str = "runs") -> RunContext:
         known = ", ".join(list_run_ids(runs_dir)[-5:]) or "none yet"
         raise RunNotFoundError(f"no run '{run_id}' in {runs_dir}/", f"`pwd-agent list` shows the runs (recent: {known})")
     return context_for(load_config(run_dir / "config.yaml"), run_dir)
+
+
+# The config the run actually ran under; config.yaml edited by hand is compared against it.
+APPLIED = ".config.applied.yaml"
+# Keys fixed for a run's life: changing them would make the stored KB, items or adapters lie.
+FROZEN = ("run_id", "runs_dir", "db_url", "corpus.", "extract.", "tests.", "student.")
+
+
+def flat(config: RunConfig) -> dict[str, object]:
+    out: dict[str, object] = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict) and key != "extra_body":
+                walk(value, f"{prefix}{key}.")
+            else:
+                out[prefix + key] = value
+
+    walk(config.model_dump(mode="json"), "")
+    return out
+
+
+def config_changes(before: RunConfig, after: RunConfig) -> list[tuple[str, object, object]]:
+    old, new = flat(before), flat(after)
+    return [(k, old[k], new[k]) for k in old if old[k] != new[k]]
+
+
+def resume_config(ctx: RunContext, sets: list[str]) -> tuple[RunContext, list[tuple[str, object, object]]]:
+    """The config to resume with: the saved one, plus explicit `--set` overrides, which are checked
+    and saved. A config.yaml edited by hand is refused: the change must be named with --set."""
+    applied_path = ctx.run_dir / APPLIED
+    if not applied_path.is_file():  # a run from before this file existed: what is saved is what ran
+        save_config(ctx.config, applied_path)
+    applied = load_config(applied_path)
+    edited = config_changes(applied, ctx.config)
+    if edited:
+        key, old, new = edited[0]
+        raise ConfigError(f"{ctx.run_dir / 'config.yaml'} was edited since the run last ran ({key}: {old!r} -> {new!r})",
+                          f"undo the edit, or name the change: pwd-agent resume {ctx.run_id} --set {key}={json_text(new)}")
+    if not sets:
+        return ctx, []
+    updated = load_config(applied_path, sets)
+    changes = config_changes(applied, updated)
+    frozen = [k for k, _, _ in changes if k.startswith(FROZEN)]
+    if frozen:
+        raise ConfigError(f"{frozen[0]} cannot change in a started run (the stored KB, tests or adapters depend on it)",
+                          "start a new run with `pwd-agent run` for that")
+    save_config(updated, ctx.run_dir / "config.yaml")
+    save_config(updated, applied_path)
+    return context_for(updated, ctx.run_dir), changes
+
+
+def json_text(value: object) -> str:
+    import json
+
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def context_for(config: RunConfig, run_dir: Path) -> RunContext:

@@ -9,6 +9,7 @@ class RoundScore(TypedDict):
     round: int
     dev: float
     holdout: float
+    gain_p: float | None  # dev, against the previous round (exact McNemar); None for round 0
 
 
 class RunState(TypedDict, total=False):

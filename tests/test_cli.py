@@ -37,8 +37,8 @@ def test_folder_without_readable_text(tmp_path):
 
 def test_unknown_config_key(tmp_path):
     assert_clean_error(cli("run", "--set", "train.epohcs=2"), "unknown config key 'train.epohcs'")
-    (tmp_path / "bad.yaml").write_text("loop:\n  goal: 0.5\n  patience: 2\n")
-    assert_clean_error(cli("run", "-c", "bad.yaml"), "unknown config key 'loop.patience'")
+    (tmp_path / "bad.yaml").write_text("loop:\n  goal: 0.5\n  goal_score: 2\n")
+    assert_clean_error(cli("run", "-c", "bad.yaml"), "unknown config key 'loop.goal_score'")
 
 
 @pytest.mark.parametrize("goal", ["1.2", "-0.5"])

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
+from pwd_agent.leakage import load_gate
 from pwd_agent.runs import open_run
 from pwd_agent.store import (
-    Chain, Chunk, Diagnosis, Event, ItemResult, LLMCall, Patch, Round, RoundSample, Sample, TestItem, WorkUnit,
+    Chain, Chunk, Diagnosis, Event, ItemResult, LeakedSample, LLMCall, Patch, Round, RoundSample, Sample, TestItem,
+    WorkUnit,
     session_scope,
 )
 
@@ -66,6 +68,10 @@ def test_two_rounds_store_every_step(tiny_model, small_corpus):
         replay = [by_id[m.sample_id] for m in members if m.role == "replay"]
         assert replay and not any(patched & set(x.statement_ids) for x in replay)  # the replay rule
 
+        gate = load_gate(s, 8, 0.4)  # the config's defaults: no stored sample reproduces a test item
+        assert not [x.id for x in by_id.values() if gate.check(f"{x.prompt} {x.answer}")]
+        assert all(leak.overlap >= 0.4 for leak in s.exec(select(LeakedSample)).all())
+
         agents = {c.agent for c in s.exec(select(LLMCall)).all()}
         assert agents == {"extractor", "tester", "builder", "debugger"}
 
@@ -78,6 +84,33 @@ def test_two_rounds_store_every_step(tiny_model, small_corpus):
     assert "[decide] stop after round 2: max_rounds" in logs.stdout
     listing = cli("list")
     assert "loop" in listing.stdout and "max_rounds" in listing.stdout
+    check_export()
+
+
+def check_export() -> None:
+    """`export` writes the benchmark, lm-eval tasks, the last round's data in three formats, a serve line."""
+    import json
+
+    import yaml
+
+    assert cli("export", "loop", "--round", "7").returncode == 2  # no such round: a clear refusal
+    result = cli("export", "loop")
+    assert result.returncode == 0, result.stderr
+    out = Path("runs/loop/export")
+    with session_scope(open_run("loop").db_url) as s:
+        n_items = len(s.exec(select(TestItem)).all())
+        last = s.get(Round, 2)
+    bench = [json.loads(line) for line in (out / "benchmark.jsonl").read_text().splitlines()]
+    assert len(bench) == n_items and all(r["prompt"].startswith(r["question"]) and r["answer"] for r in bench)
+    task = yaml.safe_load((out / "lm_eval" / "pwd_loop_holdout.yaml").read_text())
+    data = Path(task["dataset_kwargs"]["data_files"]["test"])
+    assert data.is_file() and all(json.loads(x)["split"] == "holdout" for x in data.read_text().splitlines())
+    assert task["output_type"] == "generate_until" and task["generation_kwargs"]["max_gen_toks"] == 15
+    messages = (out / "train_messages.jsonl").read_text().splitlines()
+    assert len(messages) == last.n_train == len(json.loads((out / "train_alpaca.json").read_text()))
+    assert json.loads(messages[0])["messages"][1]["role"] == "assistant"
+    assert len(json.loads((out / "train_sharegpt.json").read_text())) == last.n_train
+    assert f"--lora-modules loop-r2={Path(last.adapter_path).resolve()}" in (out / "serve.sh").read_text()
 
 
 def test_goal_met_exits_zero(tiny_model, small_corpus):
@@ -86,6 +119,16 @@ def test_goal_met_exits_zero(tiny_model, small_corpus):
     assert "goal met" in result.stdout
     with session_scope(open_run("easy").db_url) as s:
         assert [r.id for r in s.exec(select(Round)).all()] == [0]
+
+    refused = cli("resume", "easy", "--set", "student.lora_r=2")
+    assert refused.returncode == 2 and "cannot change in a started run" in refused.stderr
+    again = cli("resume", "easy", "--set", "loop.max_rounds=5", "-q")
+    assert again.returncode == 0, again.stderr
+    assert open_run("easy").config.loop.max_rounds == 5
+    with session_scope(open_run("easy").db_url) as s:
+        messages = [e.message for e in s.exec(select(Event)).all()]
+        assert "config override on resume: loop.max_rounds 3 -> 5" in messages
+        assert [r.id for r in s.exec(select(Round)).all()] == [0]  # a finished run stays finished
 
 
 def test_sigkill_during_training_then_resume_redoes_nothing(tiny_model, small_corpus):

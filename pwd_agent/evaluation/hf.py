@@ -1,10 +1,20 @@
-"""The `hf` evaluator: batched greedy generation with transformers, left padding, CPU or GPU."""
+"""The `hf` evaluator on transformers, CPU or GPU, with two scorers on the same prompt.
+
+- `letters` (the paper's protocol): batched greedy generation with left padding, at most
+  `max_new_tokens`, the letters parsed from the text, exact set match.
+- `loglik`: the log-likelihood of every valid answer (each non-empty set of option letters,
+  written as "A,C" and then stopping) after the same prompt; the most likely one is the answer.
+  A base model that cannot keep to the format still gives a valid answer, and the scores show
+  how sure it was.
+"""
 
 from __future__ import annotations
 
+import itertools
+import json
 from dataclasses import dataclass
 
-from pwd_agent.prompting import parse_letters, render_choice_prompt, score
+from pwd_agent.prompting import letters_of, parse_letters, render_choice_prompt, score
 
 
 @dataclass
@@ -17,7 +27,8 @@ class Prediction:
 class HFEvaluator:
     """Loads the base student (plus a round's adapter) once and answers items in batches."""
 
-    def __init__(self, model_path: str, adapter: str | None, batch_size: int = 8, max_new_tokens: int = 15):
+    def __init__(self, model_path: str, adapter: str | None, batch_size: int = 8, max_new_tokens: int = 15,
+                 scorer: str = "letters"):
         from pwd_agent.student import load_model, load_tokenizer
 
         self.tokenizer = load_tokenizer(model_path)
@@ -25,6 +36,10 @@ class HFEvaluator:
         self.model = load_model(model_path, adapter)
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
+        if scorer not in ("letters", "loglik"):
+            raise ValueError(f"unknown scorer {scorer!r}: use letters or loglik")
+        self.scorer = scorer
+        self._list_goes_on: list[int] | None = None
 
     def generate(self, user_texts: list[str]) -> list[str]:
         """Greedy completions, in input order; prompts are batched by length to limit padding."""
@@ -50,9 +65,65 @@ class HFEvaluator:
 
     def score_items(self, items: list[tuple[str, list[str], str]]) -> list[Prediction]:
         """(question, options, key) -> predictions under exact set match."""
+        if self.scorer == "loglik":
+            return [self._loglik_item(q, opts, key) for q, opts, key in items]
         raws = self.generate([render_choice_prompt(q, opts) for q, opts, _ in items])
         preds = []
         for raw, (_, _, key) in zip(raws, items):
             letters = parse_letters(raw)
             preds.append(Prediction(raw=raw, predicted=letters, passed=score(letters, key)))
         return preds
+
+    # ---- loglik ---------------------------------------------------------------------------
+    def _loglik_item(self, question: str, options: list[str], key: str) -> Prediction:
+        answers = answer_sets(len(options))
+        scores = self.answer_logliks(render_choice_prompt(question, options), answers)
+        ranked = sorted(zip(answers, scores), key=lambda pair: -pair[1])
+        raw = json.dumps({a: round(v, 3) for a, v in ranked[:3]})  # the best three, for the record
+        return Prediction(raw=raw, predicted=ranked[0][0], passed=score(ranked[0][0], key))
+
+    def answer_logliks(self, user_text: str, answers: list[str]) -> list[float]:
+        """log P(answer, then the list stops) after the prompt, for each answer string.
+
+        The prompt runs once; its cache is repeated for the answers, which run as one batch.
+        Answers are right-padded: under causal attention a real token never sees the padding.
+        "Stops" is every next token except one that goes on with the list (",", " ,", ...), so
+        "A" is not favoured over "A,C" just for being a prefix of it.
+        """
+        import torch
+
+        from pwd_agent.student import chat_prompt
+
+        prefix = self.tokenizer(chat_prompt(self.tokenizer, user_text), return_tensors="pt", add_special_tokens=False)
+        tails = [self.tokenizer(a, add_special_tokens=False)["input_ids"] for a in answers]
+        width = max(map(len, tails))
+        pad = self.tokenizer.pad_token_id or 0
+        batch = torch.tensor([t + [pad] * (width - len(t)) for t in tails], device=self.model.device)
+        with torch.no_grad():
+            head = self.model(**{k: v.to(self.model.device) for k, v in prefix.items()}, use_cache=True, logits_to_keep=1)
+            cache = head.past_key_values
+            cache.batch_repeat_interleave(len(answers))
+            mask = torch.ones(len(answers), prefix["input_ids"].shape[1] + width, dtype=torch.long, device=self.model.device)
+            body = self.model(input_ids=batch, past_key_values=cache, attention_mask=mask, use_cache=False)
+            # Row j of `dist` predicts answer token j; the row after an answer's last token says whether it stops.
+            dist = torch.cat([head.logits[:, -1:].expand(len(answers), 1, -1), body.logits], dim=1).float().log_softmax(-1)
+        goes_on = torch.tensor(self._continuation_ids(), device=dist.device)
+        out = []
+        for row, tail in enumerate(tails):
+            picked = dist[row, torch.arange(len(tail)), torch.tensor(tail)].sum()
+            stop = torch.log1p(-dist[row, len(tail), goes_on].exp().sum().clamp(max=1 - 1e-6))
+            out.append(float(picked + stop))
+        return out
+
+    def _continuation_ids(self) -> list[int]:
+        """Tokens that carry a letter list on (they start with a comma)."""
+        if self._list_goes_on is None:
+            vocab = self.tokenizer.get_vocab().values()
+            self._list_goes_on = [i for i in vocab if self.tokenizer.decode([i]).lstrip().startswith(",")]
+        return self._list_goes_on
+
+
+def answer_sets(n_options: int) -> list[str]:
+    """Every valid answer to an item with n options: the non-empty letter sets, smallest first."""
+    return [letters_of(list(c)) for size in range(1, n_options + 1)
+            for c in itertools.combinations(range(n_options), size)]

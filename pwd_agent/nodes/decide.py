@@ -1,4 +1,4 @@
-"""decide: stop (goal met, max rounds, no gain) or route to the next round."""
+"""decide: stop (goal met, max rounds, no significant gain for `loop.patience` repair rounds) or route on."""
 
 from __future__ import annotations
 
@@ -13,25 +13,33 @@ from pwd_agent.runs import RunContext
 from pwd_agent.state import RunState
 
 
-def stop_reason(scores: list[dict], goal: float, goal_split: str, max_rounds: int, min_gain: float) -> str | None:
+def stop_reason(scores: list[dict], goal: float, goal_split: str, max_rounds: int, min_gain: float,
+                alpha: float = 0.05, patience: int = 1) -> str | None:
     """Why the run should stop after the last scored round, or None to go on."""
     last = scores[-1]
     if last[goal_split] >= goal:
         return "goal_met"
     if last["round"] >= max_rounds:
         return "max_rounds"
-    if last["round"] >= 2:  # a repair round: it must beat the best earlier trained round on dev
-        best_before = max(s["dev"] for s in scores if 1 <= s["round"] < last["round"])
-        if last["dev"] - best_before <= min_gain:
-            return "no_gain"
+    repairs = [s for s in scores if s["round"] >= 2]  # round 1 trains on V1; later rounds are repairs
+    if len(repairs) >= patience and not any(significant_gain(s, scores, min_gain, alpha) for s in repairs[-patience:]):
+        return "no_gain"
     return None
+
+
+def significant_gain(score: dict, scores: list[dict], min_gain: float, alpha: float) -> bool:
+    """A repair round gains when it beats every earlier trained round on dev by more than
+    `min_gain`, and its flips against the previous round pass the exact McNemar test."""
+    best_before = max(s["dev"] for s in scores if 1 <= s["round"] < score["round"])
+    p = score.get("gain_p")
+    return score["dev"] - best_before > min_gain and p is not None and p < alpha
 
 
 def decide(state: RunState, runtime: Runtime[RunContext]) -> Command[Literal["train", "diagnose", "__end__"]]:
     cfg = runtime.context.config.loop
     scores = state["scores"]
     last = scores[-1]
-    reason = stop_reason(scores, cfg.goal, cfg.goal_split, cfg.max_rounds, cfg.min_gain)
+    reason = stop_reason(scores, cfg.goal, cfg.goal_split, cfg.max_rounds, cfg.min_gain, cfg.alpha, cfg.patience)
     if reason:
         emit(runtime.context.db_url, "decide", f"stop after round {last['round']}: {reason} "
              f"({cfg.goal_split} {last[cfg.goal_split]:.3f}, goal {cfg.goal:.3f})", reason=reason)

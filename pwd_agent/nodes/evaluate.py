@@ -11,7 +11,8 @@ from pwd_agent.events import emit
 from pwd_agent.runs import RunContext
 from pwd_agent.state import RunState
 from pwd_agent.store import ItemResult, LLMCall, Round, TestItem, session_scope
-from pwd_agent.store.queries import round_accuracy
+from pwd_agent.stats import compare
+from pwd_agent.store.queries import round_accuracy, round_passes
 from pwd_agent.student import resolve_student
 from pwd_agent.prompting import choice_prompt_version
 
@@ -32,11 +33,19 @@ def evaluate(state: RunState, runtime: Runtime[RunContext]) -> dict:
         row.dev_acc = round_accuracy(session, round_id, "dev")
         row.holdout_acc = round_accuracy(session, round_id, "holdout")
         row.prompt_versions = dict(session.exec(select(LLMCall.prompt_name, LLMCall.prompt_version).distinct()).all())
+        flips = None
+        if round_id > 0:
+            flips = compare(round_passes(session, round_id - 1, "dev"), round_passes(session, round_id, "dev"))
+            row.fixed, row.broken, row.still_failing, row.gain_p = (flips.fixed, flips.broken, flips.still_failing,
+                                                                    flips.p_value)
         row.status = "evaluated"
         dev, holdout = row.dev_acc or 0.0, row.holdout_acc or 0.0
-    emit(ctx.db_url, "evaluate", f"round {round_id}: dev {dev:.3f}  holdout {holdout:.3f}", round=round_id, dev=dev, holdout=holdout)
+    vs = f"; dev vs round {round_id - 1}: {flips.fixed} fixed, {flips.broken} broken, p={flips.p_value:.3f}" if flips else ""
+    emit(ctx.db_url, "evaluate", f"round {round_id}: dev {dev:.3f}  holdout {holdout:.3f}{vs}",
+         round=round_id, dev=dev, holdout=holdout)
     scores = [s for s in state.get("scores", []) if s["round"] != round_id]
-    return {"scores": scores + [{"round": round_id, "dev": dev, "holdout": holdout}]}
+    gain_p = flips.p_value if flips else None
+    return {"scores": scores + [{"round": round_id, "dev": dev, "holdout": holdout, "gain_p": gain_p}]}
 
 
 def score_and_store(ctx: RunContext, round_id: int, adapter: str | None, items: list[TestItem]) -> None:
@@ -44,7 +53,7 @@ def score_and_store(ctx: RunContext, round_id: int, adapter: str | None, items: 
     from pwd_agent.evaluation.hf import HFEvaluator
 
     cfg = ctx.config.eval
-    evaluator = HFEvaluator(resolve_student(ctx.config.student), adapter, cfg.batch_size, cfg.max_new_tokens)
+    evaluator = HFEvaluator(resolve_student(ctx.config.student), adapter, cfg.batch_size, cfg.max_new_tokens, cfg.scorer)
     version = choice_prompt_version()
     slice_size = cfg.batch_size * 4
     with open(ctx.round_dir(round_id) / "eval.jsonl", "a") as out:
@@ -54,7 +63,8 @@ def score_and_store(ctx: RunContext, round_id: int, adapter: str | None, items: 
             with session_scope(ctx.db_url) as session:
                 for item, pred in zip(part, preds):
                     session.add(ItemResult(round_id=round_id, item_id=item.id, raw=pred.raw,
-                                           predicted=pred.predicted, passed=pred.passed, prompt_version=version))
+                                           predicted=pred.predicted, passed=pred.passed, prompt_version=version,
+                                           scorer=cfg.scorer))
             for item, pred in zip(part, preds):
                 out.write(json.dumps({"item_id": item.id, "split": item.split, "answer": item.answer,
                                       "predicted": pred.predicted, "passed": pred.passed, "raw": pred.raw}) + "\n")

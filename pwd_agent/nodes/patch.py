@@ -8,6 +8,7 @@ from sqlmodel import select
 from pwd_agent.agents import make_backend, map_units, run_agent, workers_for
 from pwd_agent.agents.schemas import DiagnosisDraft
 from pwd_agent.events import emit
+from pwd_agent.leakage import gate_samples, load_gate
 from pwd_agent.runs import RunContext
 from pwd_agent.state import RunState
 from pwd_agent.store import Chain, Diagnosis, Patch, Sample, TestItem, session_scope
@@ -23,23 +24,27 @@ def patch(state: RunState, runtime: Runtime[RunContext]) -> dict:
         patched = set(session.exec(select(Patch.diagnosis_id)).all())
         diagnoses = session.exec(select(Diagnosis).where(Diagnosis.round_id == round_id).order_by(Diagnosis.id)).all()
         units = [plan_unit(session, d) for d in diagnoses if d.id not in patched]
+        gate = load_gate(session, ctx.config.builder.leakage_ngram, ctx.config.builder.leakage_threshold)
 
     def work(unit):
         diagnosis_id, chain, statements, concepts, foreign, draft = unit
         return run_agent(backend, "debugger", f"patch_{draft.kind}", backend.write_patch, draft, chain, statements,
                          concepts, foreign, n_samples, f"{round_id}:{diagnosis_id}")
 
-    written = 0
+    written = dropped = 0
     for (diagnosis_id, chain, *_), (drafts, calls) in map_units(work, units, workers_for(backend, ctx.config)):
+        kept, leaked = gate_samples(gate, drafts, "patch", chain.id)
         with session_scope(ctx.db_url) as session:  # one patch, its samples and its ledger rows together
-            row = Patch(diagnosis_id=diagnosis_id, target_round=round_id + 1, n_samples=len(drafts))
+            row = Patch(diagnosis_id=diagnosis_id, target_round=round_id + 1, n_samples=len(kept))
             session.add(row)
             session.flush()
-            session.add_all(Sample(origin="patch", chain_id=chain.id, patch_id=row.id, **d.model_dump()) for d in drafts)
+            session.add_all(Sample(origin="patch", chain_id=chain.id, patch_id=row.id, **d.model_dump()) for d in kept)
+            session.add_all(leaked)
             session.add_all(calls)
-        written += len(drafts)
-    emit(ctx.db_url, "patch", f"round {round_id}: {written} patch samples for {len(units)} diagnoses, "
-         f"training round {round_id + 1}", samples=written)
+        written += len(kept)
+        dropped += len(leaked)
+    emit(ctx.db_url, "patch", f"round {round_id}: {written} patch samples for {len(units)} diagnoses "
+         f"({dropped} dropped by the leakage gate), training round {round_id + 1}", samples=written, leaked=dropped)
     return {"round": round_id + 1}
 
 

@@ -7,9 +7,10 @@ from sqlmodel import select
 
 from pwd_agent.agents import make_backend, map_units, run_agent, workers_for
 from pwd_agent.events import Progress, emit
+from pwd_agent.leakage import gate_samples, load_gate
 from pwd_agent.runs import RunContext
 from pwd_agent.state import RunState
-from pwd_agent.store import Chain, Sample, done_keys, mark_done, session_scope
+from pwd_agent.store import Chain, LeakedSample, Sample, done_keys, mark_done, session_scope
 from pwd_agent.store.queries import count_rows, foreign_steps, kb_chain, kb_concepts, kb_statements
 
 
@@ -23,6 +24,7 @@ def synthesize(state: RunState, runtime: Runtime[RunContext]) -> dict:
     progress = Progress(ctx.db_url, "synthesize", "chains", len(todo) + len(finished), len(finished))
     with session_scope(ctx.db_url) as session:
         units = plan_units(session, todo, cfg.concept_samples)
+        gate = load_gate(session, cfg.leakage_ngram, cfg.leakage_threshold)
 
     def work(unit):
         chain, statements, concepts, foreign = unit
@@ -30,14 +32,18 @@ def synthesize(state: RunState, runtime: Runtime[RunContext]) -> dict:
                          foreign, cfg.samples_per_statement, cfg.qa_share, cfg.choice_share, cfg.multi_select_share)
 
     for (chain, *_), (drafts, calls) in map_units(work, units, workers_for(backend, ctx.config)):
+        kept, leaked = gate_samples(gate, drafts, "v1", chain.id)
         with session_scope(ctx.db_url) as session:  # the chain's samples, ledger rows and marker together
-            session.add_all(Sample(origin="v1", chain_id=chain.id, **draft.model_dump()) for draft in drafts)
+            session.add_all(Sample(origin="v1", chain_id=chain.id, **draft.model_dump()) for draft in kept)
+            session.add_all(leaked)
             session.add_all(calls)
             mark_done(session, "synthesize", chain.id)
         progress.advance()
     with session_scope(ctx.db_url) as session:
         n = count_rows(session, Sample, Sample.origin == "v1")
-    emit(ctx.db_url, "synthesize", f"{n} V1 training samples", samples=n)
+        dropped = count_rows(session, LeakedSample, LeakedSample.origin == "v1")
+    emit(ctx.db_url, "synthesize", f"{n} V1 training samples ({dropped} dropped by the leakage gate)",
+         samples=n, leaked=dropped)
     return {"counts": {**state.get("counts", {}), "v1_samples": n}}
 
 

@@ -6,7 +6,9 @@ from sqlalchemy import Integer, cast
 from sqlmodel import Session, func, select
 
 from pwd_agent.runs import RunContext
-from pwd_agent.store import Chain, Chunk, Concept, Document, Event, LLMCall, Statement, TestItem, session_scope
+from pwd_agent.store import (
+    Chain, Chunk, Concept, Document, Event, LeakedSample, LLMCall, Sample, Statement, TestItem, session_scope,
+)
 from pwd_agent.store.queries import count_rows, rounds
 
 
@@ -36,13 +38,18 @@ def render_status(ctx: RunContext) -> str:
             f"tests: {count_rows(session, TestItem, TestItem.split == 'dev')} dev, "
             f"{count_rows(session, TestItem, TestItem.split == 'holdout')} holdout; "
             f"goal {loop.goal:.3f} on {loop.goal_split}",
+            f"training data: {count_rows(session, Sample, Sample.origin == 'v1')} V1, "
+            f"{count_rows(session, Sample, Sample.origin == 'patch')} patch; "
+            f"{count_rows(session, LeakedSample)} dropped by the leakage gate",
             "",
-            f"{'round':>5}  {'status':<10} {'train':>5} {'patch':>5} {'replay':>6} {'loss':>6} {'dev':>6} {'holdout':>7}",
+            f"{'round':>5}  {'status':<10} {'train':>5} {'patch':>5} {'replay':>6} {'loss':>6} {'dev':>6} {'holdout':>7}"
+            f"  {'fixed':>5} {'broken':>6} {'p':>6}",
         ]
         for r in rounds(session):
             loss = "-" if r.train_loss is None else f"{r.train_loss:.3f}"
+            flips = (f"{r.fixed:>5} {r.broken:>6} {r.gain_p:>6.3f}" if r.gain_p is not None else f"{'-':>5} {'-':>6} {'-':>6}")
             lines.append(f"{r.id:>5}  {r.status:<10} {r.n_train:>5} {r.n_patch:>5} {r.n_replay:>6} "
-                         f"{loss:>6} {_pct(r.dev_acc):>6} {_pct(r.holdout_acc):>7}")
+                         f"{loss:>6} {_pct(r.dev_acc):>6} {_pct(r.holdout_acc):>7}  {flips}")
         lines += ["", *llm_lines(session)]
     return "\n".join(lines)
 

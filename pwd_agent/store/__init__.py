@@ -10,6 +10,7 @@ from pwd_agent.store.models import (
     Document,
     Event,
     ItemResult,
+    LeakedSample,
     LLMCall,
     Patch,
     Round,
@@ -21,7 +22,7 @@ from pwd_agent.store.models import (
 )
 
 __all__ = [
-    "Chain", "Chunk", "Concept", "ConceptStatement", "Diagnosis", "Document", "Event", "ItemResult",
+    "Chain", "Chunk", "Concept", "ConceptStatement", "Diagnosis", "Document", "Event", "ItemResult", "LeakedSample",
     "LLMCall", "Patch", "Round", "RoundSample", "Sample", "Statement", "TestItem", "WorkUnit",
     "dispose_engines", "done_keys", "get_engine", "is_done", "mark_done", "session_scope",
 ]

@@ -107,6 +107,19 @@ class Sample(SQLModel, table=True):
     patch_id: int | None = Field(default=None, foreign_key="patch.id", index=True)
 
 
+class LeakedSample(SQLModel, table=True):
+    """A sample the leakage gate dropped because it reproduces a test item; never trained on."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    origin: str = Field(index=True)  # v1 | patch
+    kind: str
+    prompt: str
+    answer: str
+    chain_id: int | None = None
+    item_id: int = Field(foreign_key="testitem.id")
+    overlap: float  # share of the item's question+key n-grams found in the sample
+
+
 class Round(SQLModel, table=True):
     """One compile-and-test round. Round 0 is the base model, evaluated before any training."""
 
@@ -122,6 +135,11 @@ class Round(SQLModel, table=True):
     prompt_versions: dict = json_field({})  # every agent prompt used so far: name -> version
     dev_acc: float | None = None
     holdout_acc: float | None = None
+    # Dev items against the previous round: fixed, broken, still failing, one-sided exact McNemar p.
+    fixed: int | None = None
+    broken: int | None = None
+    still_failing: int | None = None
+    gain_p: float | None = None
     error: str | None = None
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
@@ -144,6 +162,7 @@ class ItemResult(SQLModel, table=True):
     predicted: str
     passed: bool
     prompt_version: str
+    scorer: str = "letters"  # eval.scorer that produced `predicted`
 
 
 class Diagnosis(SQLModel, table=True):

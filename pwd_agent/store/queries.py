@@ -62,5 +62,14 @@ def round_accuracy(session: Session, round_id: int, split: str) -> float | None:
     return sum(rows) / len(rows) if rows else None
 
 
+def round_passes(session: Session, round_id: int, split: str) -> dict[int, bool]:
+    """item id -> passed, for one round and split."""
+    rows = session.exec(
+        select(ItemResult.item_id, ItemResult.passed).join(TestItem, TestItem.id == ItemResult.item_id)
+        .where(ItemResult.round_id == round_id, TestItem.split == split)
+    ).all()
+    return dict(rows)
+
+
 def rounds(session: Session) -> list[Round]:
     return list(session.exec(select(Round).order_by(Round.id)).all())
