@@ -14,7 +14,7 @@ from typing import Optional
 
 import typer
 
-from pwd_agent.errors import PwdAgentError
+from pwd_agent.errors import PwdAgentError, RunPaused
 
 EXIT_GOAL_MET, EXIT_CRASH, EXIT_BAD_INPUT, EXIT_STOPPED_SHORT = 0, 1, 2, 3
 
@@ -67,6 +67,8 @@ def _execute(ctx, resume: bool, quiet: bool) -> None:
         _setup_logging(ctx.run_dir, quiet)
         try:
             execute(ctx, resume=resume)
+        except RunPaused:
+            raise  # the driver logged it; not an error
         except PwdAgentError as exc:
             emit(ctx.db_url, "run", f"stopped: {exc.message}", "error", hint=exc.hint)
             raise
@@ -176,6 +178,51 @@ def list_runs(runs_dir: str = RUNS_DIR) -> None:
 
 
 @app.command()
+def pause(run_id: str = typer.Argument(...), runs_dir: str = RUNS_DIR) -> None:
+    """Ask a running run to stop at its next node boundary (state saved; `resume` continues)."""
+    from pwd_agent.runs import PAUSE_FILE, is_running, open_run
+
+    ctx = open_run(run_id, runs_dir)
+    if not is_running(ctx):
+        raise PwdAgentError(f"run {run_id} is not running", f"nothing to pause; `pwd-agent resume {run_id}` continues it")
+    (ctx.run_dir / PAUSE_FILE).touch()
+    typer.echo(f"pause requested: run {run_id} stops after its current node (a training or evaluation may take "
+               f"minutes); then `pwd-agent resume {run_id}`")
+
+
+@app.command("set")
+def set_config(
+    run_id: str = typer.Argument(...),
+    assignments: list[str] = typer.Argument(..., help="a.b=value (JSON value), e.g. loop.goal=0.85"),
+    runs_dir: str = RUNS_DIR,
+) -> None:
+    """Change goal, budgets or other loop/llm/train/eval settings of a run, running or not (logged)."""
+    import json
+
+    from pwd_agent.events import emit
+    from pwd_agent.runs import PENDING_SET_FILE, checked_overrides, is_running, open_run, resume_config, run_lock
+
+    ctx = open_run(run_id, runs_dir)
+    _, changes = checked_overrides(ctx, assignments)  # refuse a bad or frozen key now, in this terminal
+    if not changes:
+        typer.echo("nothing changes: the run already has these values")
+        return
+    if is_running(ctx):
+        pending = ctx.run_dir / PENDING_SET_FILE
+        earlier = json.loads(pending.read_text()) if pending.exists() else []
+        tmp = pending.with_suffix(".tmp")
+        tmp.write_text(json.dumps(earlier + assignments))
+        tmp.replace(pending)  # the driver never reads half a file
+        typer.echo(f"run {run_id} is running: the change applies at its next node boundary (see `pwd-agent logs {run_id}`)")
+        return
+    with run_lock(ctx):
+        ctx, changes = resume_config(ctx, assignments)
+    for key, old, new in changes:
+        emit(ctx.db_url, "run", f"config set: {key} {old!r} -> {new!r}", key=key, old=old, new=new)
+        typer.echo(f"{key}: {old!r} -> {new!r}")
+
+
+@app.command()
 def export(
     run_id: str = typer.Argument(...),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder to write (default: runs/<id>/export)."),
@@ -227,7 +274,7 @@ def main() -> None:
         code = app(standalone_mode=False)  # click returns typer.Exit's code in this mode
         sys.exit(code if isinstance(code, int) else 0)
     except PwdAgentError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
+        typer.echo(f"{getattr(exc, 'label', 'error')}: {exc.message}", err=True)
         if exc.hint:
             typer.echo(f"hint: {exc.hint}", err=True)
         sys.exit(exc.exit_code)

@@ -10,7 +10,10 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 
 from pwd_agent.events import emit
 from pwd_agent.graph import build_graph
-from pwd_agent.runs import RunContext
+from pwd_agent.errors import PwdAgentError, RunPaused
+from pwd_agent.runs import (
+    PAUSE_FILE, PENDING_SET_FILE, RunContext, checked_overrides, context_for, save_overrides,
+)
 
 
 @contextmanager
@@ -28,6 +31,7 @@ def thread(ctx: RunContext) -> dict:
 
 def execute(ctx: RunContext, resume: bool = False) -> dict:
     """Run the graph to its end; on resume, continue from the last finished node."""
+    (ctx.run_dir / PAUSE_FILE).unlink(missing_ok=True)  # a request left by an earlier process is stale
     with checkpointer(ctx) as saver:
         graph = build_graph(saver)
         snapshot = graph.get_state(thread(ctx))
@@ -37,10 +41,52 @@ def execute(ctx: RunContext, resume: bool = False) -> dict:
         emit(ctx.db_url, "run", f"{'resuming' if started else 'starting'} run {ctx.run_id}"
              + (f" at {', '.join(snapshot.next)}" if started else ""))
         payload = None if started else {"run_id": ctx.run_id, "round": 0, "scores": [], "counts": {}}
-        graph.invoke(payload, thread(ctx), context=ctx)
+        while True:
+            ctx, again = _drive(graph, payload, ctx)
+            if not again:
+                break
+            payload = None  # continue from the checkpoint under the changed config
         values = graph.get_state(thread(ctx)).values
     emit(ctx.db_url, "run", f"finished: {values.get('stop_reason')}", reason=values.get("stop_reason"))
     return values
+
+
+def _drive(graph, payload, ctx: RunContext) -> tuple[RunContext, bool]:
+    """Stream the graph node by node; between nodes, honour `pause` and `set` requests.
+    Returns the (maybe updated) context and whether to go on under it."""
+    for _ in graph.stream(payload, thread(ctx), context=ctx, stream_mode="updates", durability="sync"):
+        if not graph.get_state(thread(ctx)).next:
+            break  # the last node ran: nothing to pause before
+        pause = ctx.run_dir / PAUSE_FILE
+        if pause.exists():
+            pause.unlink()
+            waiting = ", ".join(graph.get_state(thread(ctx)).next)
+            emit(ctx.db_url, "run", f"paused before {waiting} on request", next=waiting)
+            raise RunPaused(f"run {ctx.run_id} paused before {waiting}", f"continue with `pwd-agent resume {ctx.run_id}`")
+        changed = apply_pending_sets(ctx)
+        if changed is not None:
+            return changed, True
+    return ctx, False
+
+
+def apply_pending_sets(ctx: RunContext) -> RunContext | None:
+    """Changes `pwd-agent set` left for this running run: applied at a node boundary and logged."""
+    import json
+
+    path = ctx.run_dir / PENDING_SET_FILE
+    if not path.exists():
+        return None
+    sets = json.loads(path.read_text())
+    path.unlink()
+    try:
+        updated, changes = checked_overrides(ctx, sets)
+    except PwdAgentError as exc:  # validated by `set` already; a race with another change lands here
+        emit(ctx.db_url, "run", f"set refused: {exc.message}", "warning")
+        return None
+    save_overrides(ctx, updated)
+    for key, old, new in changes:
+        emit(ctx.db_url, "run", f"config set mid-run: {key} {old!r} -> {new!r}", key=key, old=old, new=new)
+    return context_for(updated, ctx.run_dir)
 
 
 def final_state(ctx: RunContext) -> dict:

@@ -51,3 +51,10 @@ class BudgetExceededError(PwdAgentError):
     """The next LLM call would pass llm.max_cost."""
 
     exit_code = 3
+
+
+class RunPaused(PwdAgentError):
+    """Not a failure: the run stopped at a node boundary because someone asked (`pwd-agent pause`)."""
+
+    exit_code = 6
+    label = "paused"

@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterator
 
-from pwd_agent.config import RunConfig, load_config, save_config
+from pwd_agent.config import RunConfig, apply_set, load_config, parse_set, save_config, validate_config
 from pwd_agent.errors import ConfigError, RunLockedError, RunNotFoundError
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -114,15 +114,46 @@ def resume_config(ctx: RunContext, sets: list[str]) -> tuple[RunContext, list[tu
                           f"undo the edit, or name the change: pwd-agent resume {ctx.run_id} --set {key}={json_text(new)}")
     if not sets:
         return ctx, []
-    updated = load_config(applied_path, sets)
-    changes = config_changes(applied, updated)
+    updated, changes = checked_overrides(ctx, sets)
+    save_overrides(ctx, updated)
+    return context_for(updated, ctx.run_dir), changes
+
+
+def checked_overrides(ctx: RunContext, sets: list[str]) -> tuple[RunConfig, list[tuple[str, object, object]]]:
+    """The run's config with `sets` applied and validated; frozen keys refused. Writes nothing."""
+    data = ctx.config.model_dump(mode="json")
+    for assignment in sets:
+        apply_set(data, *parse_set(assignment))
+    updated = validate_config(data, source="--set")
+    changes = config_changes(ctx.config, updated)
     frozen = [k for k, _, _ in changes if k.startswith(FROZEN)]
     if frozen:
         raise ConfigError(f"{frozen[0]} cannot change in a started run (the stored KB, tests or adapters depend on it)",
                           "start a new run with `pwd-agent run` for that")
+    return updated, changes
+
+
+def save_overrides(ctx: RunContext, updated: RunConfig) -> None:
     save_config(updated, ctx.run_dir / "config.yaml")
-    save_config(updated, applied_path)
-    return context_for(updated, ctx.run_dir), changes
+    save_config(updated, ctx.run_dir / APPLIED)
+
+
+def is_running(ctx: RunContext) -> bool:
+    """Whether a process holds the run lock right now."""
+    import fcntl
+
+    with open(ctx.run_dir / ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+# Requests from other terminals, read by the driver at each node boundary.
+PAUSE_FILE = ".pause"
+PENDING_SET_FILE = ".pending_set.json"
 
 
 def json_text(value: object) -> str:

@@ -167,3 +167,33 @@ def test_sigkill_during_training_then_resume_redoes_nothing(tiny_model, small_co
         assert sum(m.startswith("round 1 trained") for m in messages) == 1
         assert s.get(Round, 1).status == "evaluated"
         assert len(s.exec(select(ItemResult).where(ItemResult.round_id == 1)).all()) == before["items"]
+
+
+def test_pause_at_a_node_boundary_then_set_applies_on_resume(tiny_model, small_corpus):
+    """`pause` from another terminal stops the run between nodes (exit 6); a `set` sent while it
+    ran is applied at the next boundary and logged; `resume` finishes under the changed config."""
+    args = tiny_args(tiny_model, small_corpus, "paused", "--goal", "0.99", "--set", "loop.max_rounds=2")
+    proc = subprocess.Popen([sys.executable, "-m", "pwd_agent", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    from pwd_agent.runs import is_running
+
+    deadline = time.time() + 60
+    while not (Path("runs/paused/config.yaml").is_file() and is_running(open_run("paused"))):
+        assert time.time() < deadline and proc.poll() is None, "the run never started"
+        time.sleep(0.05)
+    requested = cli("set", "paused", "loop.max_rounds=1")
+    assert requested.returncode == 0 and "next node boundary" in requested.stdout
+    assert cli("pause", "paused").returncode == 0
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 6 and "paused: run paused paused before" in err
+
+    assert cli("pause", "paused").returncode == 2  # not running: nothing to pause
+    assert cli("set", "paused", "student.lora_r=2").returncode == 2  # frozen key, refused at once
+    result = cli("resume", "paused", "-q")
+    assert result.returncode == 3, result.stderr
+    with session_scope(open_run("paused").db_url) as s:
+        messages = [e.message for e in s.exec(select(Event)).all()]
+        assert [r.id for r in s.exec(select(Round)).all()] == [0, 1]  # max_rounds 1, set mid-run
+    assert any(m.startswith("paused before ") for m in messages)
+    assert "config set mid-run: loop.max_rounds 2 -> 1" in messages
+    assert messages[-1] == "finished: max_rounds"

@@ -30,9 +30,41 @@ def get_engine(url: str) -> Engine:
         engine = create_engine(url)
         if url.startswith("sqlite"):
             event.listen(engine, "connect", _sqlite_pragmas)
-        SQLModel.metadata.create_all(engine, tables=[t.__table__ for t in _tables()])
+        tables = [t.__table__ for t in _tables()]
+        SQLModel.metadata.create_all(engine, tables=tables)
+        add_missing_columns(engine, tables)
         _ENGINES[url] = engine
     return _ENGINES[url]
+
+
+def add_missing_columns(engine: Engine, tables: list) -> list[str]:
+    """Additive migration: a column a newer pwd-agent added to a table (always nullable or with a
+    default) is added to an older store, so a run started before an upgrade still opens and
+    resumes. Renames and removals are never done here."""
+    from sqlalchemy import inspect, text
+
+    inspector = inspect(engine)
+    added = []
+    with engine.begin() as conn:
+        for table in tables:
+            have = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in have:
+                    continue
+                kind = column.type.compile(dialect=engine.dialect)
+                default = column.default.arg if column.default is not None and column.default.is_scalar else None
+                clause = f" DEFAULT {_literal(default)}" if default is not None else ""
+                conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}{clause}'))
+                added.append(f"{table.name}.{column.name}")
+    return added
+
+
+def _literal(value) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
 
 
 def _tables() -> list[type[SQLModel]]:
