@@ -13,8 +13,8 @@ from sqlmodel import select
 from pwd_agent.leakage import load_gate
 from pwd_agent.runs import open_run
 from pwd_agent.store import (
-    Chain, Chunk, Diagnosis, Event, ItemResult, LeakedSample, LLMCall, Patch, Round, RoundSample, Sample, TestItem,
-    WorkUnit,
+    Chain, Chunk, ConceptStatement, Diagnosis, Event, ItemResult, LeakedSample, LLMCall, Patch, Probe, ProbeResult, Round,
+    RoundSample, Sample, Statement, TestItem, WorkUnit,
     session_scope,
 )
 
@@ -52,10 +52,11 @@ def test_two_rounds_store_every_step(tiny_model, small_corpus):
         failed_dev = {r.item_id for r in results if r.round_id == 1 and not r.passed and split[r.item_id] == "dev"}
         diagnoses = s.exec(select(Diagnosis).where(Diagnosis.round_id == 1)).all()
         assert {d.item_id for d in diagnoses} == failed_dev  # every failed dev item, never a holdout item
-        assert all(d.kind in ("concept_gap", "chain_break") and d.evidence["rule"] for d in diagnoses)
+        assert all(d.kind in ("concept_gap", "chain_break", "item_suspect") and d.evidence["rule"] for d in diagnoses)
+        check_probe_verdicts(s, items, diagnoses)
 
         patches = s.exec(select(Patch)).all()
-        assert {p.diagnosis_id for p in patches} == {d.id for d in diagnoses}
+        assert {p.diagnosis_id for p in patches} == {d.id for d in diagnoses if d.kind != "item_suspect"}
         assert all(p.target_round == 2 and p.n_samples == 7 for p in patches)
         patch_samples = s.exec(select(Sample).where(Sample.origin == "patch")).all()
         assert len(patch_samples) == 7 * len(patches) and all(x.statement_ids for x in patch_samples)
@@ -85,6 +86,30 @@ def test_two_rounds_store_every_step(tiny_model, small_corpus):
     listing = cli("list")
     assert "loop" in listing.stdout and "max_rounds" in listing.stdout
     check_export()
+
+
+def check_probe_verdicts(s, items, diagnoses) -> None:
+    """Every KB node has a probe; each diagnosis follows from the probes of its chain in round 1."""
+    probes = s.exec(select(Probe)).all()
+    assert {p.node_id for p in probes if p.target == "statement"} == {st.id for st in s.exec(select(Statement)).all()}
+    linked = {link.concept_id for link in s.exec(select(ConceptStatement)).all()}  # the ones a chain can blame
+    assert {p.node_id for p in probes if p.target == "concept"} == linked
+    assert all(len(p.options) >= 3 and p.answer in "ABCD" for p in probes)
+    passed = {r.probe_id: r.passed for r in s.exec(select(ProbeResult).where(ProbeResult.round_id == 1)).all()}
+    chain_of = {i.id: i.chain_id for i in items}
+    statements_of = {}
+    for st in s.exec(select(Statement)).all():
+        statements_of.setdefault(st.chain_id, set()).add(st.id)
+    for d in diagnoses:
+        own = [p for p in probes if p.target == "statement" and p.node_id in statements_of[chain_of[d.item_id]]]
+        assert own and all(p.id in passed for p in own)  # the failed item's probes were scored this round
+        failing = {p.node_id for p in own if not passed[p.id]}
+        if d.kind == "concept_gap":  # the failing nodes are named, and they did fail
+            assert d.evidence["failed_probes"] and all(not passed[i] for i in d.evidence["failed_probes"])
+            assert failing <= set(d.statement_ids) and (failing or d.concept_ids)
+        else:  # chain_break / item_suspect: only when every probe of the chain passed
+            assert not d.evidence["failed_probes"] and not failing
+        assert d.judge_kind in ("concept_gap", "chain_break")  # the judge's second opinion is stored
 
 
 def check_export() -> None:

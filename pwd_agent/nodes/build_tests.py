@@ -1,4 +1,5 @@
-"""build_tests: unit tests from L3 chains, split by chain into dev and holdout, before any training."""
+"""build_tests: unit tests from L3 chains, split by chain into dev and holdout, and probes on their L1/L2
+nodes, all before any training."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from pwd_agent.agents import call_agent, make_backend
 from pwd_agent.events import Progress, emit
 from pwd_agent.runs import RunContext
 from pwd_agent.state import RunState
-from pwd_agent.store import Chain, TestItem, done_keys, mark_done, session_scope
-from pwd_agent.store.queries import count_rows, foreign_steps, kb_chain, kb_statements
+from pwd_agent.probes import concept_probe, statement_probe
+from pwd_agent.store import Chain, Probe, Statement, TestItem, done_keys, mark_done, session_scope
+from pwd_agent.store.queries import count_rows, foreign_steps, kb_chain, kb_concepts, kb_statements
 
 
 def chain_split(steps_hash: str, holdout_fraction: float, seed: int) -> str:
@@ -32,6 +34,8 @@ def build_tests(state: RunState, runtime: Runtime[RunContext]) -> dict:
         finished = done_keys(session, "build_tests")
         todo = [c.id for c in session.exec(select(Chain).order_by(Chain.id)).all() if str(c.id) not in finished]
     progress = Progress(ctx.db_url, "build_tests", "chains", len(todo) + len(finished), len(finished))
+    with session_scope(ctx.db_url) as session:
+        all_concepts = kb_concepts(session, list(session.exec(select(Statement.id)).all()))
     dropped = 0
     for chain_id in todo:
         with session_scope(ctx.db_url) as session:
@@ -51,19 +55,33 @@ def build_tests(state: RunState, runtime: Runtime[RunContext]) -> dict:
                 letters.update(draft.answer.split(","))
                 split = chain_split(row.steps_hash, cfg.holdout_fraction, cfg.seed)
                 session.add(TestItem(chain_id=chain_id, variant=variant, split=split, **draft.model_dump()))
+            session.add_all(chain_probes(session, chain, statements, pool, all_concepts, cfg.seed))
             mark_done(session, "build_tests", chain_id)
         progress.advance()
     with session_scope(ctx.db_url) as session:
         counts = {
             "dev_items": count_rows(session, TestItem, TestItem.split == "dev"),
             "holdout_items": count_rows(session, TestItem, TestItem.split == "holdout"),
+            "probes": count_rows(session, Probe),
         }
         letters = Counter(x for item in session.exec(select(TestItem)).all() for x in item.answer.split(","))
     if counts["dev_items"] == 0 or counts["holdout_items"] == 0:
         emit(ctx.db_url, "build_tests", "a split has no items: scores on it will be missing", "warning", **counts)
-    emit(ctx.db_url, "build_tests", "benchmark: {dev_items} dev items, {holdout_items} holdout items".format(**counts),
+    emit(ctx.db_url, "build_tests", "benchmark: {dev_items} dev items, {holdout_items} holdout items, "
+         "{probes} probes on KB nodes".format(**counts),
          dropped=dropped, key_letters=dict(sorted(letters.items())), **counts)
     return {"counts": {**state.get("counts", {}), **counts}}
+
+
+def chain_probes(session, chain, statements, foreign, all_concepts, seed: int) -> list[Probe]:
+    """A probe per statement of the chain and per concept linked to it (a concept shared with an
+    earlier chain already has one)."""
+    probed = set(session.exec(select(Probe.target, Probe.node_id)).all())
+    ids = {s.id for s in statements}
+    drafts = [statement_probe(chain, st, statements, foreign, seed) for st in statements]
+    drafts += [concept_probe(chain.domain, c, all_concepts, seed) for c in all_concepts if ids & set(c.statement_ids)]
+    return [Probe(chain_id=chain.id, target=d.target, node_id=d.node_id, question=d.question, options=d.options,
+                  answer=d.answer) for d in drafts if d is not None and (d.target, d.node_id) not in probed]
 
 
 def _fingerprint(options: list[str]) -> str:

@@ -1,4 +1,11 @@
-"""diagnose: trace each failed dev item to a concept gap or a reasoning-chain break (holdout never seen)."""
+"""diagnose: localise each failed dev item with the probes of its chain's nodes (holdout never seen).
+
+- concept_gap: probes of the chain's statements or concepts fail; the failing nodes are the bug.
+- chain_break: every probe passes but the item fails; the composition is the bug.
+- item_suspect: every probe passes and every round so far, the base model included, gave the same
+  wrong answer; the item itself may be faulty, so it is flagged for review and not patched.
+The judge agent (rules offline, the LLM otherwise) gives a second opinion, stored beside it.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +19,9 @@ from pwd_agent.agents.schemas import TestItemDraft
 from pwd_agent.events import emit
 from pwd_agent.runs import RunContext
 from pwd_agent.state import RunState
-from pwd_agent.store import ConceptStatement, Diagnosis, ItemResult, TestItem, session_scope
+from pwd_agent.store import (
+    ConceptStatement, Diagnosis, ItemResult, Probe, ProbeResult, Round, Statement, TestItem, session_scope,
+)
 from pwd_agent.store.queries import kb_statements
 
 
@@ -21,24 +30,101 @@ def diagnose(state: RunState, runtime: Runtime[RunContext]) -> dict:
     round_id = state["round"]
     backend = make_backend(ctx)
     with session_scope(ctx.db_url) as session:
-        failed = session.exec(
-            select(TestItem, ItemResult).join(ItemResult, ItemResult.item_id == TestItem.id)
-            .where(ItemResult.round_id == round_id, TestItem.split == "dev", ItemResult.passed == False)  # noqa: E712
-            .order_by(TestItem.id)
-        ).all()
+        failed = failed_dev_items(session, round_id)
+        probes = chain_probes(session, {item.chain_id for item, _ in failed})
+        adapter = session.get(Round, round_id).adapter_path
+    score_probes(ctx, round_id, adapter, [p for group in probes.values() for p in group])
+
+    with session_scope(ctx.db_url) as session:
+        passed = dict(session.exec(select(ProbeResult.probe_id, ProbeResult.passed)
+                                   .where(ProbeResult.round_id == round_id)).all())
         known = set(session.exec(select(Diagnosis.item_id).where(Diagnosis.round_id == round_id)).all())
         for item, result in failed:
             if item.id in known:
                 continue
-            draft = call_agent(session, backend, "debugger", "judge_failure", backend.judge_failure,
+            judge = call_agent(session, backend, "debugger", "judge_failure", backend.judge_failure,
                                TestItemDraft.model_validate(item, from_attributes=True), result.predicted,
                                kb_statements(session, item.chain_id))
-            concept_ids = sorted(set(session.exec(
-                select(ConceptStatement.concept_id).where(ConceptStatement.statement_id.in_(draft.statement_ids))
-            ).all()))
-            session.add(Diagnosis(round_id=round_id, item_id=item.id, kind=draft.kind, statement_ids=draft.statement_ids,
-                                  concept_ids=concept_ids, evidence=draft.evidence, confidence=draft.confidence))
-        kinds = Counter(d.kind for d in session.exec(select(Diagnosis).where(Diagnosis.round_id == round_id)).all())
+            session.add(localise(session, round_id, item, result, probes[item.chain_id], passed, judge))
+        rows = session.exec(select(Diagnosis).where(Diagnosis.round_id == round_id)).all()
+        kinds = Counter(d.kind for d in rows)
+        agree = sum(1 for d in rows if d.judge_kind == d.kind)
+    scored = {p.id for group in probes.values() for p in group}
+    n_failed_probes = sum(1 for pid in scored if not passed.get(pid, False))
     emit(ctx.db_url, "diagnose", f"round {round_id}: {len(failed)} failed dev items: "
-         + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())), **kinds)
+         + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+         + f"; {n_failed_probes}/{len(scored)} probes failed; judge agrees on {agree}/{len(rows)}",
+         judge_agrees=agree, **kinds)
     return {}
+
+
+def failed_dev_items(session, round_id: int) -> list[tuple[TestItem, ItemResult]]:
+    return list(session.exec(
+        select(TestItem, ItemResult).join(ItemResult, ItemResult.item_id == TestItem.id)
+        .where(ItemResult.round_id == round_id, TestItem.split == "dev", ItemResult.passed == False)  # noqa: E712
+        .order_by(TestItem.id)
+    ).all())
+
+
+def chain_probes(session, chain_ids: set[int]) -> dict[int, list[Probe]]:
+    """For each chain: the probes of its statements and of the concepts linked to them."""
+    out: dict[int, list[Probe]] = {}
+    for chain_id in sorted(chain_ids):
+        statement_ids = list(session.exec(select(Statement.id).where(Statement.chain_id == chain_id)).all())
+        concept_ids = set(session.exec(select(ConceptStatement.concept_id)
+                                       .where(ConceptStatement.statement_id.in_(statement_ids))).all())
+        out[chain_id] = list(session.exec(select(Probe).where(
+            ((Probe.target == "statement") & Probe.node_id.in_(statement_ids))
+            | ((Probe.target == "concept") & Probe.node_id.in_(concept_ids))).order_by(Probe.id)).all())
+    return out
+
+
+def score_probes(ctx: RunContext, round_id: int, adapter: str | None, probes: list[Probe]) -> None:
+    """Score the probes this round has not scored yet, with the round's model and the eval scorer."""
+    from pwd_agent.nodes.evaluate import make_evaluator, release_memory
+
+    with session_scope(ctx.db_url) as session:
+        done = set(session.exec(select(ProbeResult.probe_id).where(ProbeResult.round_id == round_id)).all())
+    todo = list({p.id: p for p in probes if p.id not in done}.values())
+    if not todo:
+        return
+    emit(ctx.db_url, "diagnose", f"round {round_id}: scoring {len(todo)} probes of the failed items' chains")
+    evaluator = make_evaluator(ctx, adapter)
+    preds = evaluator.score_items([(p.question, p.options, p.answer) for p in todo])
+    with session_scope(ctx.db_url) as session:
+        session.add_all(ProbeResult(round_id=round_id, probe_id=p.id, raw=pred.raw, predicted=pred.predicted,
+                                    passed=pred.passed) for p, pred in zip(todo, preds))
+    del evaluator
+    release_memory()
+
+
+def localise(session, round_id: int, item: TestItem, result: ItemResult, probes: list[Probe],
+             passed: dict[int, bool], judge) -> Diagnosis:
+    """The probe verdict for one failed item, with its evidence and the judge's opinion beside it."""
+    failing = [p for p in probes if not passed.get(p.id, False)]
+    statements = sorted(p.node_id for p in failing if p.target == "statement")
+    concepts = sorted(p.node_id for p in failing if p.target == "concept")
+    evidence = {"predicted": result.predicted, "answer": item.answer, "probes": len(probes),
+                "failed_probes": [p.id for p in failing], "judge": {"kind": judge.kind, **judge.evidence}}
+    if failing:
+        kind, rule = "concept_gap", "probes of the chain's nodes fail"
+        # A failing concept's statements are part of the gap: the patch writer teaches them too.
+        linked = session.exec(select(ConceptStatement.statement_id)
+                              .where(ConceptStatement.concept_id.in_(concepts))).all() if concepts else []
+        own = {p.node_id for p in probes if p.target == "statement"}
+        statements = sorted(set(statements) | (set(linked) & own))
+    elif same_wrong_answer_every_round(session, round_id, item.id):
+        kind, rule = "item_suspect", "probes pass, yet every round since the base gave the same wrong answer"
+        statements = []
+    else:
+        kind, rule = "chain_break", "every probe passes: the composition fails"
+        statements = sorted(p.node_id for p in probes if p.target == "statement")
+    evidence["rule"] = rule
+    confidence = 0.9 if kind != "chain_break" or probes else 0.5  # no probes: the verdict rests on nothing
+    return Diagnosis(round_id=round_id, item_id=item.id, kind=kind, statement_ids=statements, concept_ids=concepts,
+                     evidence=evidence, confidence=confidence, judge_kind=judge.kind)
+
+
+def same_wrong_answer_every_round(session, round_id: int, item_id: int) -> bool:
+    rows = session.exec(select(ItemResult).where(ItemResult.item_id == item_id, ItemResult.round_id <= round_id)).all()
+    return len(rows) >= 2 and not any(r.passed for r in rows) and len({r.predicted for r in rows}) == 1

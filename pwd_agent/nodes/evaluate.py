@@ -50,10 +50,8 @@ def evaluate(state: RunState, runtime: Runtime[RunContext]) -> dict:
 
 def score_and_store(ctx: RunContext, round_id: int, adapter: str | None, items: list[TestItem]) -> None:
     """Score in slices, committing each, so a killed evaluation resumes where it stopped."""
-    from pwd_agent.evaluation.hf import HFEvaluator
-
     cfg = ctx.config.eval
-    evaluator = HFEvaluator(resolve_student(ctx.config.student), adapter, cfg.batch_size, cfg.max_new_tokens, cfg.scorer)
+    evaluator = make_evaluator(ctx, adapter)
     version = choice_prompt_version()
     slice_size = cfg.batch_size * 4
     with open(ctx.round_dir(round_id) / "eval.jsonl", "a") as out:
@@ -71,6 +69,13 @@ def score_and_store(ctx: RunContext, round_id: int, adapter: str | None, items: 
             emit(ctx.db_url, "evaluate", f"round {round_id}: {min(start + slice_size, len(items))}/{len(items)} items")
     del evaluator
     release_memory()
+
+
+def make_evaluator(ctx: RunContext, adapter: str | None):
+    from pwd_agent.evaluation.hf import HFEvaluator
+
+    cfg = ctx.config.eval
+    return HFEvaluator(resolve_student(ctx.config.student), adapter, cfg.batch_size, cfg.max_new_tokens, cfg.scorer)
 
 
 def release_memory() -> None:

@@ -23,7 +23,8 @@ def patch(state: RunState, runtime: Runtime[RunContext]) -> dict:
     with session_scope(ctx.db_url) as session:
         patched = set(session.exec(select(Patch.diagnosis_id)).all())
         diagnoses = session.exec(select(Diagnosis).where(Diagnosis.round_id == round_id).order_by(Diagnosis.id)).all()
-        units = [plan_unit(session, d) for d in diagnoses if d.id not in patched]
+        # item_suspect is flagged for review, not patched: a faulty item must not shape the data.
+        units = [plan_unit(session, d) for d in diagnoses if d.id not in patched and d.kind != "item_suspect"]
         gate = load_gate(session, ctx.config.builder.leakage_ngram, ctx.config.builder.leakage_threshold)
 
     def work(unit):

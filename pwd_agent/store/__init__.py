@@ -13,6 +13,8 @@ from pwd_agent.store.models import (
     LeakedSample,
     LLMCall,
     Patch,
+    Probe,
+    ProbeResult,
     Round,
     RoundSample,
     Sample,
@@ -23,6 +25,6 @@ from pwd_agent.store.models import (
 
 __all__ = [
     "Chain", "Chunk", "Concept", "ConceptStatement", "Diagnosis", "Document", "Event", "ItemResult", "LeakedSample",
-    "LLMCall", "Patch", "Round", "RoundSample", "Sample", "Statement", "TestItem", "WorkUnit",
+    "LLMCall", "Patch", "Probe", "ProbeResult", "Round", "RoundSample", "Sample", "Statement", "TestItem", "WorkUnit",
     "dispose_engines", "done_keys", "get_engine", "is_done", "mark_done", "session_scope",
 ]

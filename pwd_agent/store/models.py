@@ -93,6 +93,29 @@ class TestItem(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("chain_id", "variant"),)
 
 
+class Probe(SQLModel, table=True):
+    """An atomic unit test on one KB node (statement or concept); scored, never trained on."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    chain_id: int = Field(foreign_key="chain.id", index=True)  # the chain it was built for
+    target: str  # statement | concept
+    node_id: int = Field(index=True)  # Statement.id or Concept.id
+    question: str
+    options: list = json_field([])
+    answer: str
+    __table_args__ = (UniqueConstraint("target", "node_id"),)
+
+
+class ProbeResult(SQLModel, table=True):
+    """A probe's prediction in one round."""
+
+    round_id: int = Field(foreign_key="round.id", primary_key=True)
+    probe_id: int = Field(foreign_key="probe.id", primary_key=True)
+    raw: str
+    predicted: str
+    passed: bool
+
+
 class Sample(SQLModel, table=True):
     """A training sample (source code), with the KB nodes it teaches."""
 
@@ -169,11 +192,12 @@ class Diagnosis(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     round_id: int = Field(foreign_key="round.id", index=True)
     item_id: int = Field(foreign_key="testitem.id", index=True)
-    kind: str  # concept_gap | chain_break | unknown
+    kind: str  # concept_gap | chain_break | item_suspect (flagged for review, not patched)
     statement_ids: list = json_field([])
     concept_ids: list = json_field([])
     evidence: dict = json_field({})
     confidence: float = 0.5
+    judge_kind: str | None = None  # the judge agent's second opinion
     __table_args__ = (UniqueConstraint("round_id", "item_id"),)
 
 

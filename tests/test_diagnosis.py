@@ -1,0 +1,84 @@
+"""Probe-based localisation: concept_gap names the failing nodes, chain_break needs every probe to
+pass, item_suspect flags an item every round got wrong the same way; the judge's view is kept."""
+
+import pytest
+
+from pwd_agent.agents.schemas import DiagnosisDraft, KBChain, KBConcept, KBStatement
+from pwd_agent.nodes.diagnose import localise
+from pwd_agent.probes import concept_probe, statement_probe
+from pwd_agent.store import (
+    Chain, Chunk, Concept, ConceptStatement, Document, ItemResult, Probe, Round, Statement, TestItem, session_scope,
+)
+
+JUDGE = DiagnosisDraft(kind="chain_break", evidence={"rule": "ordering distractor chosen"})
+
+
+@pytest.fixture
+def store(tmp_path):
+    url = f"sqlite:///{tmp_path / 'run.db'}"
+    with session_scope(url) as s:
+        s.add(Document(id=1, path="d.md", title="d", content_hash="h", n_chars=1))
+        s.flush()  # parents first: the tables declare foreign keys but no ORM relationships
+        s.add(Chunk(id=1, document_id=1, position=0, text="t", content_hash="c"))
+        s.flush()
+        s.add(Chain(id=1, chunk_id=1, process_name="p", domain="d", summary="s", steps=["a", "b", "c"], steps_hash="x"))
+        for i in (1, 2):
+            s.add(Statement(id=i, chain_id=1, position=i - 1, subject=f"s{i}", predicate="then", object=f"o{i}",
+                            source_quote="q", spo_key=f"k{i}"))
+        s.add(Concept(id=1, term="floc", type="term", definition="a clump"))
+        s.flush()
+        s.add(ConceptStatement(concept_id=1, statement_id=2))
+        s.add(TestItem(id=1, chain_id=1, variant=0, split="dev", question="q", options=["a", "b", "c", "d"],
+                       option_kinds=["key"] * 4, option_statements=[1, 2, None, None], answer="A,B"))
+        for r in (0, 1):
+            s.add(Round(id=r, status="evaluated"))
+        s.flush()
+        s.add_all(Probe(id=i, chain_id=1, target=t, node_id=n, question="q", options=["x", "y", "z"], answer="A")
+                  for i, t, n in [(1, "statement", 1), (2, "statement", 2), (3, "concept", 1)])
+    return url
+
+
+def verdict(url, passed: dict[int, bool], answers=("C", "D")):
+    with session_scope(url) as s:
+        for r, predicted in enumerate(answers):
+            s.merge(ItemResult(round_id=r, item_id=1, raw=predicted, predicted=predicted, passed=False, prompt_version="v"))
+    with session_scope(url) as s:
+        item, result = s.get(TestItem, 1), s.get(ItemResult, (1, 1))
+        probes = [s.get(Probe, i) for i in (1, 2, 3)]
+        return localise(s, 1, item, result, probes, passed, JUDGE)
+
+
+def test_a_failing_concept_probe_is_a_concept_gap_on_that_concept_and_its_statements(store):
+    d = verdict(store, {1: True, 2: True, 3: False})
+    assert (d.kind, d.concept_ids, d.statement_ids) == ("concept_gap", [1], [2])
+    assert d.evidence["failed_probes"] == [3] and d.judge_kind == "chain_break"
+
+
+def test_a_failing_statement_probe_names_that_statement(store):
+    d = verdict(store, {1: False, 2: True, 3: True})
+    assert (d.kind, d.statement_ids, d.concept_ids) == ("concept_gap", [1], [])
+
+
+def test_all_probes_passing_is_a_chain_break_over_the_whole_chain(store):
+    d = verdict(store, {1: True, 2: True, 3: True})
+    assert (d.kind, d.statement_ids) == ("chain_break", [1, 2])
+    assert d.evidence["rule"] == "every probe passes: the composition fails"
+
+
+def test_same_wrong_answer_since_the_base_with_passing_probes_is_suspect(store):
+    d = verdict(store, {1: True, 2: True, 3: True}, answers=("C", "C"))
+    assert (d.kind, d.statement_ids) == ("item_suspect", [])
+
+
+def test_probes_are_single_answer_items_on_one_node():
+    chain = KBChain(id=1, process_name="Settling", domain="Water", summary="s", steps=["a", "b", "c", "d"])
+    statements = [KBStatement(id=i + 1, chain_id=1, position=i, subject=f"step {i}", predicate="then",
+                              object=f"step {i + 1}", source_quote="q") for i in range(3)]
+    probe = statement_probe(chain, statements[1], statements, ["a foreign step"], seed=0)
+    assert probe.target == "statement" and probe.node_id == 2 and len(probe.options) == 4
+    assert probe.options["ABCD".index(probe.answer)] == "Step 2."
+    assert set(probe.options) == {"Step 2.", "Step 1.", "Step 0.", "Step 3."}  # key, reversed, earlier, skipped
+    concepts = [KBConcept(id=i, term=f"t{i}", definition=f"definition {i}", statement_ids=[i]) for i in range(1, 5)]
+    cp = concept_probe("Water", concepts[0], concepts, seed=0)
+    assert cp.options["ABCD".index(cp.answer)] == "Definition 1." and len(cp.options) == 4
+    assert concept_probe("Water", concepts[0], concepts[:2], seed=0) is None  # one distractor proves nothing
