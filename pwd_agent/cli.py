@@ -223,6 +223,16 @@ def set_config(
 
 
 @app.command()
+def report(run_id: str = typer.Argument(...), runs_dir: str = RUNS_DIR) -> None:
+    """runs/<id>/report.html (self-contained) and report/*.png: accuracy, diagnoses, flips, coverage, cost."""
+    from pwd_agent.report.html import write_report
+    from pwd_agent.runs import open_run
+
+    for path in write_report(open_run(run_id, runs_dir)):
+        typer.echo(str(path))
+
+
+@app.command()
 def export(
     run_id: str = typer.Argument(...),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder to write (default: runs/<id>/export)."),

@@ -86,6 +86,20 @@ def test_two_rounds_store_every_step(tiny_model, small_corpus):
     listing = cli("list")
     assert "loop" in listing.stdout and "max_rounds" in listing.stdout
     check_export()
+    check_report()
+
+
+def check_report() -> None:
+    """`report` writes a self-contained page with every round and its plots embedded, and the PNGs."""
+    result = cli("report", "loop")
+    assert result.returncode == 0, result.stderr
+    page = Path("runs/loop/report.html").read_text()
+    pngs = sorted(Path("runs/loop/report").glob("*.png"))
+    assert {p.stem for p in pngs} == {"accuracy", "diagnoses", "flips", "coverage", "cost"}
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in pngs)
+    assert page.count("data:image/png;base64,") == len(pngs) and "src=\"http" not in page  # opens from disk
+    assert page.count("<tr><td>") == 3 and "max_rounds" in page and "eval/letters@v1" in page
+    assert "offline/l3_chain@rules-1" in page
 
 
 def check_probe_verdicts(s, items, diagnoses) -> None:
