@@ -121,6 +121,10 @@ class EvalConfig(Section):
     backend: Literal["hf"] = Field("hf", description="hf = transformers generate, CPU or GPU.")
     batch_size: int = Field(8, ge=1)
     max_new_tokens: int = Field(15, ge=1, description="Paper protocol: at most 15 new tokens, greedy.")
+    general: str = Field(
+        "builtin", description="General-ability guard scored every round: builtin (40 shipped everyday questions), "
+        "a JSONL path, or none.",
+    )
     scorer: Literal["letters", "loglik"] = Field(
         "letters", description="letters = the paper's protocol (greedy text, letters parsed, exact set); loglik = the "
         "most likely of all valid letter sets after the same prompt (for base models that cannot keep to the format).",
@@ -137,6 +141,9 @@ class LoopConfig(Section):
         "items it fixed and broke (against the previous round) gives p below this.",
     )
     patience: int = Field(1, ge=1, description="Stop after this many repair rounds in a row without a significant gain.")
+    max_general_drop: float = Field(
+        0.05, ge=0, le=1, description="Report a regression when general accuracy falls more than this below the base model's.",
+    )
 
     @model_validator(mode="after")
     def _goal_in_range(self) -> "LoopConfig":

@@ -10,6 +10,7 @@ class RoundScore(TypedDict):
     dev: float
     holdout: float
     gain_p: float | None  # dev, against the previous round (exact McNemar); None for round 0
+    general: float | None  # the general-ability guard; None when eval.general is none
 
 
 class RunState(TypedDict, total=False):

@@ -13,7 +13,7 @@ from sqlmodel import select
 from pwd_agent.leakage import load_gate
 from pwd_agent.runs import open_run
 from pwd_agent.store import (
-    Chain, Chunk, ConceptStatement, Diagnosis, Event, ItemResult, LeakedSample, LLMCall, Patch, Probe, ProbeResult, Round,
+    Chain, Chunk, ConceptStatement, Diagnosis, Event, GeneralResult, ItemResult, LeakedSample, LLMCall, Patch, Probe, ProbeResult, Round,
     RoundSample, Sample, Statement, TestItem, WorkUnit,
     session_scope,
 )
@@ -47,6 +47,9 @@ def test_two_rounds_store_every_step(tiny_model, small_corpus):
         results = s.exec(select(ItemResult)).all()
         assert len(results) == 3 * len(items)  # every item scored in every round, prediction stored
         assert all(r.prompt_version == "eval/letters@v1" for r in results)
+        general = s.exec(select(GeneralResult)).all()  # the guard: 40 shipped items, every round
+        assert len(general) == 3 * 40 and all(r.general_acc is not None for r in rounds)
+        assert rounds[1].general_acc == sum(g.passed for g in general if g.round_id == 1) / 40
 
         split = {i.id: i.split for i in items}
         failed_dev = {r.item_id for r in results if r.round_id == 1 and not r.passed and split[r.item_id] == "dev"}

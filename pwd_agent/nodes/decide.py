@@ -35,10 +35,23 @@ def significant_gain(score: dict, scores: list[dict], min_gain: float, alpha: fl
     return score["dev"] - best_before > min_gain and p is not None and p < alpha
 
 
+def general_drop(scores: list[dict]) -> float | None:
+    """How far the last round's general accuracy sits below the base model's (round 0)."""
+    base, last = scores[0].get("general"), scores[-1].get("general")
+    if base is None or last is None or scores[-1]["round"] == 0:
+        return None
+    return base - last
+
+
 def decide(state: RunState, runtime: Runtime[RunContext]) -> Command[Literal["train", "diagnose", "__end__"]]:
     cfg = runtime.context.config.loop
     scores = state["scores"]
     last = scores[-1]
+    drop = general_drop(scores)
+    if drop is not None and drop > cfg.max_general_drop:
+        emit(runtime.context.db_url, "decide", f"general-ability regression after round {last['round']}: "
+             f"{drop:.3f} below the base model (loop.max_general_drop {cfg.max_general_drop:.3f})", "warning",
+             drop=drop)
     reason = stop_reason(scores, cfg.goal, cfg.goal_split, cfg.max_rounds, cfg.min_gain, cfg.alpha, cfg.patience)
     if reason:
         emit(runtime.context.db_url, "decide", f"stop after round {last['round']}: {reason} "

@@ -10,7 +10,8 @@ from sqlmodel import select
 from pwd_agent.events import emit
 from pwd_agent.runs import RunContext
 from pwd_agent.state import RunState
-from pwd_agent.store import ItemResult, LLMCall, Round, TestItem, session_scope
+from pwd_agent.evaluation.general import load_general
+from pwd_agent.store import GeneralResult, ItemResult, LLMCall, Round, TestItem, session_scope
 from pwd_agent.stats import compare
 from pwd_agent.store.queries import round_accuracy, round_passes
 from pwd_agent.student import resolve_student
@@ -24,14 +25,20 @@ def evaluate(state: RunState, runtime: Runtime[RunContext]) -> dict:
         row = session.get(Round, round_id)
         scored = set(session.exec(select(ItemResult.item_id).where(ItemResult.round_id == round_id)).all())
         todo = [i for i in session.exec(select(TestItem).order_by(TestItem.id)).all() if i.id not in scored]
+        done_general = set(session.exec(select(GeneralResult.item_key).where(GeneralResult.round_id == round_id)).all())
         adapter = row.adapter_path
-    if row.status != "evaluated" and todo:
-        emit(ctx.db_url, "evaluate", f"round {round_id}: scoring {len(todo)} items ({len(scored)} already scored)")
-        score_and_store(ctx, round_id, adapter, todo)
+    general = [g for g in load_general(ctx.config.eval.general) if g.key not in done_general]
+    if row.status != "evaluated" and (todo or general):
+        emit(ctx.db_url, "evaluate", f"round {round_id}: scoring {len(todo)} items ({len(scored)} already scored)"
+             + (f" and {len(general)} general items" if general else ""))
+        score_and_store(ctx, round_id, adapter, todo, general)
     with session_scope(ctx.db_url) as session:
         row = session.get(Round, round_id)
         row.dev_acc = round_accuracy(session, round_id, "dev")
         row.holdout_acc = round_accuracy(session, round_id, "holdout")
+        passes = session.exec(select(GeneralResult.passed).where(GeneralResult.round_id == round_id)).all()
+        row.general_acc = sum(passes) / len(passes) if passes else None
+        general_acc = row.general_acc
         row.prompt_versions = dict(session.exec(select(LLMCall.prompt_name, LLMCall.prompt_version).distinct()).all())
         flips = None
         if round_id > 0:
@@ -41,15 +48,19 @@ def evaluate(state: RunState, runtime: Runtime[RunContext]) -> dict:
         row.status = "evaluated"
         dev, holdout = row.dev_acc or 0.0, row.holdout_acc or 0.0
     vs = f"; dev vs round {round_id - 1}: {flips.fixed} fixed, {flips.broken} broken, p={flips.p_value:.3f}" if flips else ""
-    emit(ctx.db_url, "evaluate", f"round {round_id}: dev {dev:.3f}  holdout {holdout:.3f}{vs}",
-         round=round_id, dev=dev, holdout=holdout)
+    general_text = f"  general {general_acc:.3f}" if general_acc is not None else ""
+    emit(ctx.db_url, "evaluate", f"round {round_id}: dev {dev:.3f}  holdout {holdout:.3f}{general_text}{vs}",
+         round=round_id, dev=dev, holdout=holdout, general=general_acc)
     scores = [s for s in state.get("scores", []) if s["round"] != round_id]
     gain_p = flips.p_value if flips else None
-    return {"scores": scores + [{"round": round_id, "dev": dev, "holdout": holdout, "gain_p": gain_p}]}
+    return {"scores": scores + [{"round": round_id, "dev": dev, "holdout": holdout, "gain_p": gain_p,
+                                 "general": general_acc}]}
 
 
-def score_and_store(ctx: RunContext, round_id: int, adapter: str | None, items: list[TestItem]) -> None:
-    """Score in slices, committing each, so a killed evaluation resumes where it stopped."""
+def score_and_store(ctx: RunContext, round_id: int, adapter: str | None, items: list[TestItem],
+                    general: list | None = None) -> None:
+    """Score in slices, committing each, so a killed evaluation resumes where it stopped; then the
+    general-ability guard with the same model."""
     cfg = ctx.config.eval
     evaluator = make_evaluator(ctx, adapter)
     version = choice_prompt_version()
@@ -67,6 +78,11 @@ def score_and_store(ctx: RunContext, round_id: int, adapter: str | None, items: 
                 out.write(json.dumps({"item_id": item.id, "split": item.split, "answer": item.answer,
                                       "predicted": pred.predicted, "passed": pred.passed, "raw": pred.raw}) + "\n")
             emit(ctx.db_url, "evaluate", f"round {round_id}: {min(start + slice_size, len(items))}/{len(items)} items")
+    if general:
+        preds = evaluator.score_items([(g.question, g.options, g.answer) for g in general])
+        with session_scope(ctx.db_url) as session:
+            session.add_all(GeneralResult(round_id=round_id, item_key=g.key, raw=p.raw, predicted=p.predicted,
+                                          passed=p.passed) for g, p in zip(general, preds))
     del evaluator
     release_memory()
 

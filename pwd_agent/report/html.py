@@ -98,6 +98,8 @@ def plot_accuracy(data: dict) -> bytes | None:
     ids = [r["id"] for r in scored]
     ax.plot(ids, [r["dev_acc"] for r in scored], "o-", label="dev")
     ax.plot(ids, [r["holdout_acc"] or 0.0 for r in scored], "s-", label="holdout")
+    if any(r["general_acc"] is not None for r in scored):
+        ax.plot(ids, [r["general_acc"] or 0.0 for r in scored], "^:", label="general (guard)")
     ax.axhline(data["goal"], color="grey", linestyle="--", label=f"goal ({data['goal_split']})")
     ax.set(xlabel="round (0 = base model)", ylabel="accuracy", ylim=(0, 1), xticks=ids, title="Accuracy per round")
     ax.legend()
@@ -176,7 +178,7 @@ def _fmt(value) -> str:
 
 
 def render_html(ctx: RunContext, data: dict, figures: dict[str, bytes | None]) -> str:
-    cols = ["id", "status", "n_train", "n_patch", "n_replay", "train_loss", "dev_acc", "holdout_acc",
+    cols = ["id", "status", "n_train", "n_patch", "n_replay", "train_loss", "dev_acc", "holdout_acc", "general_acc",
             "fixed", "broken", "gain_p", "prompt_version"]
     head = "".join(f"<th>{c}</th>" for c in cols + ["agent prompt versions"])
     body = "".join(

@@ -43,13 +43,13 @@ def render_status(ctx: RunContext) -> str:
             f"{count_rows(session, LeakedSample)} dropped by the leakage gate",
             "",
             f"{'round':>5}  {'status':<10} {'train':>5} {'patch':>5} {'replay':>6} {'loss':>6} {'dev':>6} {'holdout':>7}"
-            f"  {'fixed':>5} {'broken':>6} {'p':>6}",
+            f" {'general':>7}  {'fixed':>5} {'broken':>6} {'p':>6}",
         ]
         for r in rounds(session):
             loss = "-" if r.train_loss is None else f"{r.train_loss:.3f}"
             flips = (f"{r.fixed:>5} {r.broken:>6} {r.gain_p:>6.3f}" if r.gain_p is not None else f"{'-':>5} {'-':>6} {'-':>6}")
             lines.append(f"{r.id:>5}  {r.status:<10} {r.n_train:>5} {r.n_patch:>5} {r.n_replay:>6} "
-                         f"{loss:>6} {_pct(r.dev_acc):>6} {_pct(r.holdout_acc):>7}  {flips}")
+                         f"{loss:>6} {_pct(r.dev_acc):>6} {_pct(r.holdout_acc):>7} {_pct(r.general_acc):>7}  {flips}")
         lines += ["", *llm_lines(session)]
     return "\n".join(lines)
 

@@ -9,6 +9,7 @@ from pwd_agent.store.models import (
     Diagnosis,
     Document,
     Event,
+    GeneralResult,
     ItemResult,
     LeakedSample,
     LLMCall,
@@ -24,7 +25,7 @@ from pwd_agent.store.models import (
 )
 
 __all__ = [
-    "Chain", "Chunk", "Concept", "ConceptStatement", "Diagnosis", "Document", "Event", "ItemResult", "LeakedSample",
+    "Chain", "Chunk", "Concept", "ConceptStatement", "Diagnosis", "Document", "Event", "GeneralResult", "ItemResult", "LeakedSample",
     "LLMCall", "Patch", "Probe", "ProbeResult", "Round", "RoundSample", "Sample", "Statement", "TestItem", "WorkUnit",
     "dispose_engines", "done_keys", "get_engine", "is_done", "mark_done", "session_scope",
 ]

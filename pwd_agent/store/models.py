@@ -158,6 +158,7 @@ class Round(SQLModel, table=True):
     prompt_versions: dict = json_field({})  # every agent prompt used so far: name -> version
     dev_acc: float | None = None
     holdout_acc: float | None = None
+    general_acc: float | None = None  # the general-ability guard (eval.general)
     # Dev items against the previous round: fixed, broken, still failing, one-sided exact McNemar p.
     fixed: int | None = None
     broken: int | None = None
@@ -186,6 +187,16 @@ class ItemResult(SQLModel, table=True):
     passed: bool
     prompt_version: str
     scorer: str = "letters"  # eval.scorer that produced `predicted`
+
+
+class GeneralResult(SQLModel, table=True):
+    """A prediction on the general-ability guard set in one round."""
+
+    round_id: int = Field(foreign_key="round.id", primary_key=True)
+    item_key: str = Field(primary_key=True)  # "<source>:<id>"
+    raw: str
+    predicted: str
+    passed: bool
 
 
 class Diagnosis(SQLModel, table=True):
