@@ -225,6 +225,25 @@ def set_config(
 
 
 @app.command()
+def blame(run_id: str = typer.Argument(...), item_id: int = typer.Argument(..., help="A test item id."),
+          runs_dir: str = RUNS_DIR) -> None:
+    """One item across rounds: predictions, diagnoses, the KB nodes blamed, the patches and whether they fixed it."""
+    from pwd_agent.report.blame import render_blame
+    from pwd_agent.runs import open_run
+
+    typer.echo(render_blame(open_run(run_id, runs_dir), item_id))
+
+
+@app.command()
+def coverage(run_id: str = typer.Argument(...), runs_dir: str = RUNS_DIR) -> None:
+    """Per chain: items, statements, concepts, probes, samples, pass rates; untaught and untested nodes."""
+    from pwd_agent.report.blame import render_coverage
+    from pwd_agent.runs import open_run
+
+    typer.echo(render_coverage(open_run(run_id, runs_dir)))
+
+
+@app.command()
 def report(run_id: str = typer.Argument(...), runs_dir: str = RUNS_DIR) -> None:
     """runs/<id>/report.html (self-contained) and report/*.png: accuracy, diagnoses, flips, coverage, cost."""
     from pwd_agent.report.html import write_report

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
+from collections import Counter
 
 from pwd_agent.store import Event, session_scope
 
@@ -15,6 +18,21 @@ def emit(db_url: str, node: str, message: str, level: str = "info", **data) -> N
     with session_scope(db_url) as session:
         session.add(Event(node=node, level=level, message=message, data=data))
     logger.log(_LEVELS[level], "[%s] %s", node, message)
+    _kill_point(node)
+
+
+_seen: Counter = Counter()
+
+
+def _kill_point(node: str) -> None:
+    """Fault injection for the resume tests: with PWD_AGENT_KILL_AT=NODE:N the process SIGKILLs
+    itself right after the N-th event NODE records (a real SIGKILL: nothing is flushed or closed)."""
+    target = os.environ.get("PWD_AGENT_KILL_AT")
+    if not target:
+        return
+    _seen[node] += 1
+    if target == f"{node}:{_seen[node]}":
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class Progress:
@@ -26,6 +44,8 @@ class Progress:
         self.step = max(1, total // 4)
 
     def advance(self, n: int = 1) -> None:
+        """Every unit is a debug event (`logs --level debug`); about every quarter an info one."""
         self.done += n
-        if self.done == self.total or self.done % self.step == 0:
-            emit(self.db_url, self.node, f"{self.done}/{self.total} {self.unit}", "info", done=self.done, total=self.total)
+        milestone = self.done == self.total or self.done % self.step == 0
+        emit(self.db_url, self.node, f"{self.done}/{self.total} {self.unit}", "info" if milestone else "debug",
+             done=self.done, total=self.total)

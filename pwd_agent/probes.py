@@ -56,7 +56,7 @@ def _clause(text: str) -> str:
 
 def statement_probe(chain: KBChain, statement: KBStatement, statements: list[KBStatement],
                     foreign: list[str], seed: int) -> ProbeDraft | None:
-    """'What comes directly after X?' with the true next step, the step before X (reversed
+    """'What is the very next event after X?' with the true next step, the step before X (reversed
     order), the step after next (a skipped step) and a step of another process."""
     by_position = {s.position: s for s in statements}
     before = by_position.get(statement.position - 1)
@@ -68,8 +68,9 @@ def statement_probe(chain: KBChain, statement: KBStatement, statements: list[KBS
     if len(distractors) < 2:
         return None
     options, answer = _shuffled(_clause(statement.object), [_clause(d) for d in distractors], seed, f"s{statement.id}")
-    question = (f"In {chain.process_name.lower()} ({chain.domain.lower()}), which step comes directly after this one: "
-                f"{statement.subject.rstrip('.')}?")
+    # Worded unlike every training template, so a pass shows the fact, not a memorised question.
+    question = (f"Process: {chain.process_name.lower()} ({chain.domain.lower()}). Event: {statement.subject.rstrip('.')}. "
+                f"What is the very next event?")
     return ProbeDraft("statement", statement.id, question, options, answer)
 
 
@@ -81,4 +82,5 @@ def concept_probe(domain: str, concept: KBConcept, others: list[KBConcept], seed
     if len(distractors) < 2:
         return None
     options, answer = _shuffled(_clause(concept.definition), [_clause(d) for d in distractors], seed, f"c{concept.id}")
-    return ProbeDraft("concept", concept.id, f"In {domain.lower()}, which of these defines '{concept.term}'?", options, answer)
+    return ProbeDraft("concept", concept.id, f"Term from {domain.lower()}: '{concept.term}'. Pick its definition.",
+                      options, answer)
