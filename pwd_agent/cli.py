@@ -140,27 +140,39 @@ def status(run_id: str = typer.Argument(...), runs_dir: str = RUNS_DIR) -> None:
 @app.command()
 def logs(
     run_id: str = typer.Argument(...),
-    follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new events until the run ends."),
+    follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new events until the run ends, pauses or dies."),
     level: str = typer.Option("info", "--level", help="Lowest level shown: debug, info, warning, error."),
+    node: list[str] = typer.Option([], "--node", help="Only these nodes (repeatable), e.g. --node train --node evaluate."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per event (time, level, node, message, data)."),
     runs_dir: str = RUNS_DIR,
 ) -> None:
     """The agents' log (Event rows) of a run."""
-    from pwd_agent.report.status import events_after, format_event
-    from pwd_agent.runs import open_run
+    from pwd_agent.report.status import event_json, events_after, format_event, is_terminal
+    from pwd_agent.runs import is_running, open_run
 
     if level not in ("debug", "info", "warning", "error"):
         raise PwdAgentError(f"unknown level '{level}'", "use one of debug, info, warning, error")
     ctx = open_run(run_id, runs_dir)
     last = 0
     while True:
-        for event in events_after(ctx.db_url, last, level):
-            typer.echo(format_event(event))
+        fresh = events_after(ctx.db_url, last, "debug")
+        for event in fresh:
             last = event.id
-            if follow and event.node == "run" and event.message.startswith(("finished", "stopped")):
+            if event_shown(event, level, node):
+                typer.echo(event_json(event) if as_json else format_event(event))
+            if follow and is_terminal(event):
                 return
         if not follow:
             return
+        if not fresh and not is_running(ctx):
+            typer.echo(f"run {run_id} is not running; `pwd-agent resume {run_id}` continues it", err=True)
+            return
         time.sleep(0.5)
+
+
+def event_shown(event, level: str, nodes: list[str]) -> bool:
+    order = ["debug", "info", "warning", "error"]
+    return order.index(event.level) >= order.index(level) and (not nodes or event.node in nodes)
 
 
 @app.command("list")

@@ -34,4 +34,10 @@ def build_graph(checkpointer=None):
     return builder.compile(checkpointer=checkpointer)
 
 
-__all__ = ["build_graph", "END"]
+__all__ = ["build_graph", "studio_graph", "END"]
+
+
+def studio_graph():
+    """The graph for LangGraph Studio / `langgraph dev` (see langgraph.json): the server brings its
+    own persistence, so no checkpointer here. Invoking it needs a RunContext (`open_run(id)`)."""
+    return build_graph()

@@ -302,3 +302,28 @@ def test_sigkill_at_five_points_then_resume_equals_an_uninterrupted_run(tiny_mod
     with session_scope(open_run("cut").db_url) as s:
         resumed_at = [e.message for e in s.exec(select(Event)).all() if e.message.startswith("resuming run")]
     assert len(resumed_at) == len(kill_points)
+
+
+def test_logs_follow_streams_a_live_run_and_stops_when_it_pauses(tiny_model, small_corpus):
+    args = tiny_args(tiny_model, small_corpus, "live", "--goal", "0.99", "--set", "loop.max_rounds=1",
+                     "--set", "train.epochs=60")
+    run = subprocess.Popen([sys.executable, "-m", "pwd_agent", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not Path("runs/live/run.db").is_file():
+        assert time.time() < deadline and run.poll() is None, "the run never started"
+        time.sleep(0.1)
+    follow = subprocess.Popen([sys.executable, "-m", "pwd_agent", "logs", "live", "-f", "--json", "--node", "train"],
+                              stdout=subprocess.PIPE, text=True)
+    import json
+
+    seen = []
+    for line in follow.stdout:
+        seen.append(json.loads(line))
+        if seen[-1]["message"].startswith("step "):
+            break
+    assert run.poll() is None  # the step line arrived while the run was still training
+    assert {e["node"] for e in seen} == {"train"} and all(e["level"] == "info" for e in seen)
+    assert cli("pause", "live").returncode == 0
+    assert run.wait(timeout=300) == 6
+    follow.wait(timeout=30)  # the paused event ends the follow, though its node is filtered out
+    assert follow.returncode == 0

@@ -68,6 +68,18 @@ def llm_lines(session: Session) -> list[str]:
     return lines
 
 
+def is_terminal(event: Event) -> bool:
+    """The run's last event of a process: finished, stopped on an error, or paused."""
+    return event.node == "run" and event.message.startswith(("finished", "stopped", "paused"))
+
+
+def event_json(event: Event) -> str:
+    import json
+
+    return json.dumps({"id": event.id, "time": event.created_at.isoformat(), "level": event.level, "node": event.node,
+                       "message": event.message, "data": event.data}, default=str)
+
+
 def format_event(event: Event) -> str:
     return f"{event.created_at:%H:%M:%S} {event.level:<7} [{event.node}] {event.message}"
 
