@@ -58,7 +58,7 @@ def _last_adapter(ctx) -> str:
     return str(adapters[-1]) if adapters else "no adapter (round 0, the base model)"
 
 
-def _execute(ctx, resume: bool, quiet: bool) -> None:
+def _execute(ctx, resume: bool, quiet: bool, answer: dict | None = None) -> None:
     from pwd_agent.driver import execute
     from pwd_agent.events import emit
     from pwd_agent.runs import run_lock
@@ -66,7 +66,7 @@ def _execute(ctx, resume: bool, quiet: bool) -> None:
     with run_lock(ctx):  # refused before anything is written if another process drives the run
         _setup_logging(ctx.run_dir, quiet)
         try:
-            execute(ctx, resume=resume)
+            execute(ctx, resume=resume, answer=answer)
         except RunPaused:
             raise  # the driver logged it; not an error
         except PwdAgentError as exc:
@@ -189,6 +189,51 @@ def list_runs(runs_dir: str = RUNS_DIR) -> None:
     for run_id in ids:
         rid, state, best = run_summary(open_run(run_id, runs_dir))
         typer.echo(f"{rid:<24} {state:<14} {best}")
+
+
+@app.command()
+def review(
+    run_id: str = typer.Argument(...),
+    action: Optional[str] = typer.Argument(None, help="approve, reject or edit; none: show what waits."),
+    edit_file: Optional[Path] = typer.Argument(None, help="With edit: the JSONL of patch samples to store instead."),
+    reason: str = typer.Option("", "--reason", help="Why (with reject; recorded)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the waiting patch samples as JSONL, to edit."),
+    runs_dir: str = RUNS_DIR,
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """What waits at a review gate, and the answer: approve, reject --reason, or edit FILE (patch gate)."""
+    from pwd_agent.driver import waiting_gate
+    from pwd_agent.gates import describe_patches, dump_patches, read_edit, replace_patches
+    from pwd_agent.runs import is_running, open_run
+
+    ctx = open_run(run_id, runs_dir)
+    waiting = None if is_running(ctx) else waiting_gate(ctx)
+    if waiting is None:
+        raise PwdAgentError(f"nothing waits for review in run {run_id}",
+                            "gates stop a run only when gates.* are on; `pwd-agent status` shows where it is")
+    name = waiting["gate"]
+    if action is None:
+        details = {k: v for k, v in waiting.items() if k != "gate"}
+        typer.echo(f"run {run_id} waits at the {name} gate: {details}")
+        if name == "on_patch":
+            typer.echo(describe_patches(ctx, waiting["round"]))
+            if out:
+                typer.echo(f"{dump_patches(ctx, waiting['round'], out)} samples written to {out}; edit them, then "
+                           f"`pwd-agent review {run_id} edit {out}`")
+        return
+    if action not in ("approve", "reject", "edit"):
+        raise PwdAgentError(f"unknown review action '{action}'", "use approve, reject --reason TEXT, or edit FILE")
+    if action == "reject" and not reason:
+        raise PwdAgentError("reject needs a reason", f"pwd-agent review {run_id} reject --reason \"...\"")
+    answer = {"action": action, "reason": reason}
+    if action == "edit":
+        if name != "on_patch" or edit_file is None:
+            raise PwdAgentError("edit takes a JSONL file and applies to the patch gate only",
+                                f"pwd-agent review {run_id} --out patches.jsonl, then edit patches.jsonl")
+        edited = read_edit(ctx, waiting["round"], edit_file)  # every line checked before anything is stored
+        replace_patches(ctx, waiting["round"], edited)
+        answer["samples"] = len(edited)
+    _execute(ctx, resume=True, quiet=quiet, answer=answer)
 
 
 @app.command()

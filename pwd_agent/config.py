@@ -153,19 +153,12 @@ class LoopConfig(Section):
 
 
 class GatesConfig(Section):
-    """Human review gates. Not available yet: turning one on is refused rather than ignored."""
+    """Human review gates: the run pauses (exit 6) until `pwd-agent review RUN` answers."""
 
-    after_kb: bool = False
-    after_tests: bool = False
-    on_patch: bool = False
-    before_train: bool = False
-
-    @model_validator(mode="after")
-    def _not_yet(self) -> "GatesConfig":
-        on = [name for name, value in self.model_dump().items() if value]
-        if on:
-            raise ValueError(f"review gates are not implemented yet; set gates.{on[0]}=false")
-        return self
+    after_kb: bool = Field(False, description="Pause after the KB is extracted, before tests are built.")
+    after_tests: bool = Field(False, description="Pause after the benchmark is built, before training data.")
+    on_patch: bool = Field(False, description="Pause on each patch batch; review can approve, reject or edit it.")
+    before_train: bool = Field(False, description="Pause before each repair round's training.")
 
 
 class RunConfig(Section):

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.types import Command
 
 from pwd_agent.events import emit
 from pwd_agent.graph import build_graph
@@ -29,26 +30,49 @@ def thread(ctx: RunContext) -> dict:
     return {"configurable": {"thread_id": ctx.run_id}, "recursion_limit": 200}
 
 
-def execute(ctx: RunContext, resume: bool = False) -> dict:
-    """Run the graph to its end; on resume, continue from the last finished node."""
+def execute(ctx: RunContext, resume: bool = False, answer: dict | None = None) -> dict:
+    """Run the graph to its end; on resume, continue from the last finished node. `answer` is a
+    reviewer's decision for the gate the run waits at."""
     (ctx.run_dir / PAUSE_FILE).unlink(missing_ok=True)  # a request left by an earlier process is stale
     with checkpointer(ctx) as saver:
         graph = build_graph(saver)
         snapshot = graph.get_state(thread(ctx))
         if resume and snapshot.values and not snapshot.next:
             return snapshot.values  # already finished
+        if snapshot.interrupts and answer is None:
+            raise waiting_error(ctx, snapshot.interrupts[0].value)
         started = resume and bool(snapshot.values)
         emit(ctx.db_url, "run", f"{'resuming' if started else 'starting'} run {ctx.run_id}"
              + (f" at {', '.join(snapshot.next)}" if started else ""))
         payload = None if started else {"run_id": ctx.run_id, "round": 0, "scores": [], "counts": {}}
+        if answer is not None:
+            payload = Command(resume=answer)
         while True:
             ctx, again = _drive(graph, payload, ctx)
             if not again:
                 break
             payload = None  # continue from the checkpoint under the changed config
-        values = graph.get_state(thread(ctx)).values
+        snapshot = graph.get_state(thread(ctx))
+        if snapshot.interrupts:
+            waiting = snapshot.interrupts[0].value
+            emit(ctx.db_url, "run", f"paused: waiting at the {waiting['gate']} gate", gate=waiting["gate"])
+            raise waiting_error(ctx, waiting)
+        values = snapshot.values
     emit(ctx.db_url, "run", f"finished: {values.get('stop_reason')}", reason=values.get("stop_reason"))
     return values
+
+
+def waiting_gate(ctx: RunContext) -> dict | None:
+    """What the run waits for at a gate ({"gate": name, ...}), or None."""
+    with checkpointer(ctx) as saver:
+        snapshot = build_graph(saver).get_state(thread(ctx))
+        return snapshot.interrupts[0].value if snapshot.interrupts else None
+
+
+def waiting_error(ctx: RunContext, waiting: dict) -> RunPaused:
+    return RunPaused(f"run {ctx.run_id} waits at the {waiting['gate']} gate",
+                     f"`pwd-agent review {ctx.run_id}` shows what waits; answer with "
+                     f"`pwd-agent review {ctx.run_id} approve`, `reject --reason TEXT` or `edit FILE`")
 
 
 def _drive(graph, payload, ctx: RunContext) -> tuple[RunContext, bool]:

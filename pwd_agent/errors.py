@@ -58,3 +58,9 @@ class RunPaused(PwdAgentError):
 
     exit_code = 6
     label = "paused"
+
+
+class GateRejected(PwdAgentError):
+    """A reviewer rejected what waited at a gate; the run stops there (resume asks again)."""
+
+    exit_code = 3

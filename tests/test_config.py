@@ -36,9 +36,10 @@ def test_goal_outside_unit_interval_is_refused(goal):
         load_config(None, [f"loop.goal={goal}"])
 
 
-def test_gates_are_refused_until_implemented():
-    with pytest.raises(ConfigError, match="gates.on_patch=false"):
-        load_config(None, ["gates.on_patch=true"])
+def test_gates_take_booleans_only():
+    assert load_config(None, ["gates.on_patch=true"]).gates.on_patch is True
+    with pytest.raises(ConfigError, match="gates.after_kb"):
+        load_config(None, ["gates.after_kb=sometimes"])
 
 
 def test_saved_config_loads_back_identically(tmp_path):

@@ -327,3 +327,57 @@ def test_logs_follow_streams_a_live_run_and_stops_when_it_pauses(tiny_model, sma
     assert run.wait(timeout=300) == 6
     follow.wait(timeout=30)  # the paused event ends the follow, though its node is filtered out
     assert follow.returncode == 0
+
+
+def test_patch_gate_review_edit_then_the_edited_samples_train(tiny_model, small_corpus):
+    """The run stops at the patch gate; review lists the patches; a bad edit is refused with its line
+    and stores nothing; a good edit replaces the batch and the run goes on to train on it."""
+    import json
+
+    result = cli(*tiny_args(tiny_model, small_corpus, "gated", "--goal", "0.99", "--set", "loop.max_rounds=2",
+                            "--set", "gates.on_patch=true"))
+    assert result.returncode == 6 and "waits at the on_patch gate" in result.stderr, result.stderr
+    assert cli("resume", "gated").returncode == 6  # resume without an answer waits again
+
+    shown = cli("review", "gated", "--out", "patches.jsonl")
+    assert shown.returncode == 0, shown.stderr
+    with session_scope(open_run("gated").db_url) as s:
+        patches = s.exec(select(Patch)).all()
+        before = sorted((x.id, x.prompt, x.answer) for x in s.exec(select(Sample).where(Sample.origin == "patch")).all())
+    assert all(f"patch {p.id} <- diagnosis {p.diagnosis_id}" in shown.stdout for p in patches)
+    rows = [json.loads(line) for line in Path("patches.jsonl").read_text().splitlines()]
+    assert len(rows) == len(before)
+
+    bad = Path("bad.jsonl")
+    bad.write_text(json.dumps(rows[0]) + "\n" + json.dumps({**rows[1], "answer": ""}) + "\n")
+    refused = cli("review", "gated", "edit", "bad.jsonl")
+    assert refused.returncode == 2 and "bad.jsonl line 2: answer" in refused.stderr
+    with session_scope(open_run("gated").db_url) as s:
+        assert sorted((x.id, x.prompt, x.answer) for x in s.exec(select(Sample).where(Sample.origin == "patch")).all()) == before
+    assert cli("review", "gated", "reject").returncode == 2  # a rejection needs its reason
+
+    edited = [{**rows[0], "answer": "EDITED BY A REVIEWER. " + rows[0]["answer"]}, *rows[2:]]
+    Path("patches.jsonl").write_text("".join(json.dumps(r) + "\n" for r in edited))
+    done = cli("review", "gated", "edit", "patches.jsonl", "-q")
+    assert done.returncode == 3, done.stderr  # trained round 2, stopped at max_rounds
+    trained = [json.loads(line) for line in Path("runs/gated/rounds/02/train.jsonl").read_text().splitlines()]
+    assert any(t["answer"].startswith("EDITED BY A REVIEWER.") for t in trained)
+    assert not any(t["answer"] == rows[1]["answer"] and t["prompt"] == rows[1]["prompt"] for t in trained)  # dropped
+    with session_scope(open_run("gated").db_url) as s:
+        assert len(s.exec(select(Sample).where(Sample.origin == "patch")).all()) == len(edited)
+        assert any(e.message.startswith("gate on_patch: edit") for e in s.exec(select(Event)).all())
+    assert cli("review", "gated").returncode == 2  # nothing waits any more
+
+
+def test_kb_gate_reject_stops_the_run_and_resume_asks_again(tiny_model, small_corpus):
+    first = cli(*tiny_args(tiny_model, small_corpus, "kbgate", "--set", "gates.after_kb=true"))
+    assert first.returncode == 6, first.stderr
+    shown = cli("review", "kbgate")
+    assert shown.returncode == 0 and "waits at the after_kb gate" in shown.stdout and "'chains':" in shown.stdout
+    assert cli("review", "kbgate", "edit", "x.jsonl").returncode == 2  # edit is for the patch gate only
+    rejected = cli("review", "kbgate", "reject", "--reason", "chains look thin")
+    assert rejected.returncode == 3 and "rejected at the after_kb gate: chains look thin" in rejected.stderr
+    with session_scope(open_run("kbgate").db_url) as s:
+        assert not s.exec(select(TestItem)).all()  # nothing past the gate was built
+        assert any(e.message == "gate after_kb: reject (chains look thin)" for e in s.exec(select(Event)).all())
+    assert cli("resume", "kbgate").returncode == 6  # the gate asks again

@@ -12,6 +12,7 @@ from sqlmodel import select
 
 from pwd_agent.agents import call_agent, make_backend
 from pwd_agent.events import Progress, emit
+from pwd_agent.gates import gate
 from pwd_agent.runs import RunContext
 from pwd_agent.state import RunState
 from pwd_agent.probes import concept_probe, statement_probe
@@ -29,6 +30,8 @@ def chain_split(steps_hash: str, holdout_fraction: float, seed: int) -> str:
 def build_tests(state: RunState, runtime: Runtime[RunContext]) -> dict:
     ctx = runtime.context
     cfg = ctx.config.tests
+    with session_scope(ctx.db_url) as session:
+        gate(ctx, "after_kb", {"chains": count_rows(session, Chain), "statements": count_rows(session, Statement)})
     backend = make_backend(ctx)
     with session_scope(ctx.db_url) as session:
         finished = done_keys(session, "build_tests")

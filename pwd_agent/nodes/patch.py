@@ -8,6 +8,7 @@ from sqlmodel import select
 from pwd_agent.agents import make_backend, map_units, run_agent, workers_for
 from pwd_agent.agents.schemas import DiagnosisDraft
 from pwd_agent.events import emit
+from pwd_agent.gates import gate, patch_rows
 from pwd_agent.leakage import gate_samples, load_gate
 from pwd_agent.runs import RunContext
 from pwd_agent.state import RunState
@@ -25,7 +26,7 @@ def patch(state: RunState, runtime: Runtime[RunContext]) -> dict:
         diagnoses = session.exec(select(Diagnosis).where(Diagnosis.round_id == round_id).order_by(Diagnosis.id)).all()
         # item_suspect is flagged for review, not patched: a faulty item must not shape the data.
         units = [plan_unit(session, d) for d in diagnoses if d.id not in patched and d.kind != "item_suspect"]
-        gate = load_gate(session, ctx.config.builder.leakage_ngram, ctx.config.builder.leakage_threshold)
+        leak_gate = load_gate(session, ctx.config.builder.leakage_ngram, ctx.config.builder.leakage_threshold)
 
     def work(unit):
         diagnosis_id, chain, statements, concepts, foreign, draft = unit
@@ -34,7 +35,7 @@ def patch(state: RunState, runtime: Runtime[RunContext]) -> dict:
 
     written = dropped = 0
     for (diagnosis_id, chain, *_), (drafts, calls) in map_units(work, units, workers_for(backend, ctx.config)):
-        kept, leaked = gate_samples(gate, drafts, "patch", chain.id)
+        kept, leaked = gate_samples(leak_gate, drafts, "patch", chain.id)
         with session_scope(ctx.db_url) as session:  # one patch, its samples and its ledger rows together
             row = Patch(diagnosis_id=diagnosis_id, target_round=round_id + 1, n_samples=len(kept))
             session.add(row)
@@ -46,6 +47,7 @@ def patch(state: RunState, runtime: Runtime[RunContext]) -> dict:
         dropped += len(leaked)
     emit(ctx.db_url, "patch", f"round {round_id}: {written} patch samples for {len(units)} diagnoses "
          f"({dropped} dropped by the leakage gate), training round {round_id + 1}", samples=written, leaked=dropped)
+    gate(ctx, "on_patch", {"round": round_id, "patches": len(patch_rows(ctx, round_id))})
     return {"round": round_id + 1}
 
 

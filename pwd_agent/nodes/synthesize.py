@@ -7,16 +7,19 @@ from sqlmodel import select
 
 from pwd_agent.agents import make_backend, map_units, run_agent, workers_for
 from pwd_agent.events import Progress, emit
+from pwd_agent.gates import gate
 from pwd_agent.leakage import gate_samples, load_gate
 from pwd_agent.runs import RunContext
 from pwd_agent.state import RunState
-from pwd_agent.store import Chain, LeakedSample, Sample, done_keys, mark_done, session_scope
+from pwd_agent.store import Chain, LeakedSample, Probe, Sample, TestItem, done_keys, mark_done, session_scope
 from pwd_agent.store.queries import count_rows, foreign_steps, kb_chain, kb_concepts, kb_statements
 
 
 def synthesize(state: RunState, runtime: Runtime[RunContext]) -> dict:
     ctx = runtime.context
     cfg = ctx.config.builder
+    with session_scope(ctx.db_url) as session:
+        gate(ctx, "after_tests", {"items": count_rows(session, TestItem), "probes": count_rows(session, Probe)})
     backend = make_backend(ctx)
     with session_scope(ctx.db_url) as session:
         finished = done_keys(session, "synthesize")
@@ -24,7 +27,7 @@ def synthesize(state: RunState, runtime: Runtime[RunContext]) -> dict:
     progress = Progress(ctx.db_url, "synthesize", "chains", len(todo) + len(finished), len(finished))
     with session_scope(ctx.db_url) as session:
         units = plan_units(session, todo, cfg.concept_samples)
-        gate = load_gate(session, cfg.leakage_ngram, cfg.leakage_threshold)
+        leak_gate = load_gate(session, cfg.leakage_ngram, cfg.leakage_threshold)
 
     def work(unit):
         chain, statements, concepts, foreign = unit
@@ -32,7 +35,7 @@ def synthesize(state: RunState, runtime: Runtime[RunContext]) -> dict:
                          foreign, cfg.samples_per_statement, cfg.qa_share, cfg.choice_share, cfg.multi_select_share)
 
     for (chain, *_), (drafts, calls) in map_units(work, units, workers_for(backend, ctx.config)):
-        kept, leaked = gate_samples(gate, drafts, "v1", chain.id)
+        kept, leaked = gate_samples(leak_gate, drafts, "v1", chain.id)
         with session_scope(ctx.db_url) as session:  # the chain's samples, ledger rows and marker together
             session.add_all(Sample(origin="v1", chain_id=chain.id, **draft.model_dump()) for draft in kept)
             session.add_all(leaked)

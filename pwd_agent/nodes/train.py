@@ -17,6 +17,7 @@ from sqlmodel import Session, select
 
 from pwd_agent.errors import PwdAgentError, TrainingError
 from pwd_agent.events import emit
+from pwd_agent.gates import gate
 from pwd_agent.runs import RunContext
 from pwd_agent.state import RunState
 from pwd_agent.store import Patch, Round, RoundSample, Sample, session_scope
@@ -28,6 +29,12 @@ from pwd_agent.training.job import TrainJob
 def train(state: RunState, runtime: Runtime[RunContext]) -> dict:
     ctx = runtime.context
     round_id = state.get("round", 0)
+    if round_id >= 2:  # a repair round: a reviewer may want to look before the compute is spent
+        with session_scope(ctx.db_url) as session:
+            row = session.get(Round, round_id)
+            pending = row is None or row.status not in ("trained", "evaluated")
+        if pending:
+            gate(ctx, "before_train", {"round": round_id})
     with session_scope(ctx.db_url) as session:
         row = session.get(Round, round_id) or Round(id=round_id)
         finished = row.status in ("trained", "evaluated")
