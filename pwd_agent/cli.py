@@ -31,11 +31,25 @@ def _setup_logging(run_dir: Path, quiet: bool) -> None:
     file_handler = logging.FileHandler(run_dir / "run.log")
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger.addHandler(file_handler)
-    if not quiet:
-        console = logging.StreamHandler(sys.stdout)
-        console.setLevel(logging.INFO)
-        console.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        logger.addHandler(console)
+    if quiet:
+        return
+    if sys.stdout.isatty():  # a person watches: log lines scroll above live progress bars
+        from rich.console import Console
+        from rich.logging import RichHandler
+
+        from pwd_agent.events import set_progress_sink
+        from pwd_agent.progress import RichBars
+
+        term = Console()
+        handler = RichHandler(console=term, show_path=False, show_level=False, markup=False, log_time_format="%H:%M:%S")
+        handler.setLevel(logging.INFO)
+        logger.addHandler(handler)
+        set_progress_sink(RichBars(term))
+        return
+    console = logging.StreamHandler(sys.stdout)
+    console.setLevel(logging.INFO)
+    console.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logger.addHandler(console)
 
 
 def _finish(ctx) -> None:
@@ -60,7 +74,7 @@ def _last_adapter(ctx) -> str:
 
 def _execute(ctx, resume: bool, quiet: bool, answer: dict | None = None) -> None:
     from pwd_agent.driver import execute
-    from pwd_agent.events import emit
+    from pwd_agent.events import emit, set_progress_sink
     from pwd_agent.runs import run_lock
 
     with run_lock(ctx):  # refused before anything is written if another process drives the run
@@ -79,6 +93,8 @@ def _execute(ctx, resume: bool, quiet: bool, answer: dict | None = None) -> None
             logging.getLogger("pwd_agent").exception("run crashed")
             typer.echo(f"\nstate saved; continue with: pwd-agent resume {ctx.run_id}", err=True)
             raise
+        finally:
+            set_progress_sink(None)  # the bars end before the final table or the error is printed
     _finish(ctx)
 
 

@@ -18,7 +18,20 @@ def emit(db_url: str, node: str, message: str, level: str = "info", **data) -> N
     with session_scope(db_url) as session:
         session.add(Event(node=node, level=level, message=message, data=data))
     logger.log(_LEVELS[level], "[%s] %s", node, message)
+    if _sink is not None and "done" in data and "total" in data:
+        _sink.update(node, int(data["done"]), int(data["total"]))
     _kill_point(node)
+
+
+_sink = None
+
+
+def set_progress_sink(sink) -> None:
+    """Where (node, done, total) of progress events go besides the log: the CLI's bars, or None."""
+    global _sink
+    if _sink is not None and sink is None:
+        _sink.close()
+    _sink = sink
 
 
 _seen: Counter = Counter()

@@ -77,7 +77,8 @@ def score_and_store(ctx: RunContext, round_id: int, adapter: str | None, items: 
             for item, pred in zip(part, preds):
                 out.write(json.dumps({"item_id": item.id, "split": item.split, "answer": item.answer,
                                       "predicted": pred.predicted, "passed": pred.passed, "raw": pred.raw}) + "\n")
-            emit(ctx.db_url, "evaluate", f"round {round_id}: {min(start + slice_size, len(items))}/{len(items)} items")
+            done = min(start + slice_size, len(items))
+            emit(ctx.db_url, "evaluate", f"round {round_id}: {done}/{len(items)} items", done=done, total=len(items))
     if general:
         preds = evaluator.score_items([(g.question, g.options, g.answer) for g in general])
         with session_scope(ctx.db_url) as session:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import json
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -138,8 +139,14 @@ def _stream(ctx: RunContext, command: list[str], log_path: Path) -> deque | None
             line = line.rstrip()
             tail.append(line)
             if line.startswith(("step ", "train:", "done:")):
-                emit(ctx.db_url, "train", line)
+                emit(ctx.db_url, "train", line, **_step_counts(line))
     return tail if proc.wait() != 0 else None
+
+
+def _step_counts(line: str) -> dict:
+    """{"done": k, "total": n} from a trainer line "step k/n ...", for the progress bar."""
+    match = re.match(r"step (\d+)/(\d+)", line)
+    return {"done": int(match.group(1)), "total": int(match.group(2))} if match else {}
 
 
 def _die_with_parent() -> None:
