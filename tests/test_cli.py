@@ -61,3 +61,24 @@ def test_config_lists_every_key():
     out = cli("config").stdout
     for key in ("loop.goal", "student.model", "train.epochs", "eval.max_new_tokens", "corpus.path"):
         assert key in out
+
+
+def test_set_on_a_run_refuses_an_unknown_key_and_changes_nothing(small_corpus):
+    from pwd_agent.config import load_config
+    from pwd_agent.runs import create_run, open_run
+
+    create_run(load_config(None, [f"corpus.path={small_corpus}", "run_id=r"]))
+    before = Path("runs/r/config.yaml").read_text()
+    result = cli("set", "r", "loop.gaol=0.9")
+    assert result.returncode == 2 and result.stderr.startswith("error: unknown config key 'loop.gaol'")
+    assert "hint: known keys include: loop.goal" in result.stderr
+    assert Path("runs/r/config.yaml").read_text() == before and open_run("r").config.loop.goal == 0.5
+    changed = cli("set", "r", "loop.goal=0.9")
+    assert changed.returncode == 0 and "loop.goal: 0.5 -> 0.9" in changed.stdout
+    assert open_run("r").config.loop.goal == 0.9
+    assert cli("review", "r").returncode == 2  # nothing waits: a clear refusal
+
+
+def test_review_of_an_unknown_run():
+    result = cli("review", "nope")
+    assert result.returncode == 2 and result.stderr.startswith("error: no run 'nope' in runs/")
