@@ -107,11 +107,11 @@ def replace_patches(ctx: RunContext, round_id: int, edited: list[EditedSample]) 
     """The batch's samples become exactly the edited ones, in one transaction."""
     with session_scope(ctx.db_url) as s:
         patches = s.exec(select(Patch).where(Patch.target_round == round_id + 1)).all()
-        diagnosis_chain = {p.id: s.get(Diagnosis, p.diagnosis_id).item_id for p in patches}
+        item_of_patch = {p.id: s.get(Diagnosis, p.diagnosis_id).item_id for p in patches}
         for old in s.exec(select(Sample).where(Sample.patch_id.in_([p.id for p in patches]))).all():
             s.delete(old)
         for row in edited:
-            chain_id = s.get(TestItem, diagnosis_chain[row.patch_id]).chain_id
+            chain_id = s.get(TestItem, item_of_patch[row.patch_id]).chain_id
             s.add(Sample(origin="patch", chain_id=chain_id, **row.model_dump()))
         counts = {p.id: sum(1 for r in edited if r.patch_id == p.id) for p in patches}
         for p in patches:
