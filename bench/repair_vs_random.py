@@ -63,7 +63,7 @@ def arms(ctx, seed: int) -> dict[str, list[Sample]]:
 
 
 def train_and_score(ctx, name: str, seed: int, samples: list[Sample], folder: Path) -> dict:
-    from pwd_agent.nodes.evaluate import make_evaluator, release_memory
+    from pwd_agent.nodes.evaluate import loaded_evaluator
     from pwd_agent.student import resolve_student
     from pwd_agent.training.job import TrainJob
 
@@ -85,10 +85,8 @@ def train_and_score(ctx, name: str, seed: int, samples: list[Sample], folder: Pa
     with session_scope(ctx.db_url) as s:
         items = s.exec(select(TestItem).order_by(TestItem.id)).all()
         rows = [(i.question, i.options, i.answer, i.split) for i in items]
-    evaluator = make_evaluator(ctx, str(folder / "adapter"))
-    preds = evaluator.score_items([(q, o, a) for q, o, a, _ in rows])
-    del evaluator
-    release_memory()
+    with loaded_evaluator(ctx, str(folder / "adapter")) as evaluator:
+        preds = evaluator.score_items([(q, o, a) for q, o, a, _ in rows])
     acc = {split: statistics.mean(p.passed for p, r in zip(preds, rows) if r[3] == split) for split in ("dev", "holdout")}
     return {"arm": name, "seed": seed, "samples": len(samples), "dev": round(acc["dev"], 4),
             "holdout": round(acc["holdout"], 4), "seconds": round(time.time() - start)}

@@ -133,14 +133,13 @@ def resume(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Continue a stopped or killed run from its last finished step; finished work is not redone."""
-    from pwd_agent.events import emit
+    from pwd_agent.driver import record_changes
     from pwd_agent.runs import open_run, resume_config, run_lock
 
     ctx = open_run(run_id, runs_dir)
     with run_lock(ctx):  # the config is only rewritten by the process that will drive the run
         ctx, changes = resume_config(ctx, set_)
-    for key, old, new in changes:
-        emit(ctx.db_url, "run", f"config override on resume: {key} {old!r} -> {new!r}", key=key, old=old, new=new)
+    record_changes(ctx, changes, "override on resume")
     _execute(ctx, resume=True, quiet=quiet)
 
 
@@ -163,15 +162,16 @@ def logs(
     runs_dir: str = RUNS_DIR,
 ) -> None:
     """The agents' log (Event rows) of a run."""
-    from pwd_agent.report.status import event_json, events_after, format_event, is_terminal
+    from pwd_agent.events import LEVELS
+    from pwd_agent.report.status import event_json, event_shown, events_after, format_event, is_terminal
     from pwd_agent.runs import is_running, open_run
 
-    if level not in ("debug", "info", "warning", "error"):
-        raise PwdAgentError(f"unknown level '{level}'", "use one of debug, info, warning, error")
+    if level not in LEVELS:
+        raise PwdAgentError(f"unknown level '{level}'", f"use one of {', '.join(LEVELS)}")
     ctx = open_run(run_id, runs_dir)
     last = 0
     while True:
-        fresh = events_after(ctx.db_url, last, "debug")
+        fresh = events_after(ctx.db_url, last)
         for event in fresh:
             last = event.id
             if event_shown(event, level, node):
@@ -184,11 +184,6 @@ def logs(
             typer.echo(f"run {run_id} is not running; `pwd-agent resume {run_id}` continues it", err=True)
             return
         time.sleep(0.5)
-
-
-def event_shown(event, level: str, nodes: list[str]) -> bool:
-    order = ["debug", "info", "warning", "error"]
-    return order.index(event.level) >= order.index(level) and (not nodes or event.node in nodes)
 
 
 @app.command("list")
@@ -274,7 +269,7 @@ def set_config(
     """Change goal, budgets or other loop/llm/train/eval settings of a run, running or not (logged)."""
     import json
 
-    from pwd_agent.events import emit
+    from pwd_agent.driver import record_changes
     from pwd_agent.runs import PENDING_SET_FILE, checked_overrides, is_running, open_run, resume_config, run_lock
 
     ctx = open_run(run_id, runs_dir)
@@ -292,8 +287,8 @@ def set_config(
         return
     with run_lock(ctx):
         ctx, changes = resume_config(ctx, assignments)
+    record_changes(ctx, changes, "set")
     for key, old, new in changes:
-        emit(ctx.db_url, "run", f"config set: {key} {old!r} -> {new!r}", key=key, old=old, new=new)
         typer.echo(f"{key}: {old!r} -> {new!r}")
 
 

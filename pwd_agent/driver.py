@@ -108,9 +108,14 @@ def apply_pending_sets(ctx: RunContext) -> RunContext | None:
         emit(ctx.db_url, "run", f"set refused: {exc.message}", "warning")
         return None
     save_overrides(ctx, updated)
-    for key, old, new in changes:
-        emit(ctx.db_url, "run", f"config set mid-run: {key} {old!r} -> {new!r}", key=key, old=old, new=new)
+    record_changes(ctx, changes, "set mid-run")
     return context_for(updated, ctx.run_dir)
+
+
+def record_changes(ctx: RunContext, changes: list[tuple[str, object, object]], how: str) -> None:
+    """Each config change as an event: `how` says where it came from (resume, set, mid-run)."""
+    for key, old, new in changes:
+        emit(ctx.db_url, "run", f"config {how}: {key} {old!r} -> {new!r}", key=key, old=old, new=new)
 
 
 def final_state(ctx: RunContext) -> dict:

@@ -11,6 +11,7 @@ from pwd_agent.store import Event, session_scope
 
 logger = logging.getLogger("pwd_agent")
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+LEVELS = tuple(_LEVELS)  # lowest first
 
 
 def emit(db_url: str, node: str, message: str, level: str = "info", **data) -> None:

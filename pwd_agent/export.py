@@ -14,7 +14,8 @@ from sqlmodel import select
 from pwd_agent.errors import ConfigError
 from pwd_agent.prompting import choice_prompt_version, render_choice_prompt
 from pwd_agent.runs import RunContext
-from pwd_agent.store import Round, RoundSample, Sample, TestItem, session_scope
+from pwd_agent.store import Round, Sample, TestItem, session_scope
+from pwd_agent.store.queries import round_samples
 
 
 def export_run(ctx: RunContext, out: Path, round_id: int | None = None) -> list[Path]:
@@ -25,7 +26,7 @@ def export_run(ctx: RunContext, out: Path, round_id: int | None = None) -> list[
             raise ConfigError(f"run {ctx.run_id} has no test items yet", f"`pwd-agent resume {ctx.run_id}` past build_tests first")
         trained = [r for r in session.exec(select(Round).order_by(Round.id)).all() if r.adapter_path]
         chosen = _pick_round(trained, round_id, ctx.run_id)
-        samples = _round_samples(session, chosen.id) if chosen else session.exec(
+        samples = round_samples(session, chosen.id) if chosen else session.exec(
             select(Sample).where(Sample.origin == "v1").order_by(Sample.id)).all()
         benchmark = [_benchmark_row(i) for i in items]
         pairs = [(s.prompt, s.answer) for s in samples]
@@ -54,12 +55,6 @@ def _pick_round(trained: list[Round], round_id: int | None, run_id: str) -> Roun
             return r
     have = ", ".join(str(r.id) for r in trained) or "none yet"
     raise ConfigError(f"round {round_id} of run {run_id} has no trained adapter", f"pick one of: {have}")
-
-
-def _round_samples(session, round_id: int) -> list[Sample]:
-    return list(session.exec(
-        select(Sample).join(RoundSample, RoundSample.sample_id == Sample.id)
-        .where(RoundSample.round_id == round_id).order_by(Sample.id)).all())
 
 
 def _benchmark_row(item: TestItem) -> dict:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 from langgraph.types import interrupt
 from pydantic import BaseModel, Field, ValidationError
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from pwd_agent.errors import GateRejected, PwdAgentError
 from pwd_agent.events import emit
@@ -24,11 +25,14 @@ from pwd_agent.store import Diagnosis, Patch, Sample, Statement, TestItem, sessi
 GATES = ("after_kb", "after_tests", "on_patch", "before_train")
 
 
-def gate(ctx: RunContext, name: str, summary: dict) -> None:
-    """Pause for a decision if gates.<name> is on; return on approve/edit, stop the run on reject."""
+def gate(ctx: RunContext, name: str, summary: Callable[[Session], dict] = lambda session: {}) -> None:
+    """Pause for a decision if gates.<name> is on; return on approve/edit, stop the run on reject.
+    `summary` (what waits, for `review`) is read from the store only when the gate is on."""
     if not getattr(ctx.config.gates, name):
         return
-    answer = interrupt({"gate": name, **summary})
+    with session_scope(ctx.db_url) as session:
+        shown = summary(session)
+    answer = interrupt({"gate": name, **shown})
     action = answer.get("action")
     emit(ctx.db_url, "review", f"gate {name}: {action}" + (f" ({answer['reason']})" if answer.get("reason") else ""),
          gate=name, **answer)

@@ -140,15 +140,11 @@ def save_overrides(ctx: RunContext, updated: RunConfig) -> None:
 
 def is_running(ctx: RunContext) -> bool:
     """Whether a process holds the run lock right now."""
-    import fcntl
-
-    with open(ctx.run_dir / ".lock", "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
+    try:
+        with run_lock(ctx):
+            return False
+    except RunLockedError:
+        return True
 
 
 # Requests from other terminals, read by the driver at each node boundary.

@@ -30,8 +30,7 @@ def chain_split(steps_hash: str, holdout_fraction: float, seed: int) -> str:
 def build_tests(state: RunState, runtime: Runtime[RunContext]) -> dict:
     ctx = runtime.context
     cfg = ctx.config.tests
-    with session_scope(ctx.db_url) as session:
-        gate(ctx, "after_kb", {"chains": count_rows(session, Chain), "statements": count_rows(session, Statement)})
+    gate(ctx, "after_kb", lambda s: {"chains": count_rows(s, Chain), "statements": count_rows(s, Statement)})
     backend = make_backend(ctx)
     with session_scope(ctx.db_url) as session:
         finished = done_keys(session, "build_tests")

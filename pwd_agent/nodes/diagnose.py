@@ -81,7 +81,7 @@ def chain_probes(session, chain_ids: set[int]) -> dict[int, list[Probe]]:
 
 def score_probes(ctx: RunContext, round_id: int, adapter: str | None, probes: list[Probe]) -> None:
     """Score the probes this round has not scored yet, with the round's model and the eval scorer."""
-    from pwd_agent.nodes.evaluate import make_evaluator, release_memory
+    from pwd_agent.nodes.evaluate import loaded_evaluator
 
     with session_scope(ctx.db_url) as session:
         done = set(session.exec(select(ProbeResult.probe_id).where(ProbeResult.round_id == round_id)).all())
@@ -89,13 +89,11 @@ def score_probes(ctx: RunContext, round_id: int, adapter: str | None, probes: li
     if not todo:
         return
     emit(ctx.db_url, "diagnose", f"round {round_id}: scoring {len(todo)} probes of the failed items' chains")
-    evaluator = make_evaluator(ctx, adapter)
-    preds = evaluator.score_items([(p.question, p.options, p.answer) for p in todo])
+    with loaded_evaluator(ctx, adapter) as evaluator:
+        preds = evaluator.score_items([(p.question, p.options, p.answer) for p in todo])
     with session_scope(ctx.db_url) as session:
         session.add_all(ProbeResult(round_id=round_id, probe_id=p.id, raw=pred.raw, predicted=pred.predicted,
                                     passed=pred.passed) for p, pred in zip(todo, preds))
-    del evaluator
-    release_memory()
 
 
 def localise(session, round_id: int, item: TestItem, result: ItemResult, probes: list[Probe],

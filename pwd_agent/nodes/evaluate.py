@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
+from typing import Iterator
 
 from langgraph.runtime import Runtime
 from sqlmodel import select
@@ -62,10 +64,9 @@ def score_and_store(ctx: RunContext, round_id: int, adapter: str | None, items: 
     """Score in slices, committing each, so a killed evaluation resumes where it stopped; then the
     general-ability guard with the same model."""
     cfg = ctx.config.eval
-    evaluator = make_evaluator(ctx, adapter)
     version = choice_prompt_version()
     slice_size = cfg.batch_size * 4
-    with open(ctx.round_dir(round_id) / "eval.jsonl", "a") as out:
+    with loaded_evaluator(ctx, adapter) as evaluator, open(ctx.round_dir(round_id) / "eval.jsonl", "a") as out:
         for start in range(0, len(items), slice_size):
             part = items[start : start + slice_size]
             preds = evaluator.score_items([(i.question, i.options, i.answer) for i in part])
@@ -79,20 +80,26 @@ def score_and_store(ctx: RunContext, round_id: int, adapter: str | None, items: 
                                       "predicted": pred.predicted, "passed": pred.passed, "raw": pred.raw}) + "\n")
             done = min(start + slice_size, len(items))
             emit(ctx.db_url, "evaluate", f"round {round_id}: {done}/{len(items)} items", done=done, total=len(items))
-    if general:
-        preds = evaluator.score_items([(g.question, g.options, g.answer) for g in general])
-        with session_scope(ctx.db_url) as session:
-            session.add_all(GeneralResult(round_id=round_id, item_key=g.key, raw=p.raw, predicted=p.predicted,
-                                          passed=p.passed) for g, p in zip(general, preds))
-    del evaluator
-    release_memory()
+        if general:
+            preds = evaluator.score_items([(g.question, g.options, g.answer) for g in general])
+            with session_scope(ctx.db_url) as session:
+                session.add_all(GeneralResult(round_id=round_id, item_key=g.key, raw=p.raw, predicted=p.predicted,
+                                              passed=p.passed) for g, p in zip(general, preds))
 
 
-def make_evaluator(ctx: RunContext, adapter: str | None):
+@contextmanager
+def loaded_evaluator(ctx: RunContext, adapter: str | None) -> Iterator:
+    """The round's model under the eval config; its weights are dropped and the heap handed back
+    on exit, whoever still holds the evaluator object."""
     from pwd_agent.evaluation.hf import HFEvaluator
 
     cfg = ctx.config.eval
-    return HFEvaluator(resolve_student(ctx.config.student), adapter, cfg.batch_size, cfg.max_new_tokens, cfg.scorer)
+    evaluator = HFEvaluator(resolve_student(ctx.config.student), adapter, cfg.batch_size, cfg.max_new_tokens, cfg.scorer)
+    try:
+        yield evaluator
+    finally:
+        evaluator.model = None
+        release_memory()
 
 
 def release_memory() -> None:

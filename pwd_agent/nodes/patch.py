@@ -8,12 +8,12 @@ from sqlmodel import select
 from pwd_agent.agents import make_backend, map_units, run_agent, workers_for
 from pwd_agent.agents.schemas import DiagnosisDraft
 from pwd_agent.events import emit
-from pwd_agent.gates import gate, patch_rows
+from pwd_agent.gates import gate
 from pwd_agent.leakage import gate_samples, load_gate
 from pwd_agent.runs import RunContext
 from pwd_agent.state import RunState
 from pwd_agent.store import Chain, Diagnosis, Patch, Sample, TestItem, session_scope
-from pwd_agent.store.queries import foreign_steps, kb_chain, kb_concepts, kb_statements
+from pwd_agent.store.queries import count_rows, foreign_steps, kb_chain, kb_concepts, kb_statements
 
 
 def patch(state: RunState, runtime: Runtime[RunContext]) -> dict:
@@ -47,7 +47,8 @@ def patch(state: RunState, runtime: Runtime[RunContext]) -> dict:
         dropped += len(leaked)
     emit(ctx.db_url, "patch", f"round {round_id}: {written} patch samples for {len(units)} diagnoses "
          f"({dropped} dropped by the leakage gate), training round {round_id + 1}", samples=written, leaked=dropped)
-    gate(ctx, "on_patch", {"round": round_id, "patches": len(patch_rows(ctx, round_id))})
+    gate(ctx, "on_patch", lambda s: {"round": round_id,
+                                     "patches": count_rows(s, Patch, Patch.target_round == round_id + 1)})
     return {"round": round_id + 1}
 
 

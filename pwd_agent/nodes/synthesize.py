@@ -18,8 +18,7 @@ from pwd_agent.store.queries import count_rows, foreign_steps, kb_chain, kb_conc
 def synthesize(state: RunState, runtime: Runtime[RunContext]) -> dict:
     ctx = runtime.context
     cfg = ctx.config.builder
-    with session_scope(ctx.db_url) as session:
-        gate(ctx, "after_tests", {"items": count_rows(session, TestItem), "probes": count_rows(session, Probe)})
+    gate(ctx, "after_tests", lambda s: {"items": count_rows(s, TestItem), "probes": count_rows(s, Probe)})
     backend = make_backend(ctx)
     with session_scope(ctx.db_url) as session:
         finished = done_keys(session, "synthesize")

@@ -23,6 +23,7 @@ from pwd_agent.runs import RunContext
 from pwd_agent.state import RunState
 from pwd_agent.store import Patch, Round, RoundSample, Sample, session_scope
 from pwd_agent.prompting import choice_prompt_version
+from pwd_agent.store.queries import round_samples
 from pwd_agent.student import resolve_student
 from pwd_agent.training.job import TrainJob
 
@@ -30,25 +31,22 @@ from pwd_agent.training.job import TrainJob
 def train(state: RunState, runtime: Runtime[RunContext]) -> dict:
     ctx = runtime.context
     round_id = state.get("round", 0)
-    if round_id >= 2:  # a repair round: a reviewer may want to look before the compute is spent
-        with session_scope(ctx.db_url) as session:
-            row = session.get(Round, round_id)
-            pending = row is None or row.status not in ("trained", "evaluated")
-        if pending:
-            gate(ctx, "before_train", {"round": round_id})
     with session_scope(ctx.db_url) as session:
-        row = session.get(Round, round_id) or Round(id=round_id)
-        finished = row.status in ("trained", "evaluated")
-        if not finished:
-            row.config_hash = ctx.config.config_hash()
-            row.prompt_version = choice_prompt_version()
-            row.status = "trained" if round_id == 0 else "training"  # round 0 is the base model
-            session.add(row)
-            if round_id > 0:
-                compose_training_set(session, round_id, ctx.config.builder.patch_fraction, ctx.config.builder.seed)
+        row = session.get(Round, round_id)
+        finished = row is not None and row.status in ("trained", "evaluated")
     if finished:
         emit(ctx.db_url, "train", f"round {round_id} already trained, skipping")
         return {}
+    if round_id >= 2:  # a repair round: a reviewer may want to look before the compute is spent
+        gate(ctx, "before_train", lambda s: {"round": round_id})
+    with session_scope(ctx.db_url) as session:
+        row = session.get(Round, round_id) or Round(id=round_id)
+        row.config_hash = ctx.config.config_hash()
+        row.prompt_version = choice_prompt_version()
+        row.status = "trained" if round_id == 0 else "training"  # round 0 is the base model
+        session.add(row)
+        if round_id > 0:
+            compose_training_set(session, round_id, ctx.config.builder.patch_fraction, ctx.config.builder.seed)
     if round_id == 0:
         emit(ctx.db_url, "train", "round 0 is the base model: evaluated without training")
         return {}
@@ -88,10 +86,7 @@ def compose_training_set(session: Session, round_id: int, patch_fraction: float,
 
 
 def write_training_data(session: Session, round_id: int, path: Path) -> int:
-    rows = session.exec(
-        select(Sample).join(RoundSample, RoundSample.sample_id == Sample.id)
-        .where(RoundSample.round_id == round_id).order_by(Sample.id)
-    ).all()
+    rows = round_samples(session, round_id)
     path.write_text("".join(json.dumps({"id": s.id, "prompt": s.prompt, "answer": s.answer}) + "\n" for s in rows))
     return len(rows)
 

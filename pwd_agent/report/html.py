@@ -16,10 +16,10 @@ from pathlib import Path
 import yaml
 from sqlmodel import select
 
-from pwd_agent.report.status import kb_line, stop_reason
+from pwd_agent.report.status import kb_line, ledger_by_agent, stop_reason
 from pwd_agent.runs import RunContext
-from pwd_agent.store import Chain, Diagnosis, ItemResult, LeakedSample, LLMCall, TestItem, session_scope
-from pwd_agent.store.queries import rounds
+from pwd_agent.store import Chain, Diagnosis, ItemResult, LeakedSample, TestItem, session_scope
+from pwd_agent.store.queries import count_rows, rounds
 
 KINDS = ("concept_gap", "chain_break", "item_suspect")
 
@@ -50,21 +50,17 @@ def collect(ctx: RunContext) -> dict:
         coverage: dict[tuple[int, int], list[bool]] = defaultdict(list)
         for r in results:
             coverage[(items[r.item_id].chain_id, r.round_id)].append(r.passed)
-        cost = defaultdict(lambda: [0.0, 0, 0])
-        for c in s.exec(select(LLMCall)).all():
-            entry = cost[c.agent]
-            entry[0] += c.cost
-            entry[1] += c.input_tokens
-            entry[2] += c.output_tokens
+        cost = {agent: [usd, tokens_in, tokens_out] for agent, _, _, _, tokens_in, tokens_out, usd in ledger_by_agent(s)}
+        diagnoses = s.exec(select(Diagnosis)).all()
         return {
             "rounds": [r.model_dump() for r in rounds(s)],
-            "diagnoses": Counter((d.round_id, d.kind) for d in s.exec(select(Diagnosis)).all()),
-            "judge": Counter((d.round_id, d.judge_kind == d.kind) for d in s.exec(select(Diagnosis)).all()),
+            "diagnoses": Counter((d.round_id, d.kind) for d in diagnoses),
+            "judge": Counter((d.round_id, d.judge_kind == d.kind) for d in diagnoses),
             "coverage": {k: sum(v) / len(v) for k, v in coverage.items()},
             "chains": chains,
             "chain_split": {i.chain_id: i.split for i in items.values()},
-            "cost": dict(cost),
-            "leaked": len(s.exec(select(LeakedSample)).all()),
+            "cost": cost,
+            "leaked": count_rows(s, LeakedSample),
             "kb": kb_line(s),
             "stop": stop_reason(s),
             "goal": ctx.config.loop.goal,

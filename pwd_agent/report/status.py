@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Integer, cast
 from sqlmodel import Session, func, select
 
+from pwd_agent.events import LEVELS
 from pwd_agent.runs import RunContext
 from pwd_agent.store import (
     Chain, Chunk, Concept, Document, Event, LeakedSample, LLMCall, Sample, Statement, TestItem, session_scope,
@@ -54,17 +55,22 @@ def render_status(ctx: RunContext) -> str:
     return "\n".join(lines)
 
 
-def llm_lines(session: Session) -> list[str]:
-    """Agent calls, cache hits, tokens and cost per stage (agent), from the LLMCall ledger."""
+def ledger_by_agent(session: Session) -> list[tuple[str, int, int, int, int, int, float]]:
+    """Per agent, from the LLMCall ledger: calls, cache hits, failures, tokens in, tokens out, cost."""
     rows = session.exec(
         select(LLMCall.agent, func.count(), func.sum(cast(LLMCall.cache_hit, Integer)), func.sum(LLMCall.input_tokens),
                func.sum(LLMCall.output_tokens), func.sum(LLMCall.cost), func.sum(cast(LLMCall.ok, Integer)))
         .group_by(LLMCall.agent).order_by(LLMCall.agent)
     ).all()
+    return [(agent, calls, cached or 0, calls - (ok or 0), tokens_in or 0, tokens_out or 0, cost or 0.0)
+            for agent, calls, cached, tokens_in, tokens_out, cost, ok in rows]
+
+
+def llm_lines(session: Session) -> list[str]:
+    """Agent calls, cache hits, tokens and cost per stage (agent)."""
     lines = [f"{'agent':<10} {'calls':>6} {'cached':>6} {'failed':>6} {'tokens in':>10} {'tokens out':>10} {'cost':>8}"]
-    for agent, calls, cached, tokens_in, tokens_out, cost, ok in rows:
-        lines.append(f"{agent:<10} {calls:>6} {cached or 0:>6} {calls - (ok or 0):>6} {tokens_in or 0:>10} "
-                     f"{tokens_out or 0:>10} {cost or 0:>8.4f}")
+    for agent, calls, cached, failed, tokens_in, tokens_out, cost in ledger_by_agent(session):
+        lines.append(f"{agent:<10} {calls:>6} {cached:>6} {failed:>6} {tokens_in:>10} {tokens_out:>10} {cost:>8.4f}")
     return lines
 
 
@@ -84,12 +90,14 @@ def format_event(event: Event) -> str:
     return f"{event.created_at:%H:%M:%S} {event.level:<7} [{event.node}] {event.message}"
 
 
-def events_after(db_url: str, last_id: int, min_level: str = "info") -> list[Event]:
-    order = ["debug", "info", "warning", "error"]
-    allowed = order[order.index(min_level):]
+def events_after(db_url: str, last_id: int) -> list[Event]:
     with session_scope(db_url) as session:
-        rows = session.exec(select(Event).where(Event.id > last_id).order_by(Event.id)).all()
-    return [e for e in rows if e.level in allowed]
+        return list(session.exec(select(Event).where(Event.id > last_id).order_by(Event.id)).all())
+
+
+def event_shown(event: Event, level: str, nodes: list[str]) -> bool:
+    """At `level` or above, and from one of `nodes` when any are named."""
+    return LEVELS.index(event.level) >= LEVELS.index(level) and (not nodes or event.node in nodes)
 
 
 def run_summary(ctx: RunContext) -> tuple[str, str, str]:

@@ -93,6 +93,14 @@ class TestItem(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("chain_id", "variant"),)
 
 
+class Scored(SQLModel):
+    """What every stored prediction keeps: the raw completion, the parsed answer, the verdict."""
+
+    raw: str
+    predicted: str
+    passed: bool
+
+
 class Probe(SQLModel, table=True):
     """An atomic unit test on one KB node (statement or concept); scored, never trained on."""
 
@@ -106,14 +114,11 @@ class Probe(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("target", "node_id"),)
 
 
-class ProbeResult(SQLModel, table=True):
+class ProbeResult(Scored, table=True):
     """A probe's prediction in one round."""
 
     round_id: int = Field(foreign_key="round.id", primary_key=True)
     probe_id: int = Field(foreign_key="probe.id", primary_key=True)
-    raw: str
-    predicted: str
-    passed: bool
 
 
 class Sample(SQLModel, table=True):
@@ -177,26 +182,20 @@ class RoundSample(SQLModel, table=True):
     role: str  # v1 | patch | replay
 
 
-class ItemResult(SQLModel, table=True):
+class ItemResult(Scored, table=True):
     """One stored prediction: what the student wrote for an item in a round."""
 
     round_id: int = Field(foreign_key="round.id", primary_key=True)
     item_id: int = Field(foreign_key="testitem.id", primary_key=True)
-    raw: str
-    predicted: str
-    passed: bool
     prompt_version: str
     scorer: str = "letters"  # eval.scorer that produced `predicted`
 
 
-class GeneralResult(SQLModel, table=True):
+class GeneralResult(Scored, table=True):
     """A prediction on the general-ability guard set in one round."""
 
     round_id: int = Field(foreign_key="round.id", primary_key=True)
     item_key: str = Field(primary_key=True)  # "<source>:<id>"
-    raw: str
-    predicted: str
-    passed: bool
 
 
 class Diagnosis(SQLModel, table=True):

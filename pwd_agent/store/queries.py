@@ -5,7 +5,9 @@ from __future__ import annotations
 from sqlmodel import Session, func, select
 
 from pwd_agent.agents.schemas import KBChain, KBConcept, KBStatement
-from pwd_agent.store.models import Chain, Concept, ConceptStatement, ItemResult, Round, Statement, TestItem
+from pwd_agent.store.models import (
+    Chain, Concept, ConceptStatement, ItemResult, Round, RoundSample, Sample, Statement, TestItem,
+)
 
 
 def count_rows(session: Session, model, *where) -> int:
@@ -69,6 +71,14 @@ def round_passes(session: Session, round_id: int, split: str) -> dict[int, bool]
         .where(ItemResult.round_id == round_id, TestItem.split == split)
     ).all()
     return dict(rows)
+
+
+def round_samples(session: Session, round_id: int) -> list[Sample]:
+    """The samples a round trains on (v1, patch and replay members), in id order."""
+    return list(session.exec(
+        select(Sample).join(RoundSample, RoundSample.sample_id == Sample.id)
+        .where(RoundSample.round_id == round_id).order_by(Sample.id)
+    ).all())
 
 
 def rounds(session: Session) -> list[Round]:
