@@ -161,6 +161,20 @@ class GatesConfig(Section):
     before_train: bool = Field(False, description="Pause before each repair round's training.")
 
 
+class TrackingConfig(Section):
+    """Optional experiment tracking of round metrics (off by default; needs the package installed)."""
+
+    report_to: list[Literal["mlflow", "wandb"]] = Field(
+        [], description="Where round metrics go besides the store: mlflow, wandb (pip install 'pwd-agent[mlflow]' / '[wandb]').")
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///<runs_dir>/mlflow.db).")
+    experiment: str = Field("pwd-agent", description="MLflow experiment name.")
+    wandb_project: str = Field("pwd-agent", description="Weights & Biases project.")
+    wandb_entity: str | None = Field(None, description="Weights & Biases entity (team or user; default: yours).")
+    wandb_mode: Literal["online", "offline"] | None = Field(
+        None, description="offline writes runs/<id>/wandb for `wandb sync` (default: $WANDB_MODE, else online).")
+
+
 class RunConfig(Section):
     """Everything a run needs; saved as runs/<id>/config.yaml and read back by `resume`."""
 
@@ -177,10 +191,11 @@ class RunConfig(Section):
     eval: EvalConfig = EvalConfig()
     loop: LoopConfig = LoopConfig()
     gates: GatesConfig = GatesConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     def config_hash(self) -> str:
         """A short hash of what changes results (the run's name and location excluded)."""
-        data = self.model_dump(exclude={"run_id", "runs_dir", "db_url"})
+        data = self.model_dump(exclude={"run_id", "runs_dir", "db_url", "tracking"})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 

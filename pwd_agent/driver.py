@@ -9,6 +9,7 @@ from typing import Iterator
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
 
+from pwd_agent import tracking
 from pwd_agent.events import emit
 from pwd_agent.graph import build_graph
 from pwd_agent.errors import PwdAgentError, RunPaused
@@ -34,7 +35,7 @@ def execute(ctx: RunContext, resume: bool = False, answer: dict | None = None) -
     """Run the graph to its end; on resume, continue from the last finished node. `answer` is a
     reviewer's decision for the gate the run waits at."""
     (ctx.run_dir / PAUSE_FILE).unlink(missing_ok=True)  # a request left by an earlier process is stale
-    with checkpointer(ctx) as saver:
+    with checkpointer(ctx) as saver, tracking.open_trackers(ctx) as trackers:
         graph = build_graph(saver)
         snapshot = graph.get_state(thread(ctx))
         if resume and snapshot.values and not snapshot.next:
@@ -48,16 +49,18 @@ def execute(ctx: RunContext, resume: bool = False, answer: dict | None = None) -
         if answer is not None:
             payload = Command(resume=answer)
         while True:
-            ctx, again = _drive(graph, payload, ctx)
+            ctx, again = _drive(graph, payload, ctx, trackers)
             if not again:
                 break
             payload = None  # continue from the checkpoint under the changed config
+        tracking.sync(ctx, trackers)
         snapshot = graph.get_state(thread(ctx))
         if snapshot.interrupts:
             waiting = snapshot.interrupts[0].value
             emit(ctx.db_url, "run", f"paused: waiting at the {waiting['gate']} gate", gate=waiting["gate"])
             raise waiting_error(ctx, waiting)
         values = snapshot.values
+        tracking.finish(trackers, values)
     emit(ctx.db_url, "run", f"finished: {values.get('stop_reason')}", reason=values.get("stop_reason"))
     return values
 
@@ -75,10 +78,11 @@ def waiting_error(ctx: RunContext, waiting: dict) -> RunPaused:
                      f"`pwd-agent review {ctx.run_id} approve`, `reject --reason TEXT` or `edit FILE`")
 
 
-def _drive(graph, payload, ctx: RunContext) -> tuple[RunContext, bool]:
-    """Stream the graph node by node; between nodes, honour `pause` and `set` requests.
-    Returns the (maybe updated) context and whether to go on under it."""
+def _drive(graph, payload, ctx: RunContext, trackers: list) -> tuple[RunContext, bool]:
+    """Stream the graph node by node; between nodes, send new round metrics to the trackers and
+    honour `pause` and `set` requests. Returns the (maybe updated) context and whether to go on under it."""
     for _ in graph.stream(payload, thread(ctx), context=ctx, stream_mode="updates", durability="sync"):
+        tracking.sync(ctx, trackers)
         if not graph.get_state(thread(ctx)).next:
             break  # the last node ran: nothing to pause before
         pause = ctx.run_dir / PAUSE_FILE
