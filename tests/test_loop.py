@@ -119,12 +119,14 @@ def check_report() -> None:
     assert {p.stem for p in pngs} == {"accuracy", "diagnoses", "flips", "coverage", "cost"}
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in pngs)
     assert page.count("data:image/png;base64,") == len(pngs) and "src=\"http" not in page  # opens from disk
-    assert page.count("<tr><td>") == 3 and "max_rounds" in page and "eval/letters@v1" in page
+    rounds_table = page.split("<h2>Rounds</h2>")[1].split("<h2>")[0]
+    assert rounds_table.count("<tr><td>") == 3 and "max_rounds" in page and "eval/letters@v1" in page
     with session_scope(open_run("loop").db_url) as s:
         for r in s.exec(select(Round)).all():  # the table's numbers are the store's
             assert f"<tr><td>{r.id}</td><td>evaluated</td><td>{r.n_train}</td>" in page
             assert f"<td>{r.dev_acc:.3f}</td><td>{r.holdout_acc:.3f}</td><td>{r.general_acc:.3f}</td>" in page
-    assert "offline/l3_chain@rules-1" in page
+    prompts_table = page.split("<h2>Agent prompt versions per round</h2>")[1].split("<h2>")[0]
+    assert "<tr><td>offline/l3_chain</td>" in prompts_table and "<td>rules-1</td>" in prompts_table
 
 
 def check_probe_verdicts(s, items, diagnoses) -> None:

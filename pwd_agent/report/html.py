@@ -173,14 +173,23 @@ def _fmt(value) -> str:
     return f"{value:.3f}" if isinstance(value, float) else html.escape(str(value))
 
 
+def _prompt_table(rounds: list[dict]) -> str:
+    """One row per agent prompt, one column per round: the version that round's data was written with."""
+    names = sorted({name for r in rounds for name in (r["prompt_versions"] or {})})
+    if not names:
+        return "<p>No agent prompt used yet.</p>"
+    head = "<th>prompt</th>" + "".join(f"<th>round {r['id']}</th>" for r in rounds)
+    body = "".join(f"<tr><td>{html.escape(name)}</td>"
+                   + "".join(f"<td>{_fmt((r['prompt_versions'] or {}).get(name))}</td>" for r in rounds) + "</tr>"
+                   for name in names)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
 def render_html(ctx: RunContext, data: dict, figures: dict[str, bytes | None]) -> str:
     cols = ["id", "status", "n_train", "n_patch", "n_replay", "train_loss", "dev_acc", "holdout_acc", "general_acc",
             "fixed", "broken", "gain_p", "prompt_version"]
-    head = "".join(f"<th>{c}</th>" for c in cols + ["agent prompt versions"])
-    body = "".join(
-        "<tr>" + "".join(f"<td>{_fmt(r[c])}</td>" for c in cols)
-        + f"<td>{html.escape(', '.join(f'{k}@{v}' for k, v in sorted((r['prompt_versions'] or {}).items())))}</td></tr>"
-        for r in data["rounds"])
+    head = "".join(f"<th>{c}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(r[c])}</td>" for c in cols) + "</tr>" for r in data["rounds"])
     judged = sum(data["judge"].values())
     agree = sum(n for (_, same), n in data["judge"].items() if same)
     images = "".join(
@@ -189,14 +198,15 @@ def render_html(ctx: RunContext, data: dict, figures: dict[str, bytes | None]) -
     config = html.escape(yaml.safe_dump(ctx.config.model_dump(mode="json"), sort_keys=False))
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>pwd-agent report: {html.escape(ctx.run_id)}</title>
-<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:.2em .5em;text-align:right}}figure{{margin:1em 0}}img{{max-width:100%}}
+<style>body{{font-family:sans-serif;max-width:75em;margin:2em auto;padding:0 1em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:.2em .5em;text-align:right}}td:first-child{{text-align:left}}figure{{margin:1em 0}}img{{max-width:100%}}
 pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head><body>
 <h1>Run {html.escape(ctx.run_id)}</h1>
 <p>{html.escape(data['kb'])}<br>Goal {data['goal']:.3f} on {html.escape(data['goal_split'])};
 stopped: {html.escape(data['stop'] or 'not finished')}. Leakage gate dropped {data['leaked']} samples.
 Judge agrees with the probe verdict on {agree} of {judged} diagnoses.</p>
 <h2>Rounds</h2><table><tr>{head}</tr>{body}</table>
+<h2>Agent prompt versions per round</h2>{_prompt_table(data["rounds"])}
 <h2>Plots</h2>{images or '<p>No round scored yet.</p>'}
 <h2>Config</h2><pre>{config}</pre>
 </body></html>
