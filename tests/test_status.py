@@ -35,3 +35,36 @@ def test_status_text_on_a_fixed_store(small_corpus):
         s.add(LLMCall(agent="builder", prompt_name="builder/samples", input_tokens=150, output_tokens=60, cache_hit=True, **base))
         s.add(Event(node="decide", level="info", message="stop after round 1: max_rounds", data={"reason": "max_rounds"}))
     assert render_status(ctx) == EXPECTED
+
+
+def test_status_of_an_unfinished_run_shows_its_stage_rate_and_eta(small_corpus):
+    """Counts since this process started the stage give the rate; an earlier round's pass and the
+    time before a resume are left out. A run nobody drives shows no ETA and how to continue."""
+    from datetime import datetime, timedelta, timezone
+
+    ctx = create_run(load_config(None, [f"corpus.path={small_corpus}", "run_id=live"]))
+    t0 = datetime(2026, 11, 26, 12, 0, 0, tzinfo=timezone.utc)
+    events = [
+        ("train", {"done": 40, "total": 40}, 0),  # round 1's pass, long before
+        ("run", {}, 500), ("train", {"done": 5, "total": 40}, 600),  # before the resume: not in the rate
+        ("run", {}, 1000), ("train", {"done": 10, "total": 40}, 1010), ("train", {"done": 20, "total": 40}, 1030),
+    ]
+    with session_scope(ctx.db_url) as s:
+        for node, data, at in events:
+            message = "resuming run live at train" if node == "run" else f"{data['done']}/{data['total']} steps"
+            s.add(Event(node=node, message=message, data=data, created_at=t0 + timedelta(seconds=at)))
+    text = render_status(ctx, now=t0 + timedelta(seconds=1040))
+    assert text.splitlines()[:2] == ["run live: not running (continue: pwd-agent resume live)",
+                                     "stage: train 20/40 (50%), 0.50/s"]
+
+    from pwd_agent.runs import run_lock
+
+    with run_lock(ctx):  # as if a process drove it: 20 steps left at 0.5/s, 10 s since the last count
+        import subprocess
+        import sys
+
+        shown = subprocess.run([sys.executable, "-c", "from datetime import datetime, timezone; "
+                                "from pwd_agent.runs import open_run; from pwd_agent.report.status import render_status; "
+                                "print(render_status(open_run('live'), now=datetime(2026, 11, 26, 12, 17, 20, tzinfo=timezone.utc)))"],
+                               capture_output=True, text=True, timeout=60)
+    assert shown.stdout.splitlines()[:2] == ["run live: running", "stage: train 20/40 (50%), 0.50/s, ETA 0m30s"], shown.stderr

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from sqlalchemy import Integer, cast
 from sqlmodel import Session, func, select
 
 from pwd_agent.events import LEVELS
-from pwd_agent.runs import RunContext
+from pwd_agent.runs import RunContext, is_running
 from pwd_agent.store import (
     Chain, Chunk, Concept, Document, Event, LeakedSample, LLMCall, Sample, Statement, TestItem, session_scope,
 )
@@ -28,13 +30,20 @@ def kb_line(session: Session) -> str:
             f"{count_rows(session, Concept)} concepts")
 
 
-def render_status(ctx: RunContext) -> str:
-    """The run at a glance: KB counts, benchmark, one row per round, the stop reason."""
+def render_status(ctx: RunContext, now: datetime | None = None) -> str:
+    """The run at a glance: state, the stage with its progress and ETA, KB counts, benchmark, one
+    row per round, LLM calls and cost per agent, the stop reason."""
     loop = ctx.config.loop
     with session_scope(ctx.db_url) as session:
         reason = stop_reason(session)
+        if reason:
+            state = [f"run {ctx.run_id}: stopped ({reason})"]
+        else:
+            live = is_running(ctx)
+            state = [f"run {ctx.run_id}: {'running' if live else 'not running (continue: pwd-agent resume ' + ctx.run_id + ')'}",
+                     stage_line(session, now or datetime.now(timezone.utc), live)]
         lines = [
-            f"run {ctx.run_id}: {'stopped (' + reason + ')' if reason else 'not finished'}",
+            *state,
             kb_line(session),
             f"tests: {count_rows(session, TestItem, TestItem.split == 'dev')} dev, "
             f"{count_rows(session, TestItem, TestItem.split == 'holdout')} holdout; "
@@ -53,6 +62,42 @@ def render_status(ctx: RunContext) -> str:
                          f"{loss:>6} {_pct(r.dev_acc):>6} {_pct(r.holdout_acc):>7} {_pct(r.general_acc):>7}  {flips}")
         lines += ["", *llm_lines(session)]
     return "\n".join(lines)
+
+
+def stage_line(session: Session, now: datetime, live: bool) -> str:
+    """The stage the run is in (or stopped in): the last progress count, its rate and, while the
+    run is live, the time left at that rate (measured since this process started the stage)."""
+    events = session.exec(select(Event).order_by(Event.id.desc()).limit(2000)).all()
+    latest = next((e for e in events if "done" in e.data and "total" in e.data), None)
+    if latest is None:
+        return f"stage: {events[0].node if events else 'not started'}"
+    done, total = int(latest.data["done"]), int(latest.data["total"])
+    first = latest
+    for event in events[events.index(latest) + 1:]:
+        if event.node == "run" and event.message.startswith(("starting run", "resuming run")):
+            break  # a count from before this process would mix in the time the run was down
+        if event.node == latest.node and "done" in event.data:
+            if int(event.data.get("total", -1)) != total or int(event.data["done"]) > int(first.data["done"]):
+                break  # an earlier pass of the same stage (another round)
+            first = event
+    line = f"stage: {latest.node} {done}/{total} ({100 * done // max(total, 1)}%)"
+    seconds = (_utc(latest.created_at) - _utc(first.created_at)).total_seconds()
+    gained = done - int(first.data["done"])
+    if done < total and gained > 0 and seconds > 0:
+        left = (total - done) * seconds / gained - ((_utc(now) - _utc(latest.created_at)).total_seconds() if live else 0)
+        line += f", {gained / seconds:.2f}/s, ETA {_duration(max(left, 0))}" if live else f", {gained / seconds:.2f}/s"
+    return line
+
+
+def _utc(moment: datetime) -> datetime:
+    """SQLite hands datetimes back without their zone; they were stored in UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def ledger_by_agent(session: Session) -> list[tuple[str, int, int, int, int, int, float]]:
