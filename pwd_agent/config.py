@@ -105,6 +105,9 @@ class StudentConfig(Section):
     lora_dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] = Field(["q_proj", "v_proj"], description="Module names LoRA adapts.")
     max_length: int = Field(384, ge=32, description="Training sequences are cut to this many tokens.")
+    chat_template: Literal["model", "plain", "chatml"] = Field(
+        "model", description="model = the model's own chat template (a model without one is refused); plain "
+        "(Question:/Answer: lines) or chatml: a named layout for base models that lack one.")
 
 
 class TrainConfig(Section):
@@ -118,7 +121,11 @@ class TrainConfig(Section):
 
 
 class EvalConfig(Section):
-    backend: Literal["hf"] = Field("hf", description="hf = transformers generate, CPU or GPU.")
+    backend: Literal["hf", "vllm"] = Field(
+        "hf", description="hf = transformers generate, CPU or GPU; vllm = vLLM's offline engine with one LoRARequest "
+        "per round (CUDA GPU, `pip install 'pwd-agent[gpu]'`).")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs vLLM shards the student over (eval.backend=vllm).")
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="Share of GPU memory vLLM may take.")
     batch_size: int = Field(8, ge=1)
     max_new_tokens: int = Field(15, ge=1, description="Paper protocol: at most 15 new tokens, greedy.")
     general: str = Field(

@@ -63,6 +63,16 @@ def _benchmark_row(item: TestItem) -> dict:
             "prompt_version": choice_prompt_version()}
 
 
+LM_EVAL_UTILS = '''"""lm-evaluation-harness scoring for tasks exported by pwd-agent: its letter parser and exact-set match."""
+
+from pwd_agent.prompting import parse_letters, score
+
+
+def process_results(doc, results):
+    return {"acc": float(score(parse_letters(results[0]), doc["answer"]))}
+'''
+
+
 def _write_benchmark(folder: Path, rows: list[dict], run_id: str, final_dir: Path) -> None:
     """benchmark.jsonl, one file per split, and an lm-eval task per split reading that file."""
     _jsonl(folder / "benchmark.jsonl", rows)
@@ -80,13 +90,15 @@ def _write_benchmark(folder: Path, rows: list[dict], run_id: str, final_dir: Pat
             "output_type": "generate_until",
             "doc_to_text": "{{prompt}}",
             "doc_to_target": "{{answer}}",
-            # The paper's protocol: greedy, at most 15 new tokens, the whole letter set must match.
+            # The paper's protocol: greedy, at most 15 new tokens, the first line read (until "\n").
             "generation_kwargs": {"until": ["\n"], "max_gen_toks": 15, "do_sample": False},
-            "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True,
-                             "ignore_case": True, "regexes_to_ignore": ["\\s+", "\\.$"]}],
+            "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
             "metadata": {"version": 1},
         }
-        (tasks / f"{group}_{split}.yaml").write_text(yaml.safe_dump(task, sort_keys=False))
+        # Scored by pwd-agent's own letter parser and exact-set match (utils.py), so both tools agree.
+        text = yaml.safe_dump(task, sort_keys=False) + "process_results: !function utils.process_results\n"
+        (tasks / f"{group}_{split}.yaml").write_text(text)
+    (tasks / "utils.py").write_text(LM_EVAL_UTILS)
 
 
 def _write_training(folder: Path, pairs: list[tuple[str, str]]) -> None:

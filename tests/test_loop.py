@@ -168,7 +168,10 @@ def check_export() -> None:
         last = s.get(Round, 2)
     bench = [json.loads(line) for line in (out / "benchmark.jsonl").read_text().splitlines()]
     assert len(bench) == n_items and all(r["prompt"].startswith(r["question"]) and r["answer"] for r in bench)
-    task = yaml.safe_load((out / "lm_eval" / "pwd_loop_holdout.yaml").read_text())
+    loader = type("TaskLoader", (yaml.SafeLoader,), {})
+    loader.add_constructor("!function", lambda load, node: load.construct_scalar(node))
+    task = yaml.load((out / "lm_eval" / "pwd_loop_holdout.yaml").read_text(), Loader=loader)
+    assert task["process_results"] == "utils.process_results" and (out / "lm_eval" / "utils.py").is_file()
     data = Path(task["dataset_kwargs"]["data_files"]["test"])
     assert data.is_file() and all(json.loads(x)["split"] == "holdout" for x in data.read_text().splitlines())
     assert task["output_type"] == "generate_until" and task["generation_kwargs"]["max_gen_toks"] == 15

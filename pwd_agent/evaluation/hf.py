@@ -28,10 +28,10 @@ class HFEvaluator:
     """Loads the base student (plus a round's adapter) once and answers items in batches."""
 
     def __init__(self, model_path: str, adapter: str | None, batch_size: int = 8, max_new_tokens: int = 15,
-                 scorer: str = "letters"):
+                 scorer: str = "letters", chat_template: str = "model"):
         from pwd_agent.student import load_model, load_tokenizer
 
-        self.tokenizer = load_tokenizer(model_path)
+        self.tokenizer = load_tokenizer(model_path, chat_template)
         self.tokenizer.padding_side = "left"  # generation continues from the right edge
         self.model = load_model(model_path, adapter)
         self.batch_size = batch_size

@@ -89,12 +89,22 @@ def score_and_store(ctx: RunContext, round_id: int, adapter: str | None, items: 
 
 @contextmanager
 def loaded_evaluator(ctx: RunContext, adapter: str | None) -> Iterator:
-    """The round's model under the eval config; its weights are dropped and the heap handed back
-    on exit, whoever still holds the evaluator object."""
+    """The round's model under the eval config (eval.backend); its weights are dropped and the
+    memory handed back on exit, whoever still holds the evaluator object."""
+    cfg = ctx.config.eval
+    if cfg.backend == "vllm":
+        from pwd_agent.evaluation.vllm_backend import VLLMEvaluator
+
+        engine = VLLMEvaluator(resolve_student(ctx.config.student), adapter, ctx.config)
+        try:
+            yield engine
+        finally:
+            engine.close()
+        return
     from pwd_agent.evaluation.hf import HFEvaluator
 
-    cfg = ctx.config.eval
-    evaluator = HFEvaluator(resolve_student(ctx.config.student), adapter, cfg.batch_size, cfg.max_new_tokens, cfg.scorer)
+    evaluator = HFEvaluator(resolve_student(ctx.config.student), adapter, cfg.batch_size, cfg.max_new_tokens, cfg.scorer,
+                            ctx.config.student.chat_template)
     try:
         yield evaluator
     finally:

@@ -16,6 +16,7 @@ class TrainJob(BaseModel):
     lora_dropout: float = 0.05
     target_modules: list[str] = ["q_proj", "v_proj"]
     max_length: int = 384
+    chat_template: str = "model"  # student.chat_template
     epochs: float = 1.0
     learning_rate: float = 2e-4
     batch_size: int = 8

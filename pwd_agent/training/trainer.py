@@ -82,7 +82,7 @@ def train(job: TrainJob) -> dict:
     rng = random.Random(job.seed)
     data_bytes = Path(job.data_path).read_bytes()
     rows = [json.loads(line) for line in data_bytes.decode().splitlines() if line.strip()]
-    tokenizer = load_tokenizer(job.model_path)
+    tokenizer = load_tokenizer(job.model_path, job.chat_template)
     examples = [e for r in rows if (e := encode(tokenizer, r["prompt"], r["answer"], job.max_length))]
     if not examples:
         raise SystemExit(f"no trainable example in {job.data_path}")

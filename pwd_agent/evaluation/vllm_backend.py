@@ -1,0 +1,83 @@
+"""The `vllm` evaluator: vLLM's offline engine, the round's adapter as a LoRARequest (never merged).
+
+Same prompt, chat layout and scoring as the `hf` backend's `letters` scorer (greedy, at most
+`max_new_tokens`, letters parsed from the text, exact set match), so the two agree item by item
+up to numerics. Needs a CUDA GPU and the `gpu` extra; `check_backends` refuses it before any work
+on a machine without them. The engine is built per round and torn down after, because the trainer
+subprocess of the next round needs the GPU memory the engine holds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from pwd_agent.config import RunConfig
+from pwd_agent.errors import ConfigError
+from pwd_agent.evaluation.hf import Prediction
+from pwd_agent.prompting import parse_letters, render_choice_prompt, score
+
+
+def check_backends(cfg: RunConfig) -> None:
+    """A GPU backend asked for on a machine that cannot run it is refused with what to change."""
+    if cfg.eval.backend != "vllm":
+        return
+    if cfg.eval.scorer != "letters":
+        raise ConfigError(f"eval.scorer={cfg.eval.scorer} runs on the hf backend only",
+                          "use eval.scorer=letters with eval.backend=vllm, or eval.backend=hf")
+    if importlib.util.find_spec("vllm") is None:
+        raise ConfigError("eval.backend=vllm, but vllm is not installed",
+                          "pip install 'pwd-agent[gpu]' on a CUDA machine (see the README's GPU install), or eval.backend=hf")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError("eval.backend=vllm needs a CUDA GPU, and torch sees none",
+                          "use eval.backend=hf on this machine")
+    if torch.cuda.device_count() < cfg.eval.tensor_parallel_size:
+        raise ConfigError(f"eval.tensor_parallel_size={cfg.eval.tensor_parallel_size}, but only "
+                          f"{torch.cuda.device_count()} GPU(s) are visible", "lower eval.tensor_parallel_size")
+
+
+class VLLMEvaluator:
+    """One engine for the base student; each call names the round's adapter as a LoRARequest."""
+
+    def __init__(self, model_path: str, adapter: str | None, cfg: RunConfig):
+        from vllm import LLM
+
+        from pwd_agent.student import load_tokenizer
+
+        self.tokenizer = load_tokenizer(model_path, cfg.student.chat_template)
+        self.max_new_tokens = cfg.eval.max_new_tokens
+        self.adapter = adapter
+        self.llm = LLM(model=model_path, enable_lora=adapter is not None, max_lora_rank=max(cfg.student.lora_r, 8),
+                       tensor_parallel_size=cfg.eval.tensor_parallel_size, dtype="bfloat16",
+                       gpu_memory_utilization=cfg.eval.gpu_memory_utilization, seed=0)
+
+    def generate(self, user_texts: list[str]) -> list[str]:
+        from vllm import SamplingParams
+        from vllm.lora.request import LoRARequest
+
+        from pwd_agent.student import chat_prompt
+
+        params = SamplingParams(temperature=0.0, max_tokens=self.max_new_tokens)
+        lora = LoRARequest("round", 1, self.adapter) if self.adapter else None
+        outputs = self.llm.generate([chat_prompt(self.tokenizer, t) for t in user_texts], params, lora_request=lora,
+                                    use_tqdm=False)
+        return [o.outputs[0].text for o in outputs]
+
+    def score_items(self, items: list[tuple[str, list[str], str]]) -> list[Prediction]:
+        raws = self.generate([render_choice_prompt(q, opts) for q, opts, _ in items])
+        preds = []
+        for raw, (_, _, key) in zip(raws, items):
+            letters = parse_letters(raw)
+            preds.append(Prediction(raw=raw, predicted=letters, passed=score(letters, key)))
+        return preds
+
+    def close(self) -> None:
+        import gc
+
+        import torch
+
+        self.llm = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

@@ -1,0 +1,99 @@
+"""Bad student and backend settings are refused before any work starts, each with a hint."""
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pwd_agent.config import RunConfig, StudentConfig
+from pwd_agent.errors import ConfigError, StudentError
+from pwd_agent.evaluation.vllm_backend import check_backends
+from pwd_agent.student import chat_prompt, check_student, load_tokenizer
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pwd_agent", *args], capture_output=True, text=True, timeout=120)
+
+
+def refused(result: subprocess.CompletedProcess, *texts: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert all(t in result.stderr for t in texts), result.stderr
+    assert "Traceback" not in result.stderr
+    assert not Path("runs").exists() or not any(Path("runs").iterdir())  # no run folder was made
+
+
+def without_chat_template(tiny_model: Path, tmp_path: Path) -> Path:
+    """A copy of the tiny model as a base model: no chat template anywhere."""
+    base = tmp_path / "base-model"
+    shutil.copytree(tiny_model, base)
+    (base / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((base / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (base / "tokenizer_config.json").write_text(json.dumps(config))
+    return base
+
+
+def test_unknown_model_path_is_refused(small_corpus):
+    refused(cli("run", "--corpus", str(small_corpus), "--set", "student.model=/nowhere/model"),
+            "cannot load student.model '/nowhere/model'", "hint: use a local folder with config.json")
+
+
+def test_lora_target_that_matches_no_module_is_refused(tiny_model, small_corpus):
+    refused(cli("run", "--corpus", str(small_corpus), "--set", f"student.model={tiny_model}",
+                "--set", 'student.target_modules=["q_proj","qkv_proj"]'),
+            "student.target_modules ['qkv_proj'] match no module", "its linear layers are:", "q_proj", "v_proj")
+
+
+def test_base_model_without_chat_template_needs_a_named_layout(tiny_model, small_corpus, tmp_path):
+    base = without_chat_template(tiny_model, tmp_path)
+    refused(cli("run", "--corpus", str(small_corpus), "--set", f"student.model={base}"),
+            f"the student {base} has no chat template", "set student.chat_template=plain")
+
+    assert check_student(StudentConfig(model=str(base), chat_template="plain")) == str(base)
+    plain = load_tokenizer(str(base), "plain")
+    assert chat_prompt(plain, "Which step?") == "Question:\nWhich step?\n\nAnswer:\n"
+    chatml = load_tokenizer(str(base), "chatml")
+    assert chat_prompt(chatml, "Which step?") == "<|im_start|>user\nWhich step?<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_vllm_backend_is_refused_without_the_package_or_a_gpu(monkeypatch):
+    cfg = RunConfig.model_validate({"eval": {"backend": "vllm"}})
+    with pytest.raises(ConfigError, match="runs on the hf backend only"):
+        check_backends(RunConfig.model_validate({"eval": {"backend": "vllm", "scorer": "loglik"}}))
+    if importlib.util.find_spec("vllm") is None:
+        with pytest.raises(ConfigError, match="vllm is not installed") as exc:
+            check_backends(cfg)
+        assert "pwd-agent[gpu]" in exc.value.hint
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the no-CUDA refusal cannot be shown here")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "vllm" else real(name, *a))
+    with pytest.raises(ConfigError, match="needs a CUDA GPU") as exc:
+        check_backends(cfg)  # installed or not, no GPU: refused here, before any model loads
+    assert "eval.backend=hf" in exc.value.hint
+
+
+def test_resume_refuses_a_gpu_backend_here_and_leaves_the_config(tiny_model, small_corpus):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    first = cli("run", "--corpus", str(small_corpus), "--run-id", "r", "--set", f"student.model={tiny_model}",
+                "--set", "gates.after_kb=true", "-q")
+    assert first.returncode == 6, first.stderr  # waits at the first gate: a started run
+    before = Path("runs/r/config.yaml").read_text()
+    result = cli("resume", "r", "--set", "eval.backend=vllm")
+    assert result.returncode == 2 and "eval.backend=vllm" in result.stderr, result.stderr
+    assert Path("runs/r/config.yaml").read_text() == before
+
+
+def test_check_student_accepts_the_tiny_model(tiny_model):
+    with pytest.raises(StudentError):
+        check_student(StudentConfig(model=str(tiny_model), target_modules=["nope"]))
+    assert check_student(StudentConfig(model=str(tiny_model))) == str(tiny_model)
