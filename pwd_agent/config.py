@@ -117,6 +117,11 @@ class TrainConfig(Section):
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     seed: int = Field(0)
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice).")
+    launcher: Literal["python", "torchrun", "accelerate"] = Field(
+        "python", description="How the trainer starts: one python process, or `torchrun` / `accelerate launch` with "
+        "train.num_processes processes (one per GPU; gloo on CPUs). Gradients are summed, so the global batch is "
+        "batch_size x grad_accum x num_processes.")
+    num_processes: int = Field(1, ge=1, description="Trainer processes under torchrun / accelerate.")
     cpu_bf16: bool = Field(True, description="On a CPU with bf16 support, autocast matmuls to bf16 (faster).")
 
 

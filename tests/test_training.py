@@ -82,3 +82,37 @@ def test_answer_loss_equals_full_sequence_loss(tiny_model):
             singles.append((out.loss * n, n))
     reference = sum(l for l, _ in singles) / sum(n for _, n in singles)
     assert torch.allclose(ours, reference, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+def test_two_processes_train_the_same_adapter_as_one_with_the_same_global_batch(tiny_model, tmp_path, launcher):
+    """The launcher's command, for real: 2 CPU processes (gloo) with grad_accum 1 against 1 process
+    with grad_accum 2. Same micro-batches per step, gradients summed: the same adapter."""
+    import subprocess
+
+    import torch
+    from safetensors.torch import load_file
+
+    from pwd_agent.config import TrainConfig
+    from pwd_agent.nodes.train import trainer_command
+
+    data = tmp_path / "train.jsonl"
+    rows = [{"prompt": f"What follows step {i}?", "answer": f"Step {i + 1} follows."} for i in range(20)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    adapters = {}
+    for name, accum, cfg in [("one", 2, TrainConfig()), ("two", 1, TrainConfig(launcher=launcher, num_processes=2))]:
+        job = TrainJob(model_path=str(tiny_model), data_path=str(data), output_dir=str(tmp_path / name),
+                       lora_r=4, lora_dropout=0.0, epochs=2, learning_rate=5e-3, batch_size=3, grad_accum=accum,
+                       threads=1, cpu_bf16=False)
+        (tmp_path / f"{name}.json").write_text(job.model_dump_json())
+        done = subprocess.run(trainer_command(cfg, tmp_path / f"{name}.json"), capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        adapters[name] = load_file(tmp_path / name / "adapter_model.safetensors")
+        metrics = json.loads((tmp_path / name / "train_metrics.json").read_text())
+        assert metrics["processes"] == (2 if name == "two" else 1) and metrics["steps"] == 8  # ceil(7 / 2) x 2 epochs
+    assert adapters["one"].keys() == adapters["two"].keys()
+    for key, value in adapters["one"].items():
+        assert not torch.allclose(value, torch.zeros_like(value)) or "lora_A" in key
+        assert torch.allclose(value, adapters["two"][key], atol=1e-5), key

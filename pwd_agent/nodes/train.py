@@ -111,8 +111,10 @@ def run_training(ctx: RunContext, round_id: int) -> dict:
         seed=cfg.train.seed, threads=cfg.train.threads, cpu_bf16=cfg.train.cpu_bf16, config_hash=cfg.config_hash(),
     )
     (folder / "job.json").write_text(job.model_dump_json(indent=2))
-    emit(ctx.db_url, "train", f"round {round_id}: training on {n} samples (python -m pwd_agent.training {folder / 'job.json'})")
-    tail = _stream(ctx, [sys.executable, "-m", "pwd_agent.training", str(folder / "job.json")], folder / "train.log")
+    command = trainer_command(cfg.train, folder / "job.json")
+    shown = " ".join(["python", *command[1:]])
+    emit(ctx.db_url, "train", f"round {round_id}: training on {n} samples ({shown})")
+    tail = _stream(ctx, command, folder / "train.log")
     if tail is not None:
         with session_scope(ctx.db_url) as session:
             row = session.get(Round, round_id)
@@ -121,6 +123,19 @@ def run_training(ctx: RunContext, round_id: int) -> dict:
         raise TrainingError(f"training of round {round_id} failed:\n  " + "\n  ".join(tail),
                             f"see {folder / 'train.log'}; fix the cause, then `pwd-agent resume {ctx.run_id}`")
     return json.loads((adapter / "train_metrics.json").read_text())
+
+
+def trainer_command(cfg, job: Path) -> list[str]:
+    """The trainer's command line under train.launcher (see training/trainer.py for the sharding)."""
+    module = ["-m", "pwd_agent.training", str(job)]
+    if cfg.launcher == "torchrun":
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={cfg.num_processes}",
+                *module]
+    if cfg.launcher == "accelerate":
+        return [sys.executable, "-m", "accelerate.commands.launch", f"--num_processes={cfg.num_processes}",
+                "--num_machines=1", "--mixed_precision=no", "--dynamo_backend=no",
+                *(["--multi_gpu"] if cfg.num_processes > 1 else []), *module]
+    return [sys.executable, *module]
 
 
 def _stream(ctx: RunContext, command: list[str], log_path: Path) -> deque | None:

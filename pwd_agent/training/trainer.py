@@ -1,10 +1,17 @@
-"""LoRA fine-tuning with the loss on the answer tokens only, always from the base model."""
+"""LoRA fine-tuning with the loss on the answer tokens only, always from the base model.
+
+One process by default. Under `torchrun` or `accelerate launch` (WORLD_SIZE > 1) each process
+takes its share of every optimizer step's micro-batches and the LoRA gradients are summed across
+processes (nccl on GPUs, gloo on CPUs) before the step, so N processes with `grad_accum` k train
+exactly as one process with `grad_accum` N*k: the same global batch, the same updates.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -69,7 +76,37 @@ def answer_loss(model, ids, labels, mask, positions, keep):
     )
 
 
+def distributed() -> tuple[int, int, int]:
+    """(rank, local rank, world size) from the launcher's environment; (0, 0, 1) when run alone."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def sum_gradients(params: list, world: int) -> None:
+    """All-reduce the trainable gradients; a process with no micro-batch this step adds zeros."""
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is None:
+            p.grad = p.new_zeros(p.shape)
+        dist.all_reduce(p.grad)
+
+
 def train(job: TrainJob) -> dict:
+    import torch
+
+    rank, local_rank, world = distributed()
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        return _train(job, rank, local_rank, world)
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
+def _train(job: TrainJob, rank: int, local_rank: int, world: int) -> dict:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, get_linear_schedule_with_warmup
@@ -87,8 +124,10 @@ def train(job: TrainJob) -> dict:
     if not examples:
         raise SystemExit(f"no trainable example in {job.data_path}")
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    if device != "cpu":
+        torch.cuda.set_device(local_rank)
+    dtype = torch.bfloat16 if device != "cpu" else torch.float32
     # On CPUs with bf16 units, autocast runs the matmuls in bf16 (about 1.3x here); weights stay fp32.
     autocast = device == "cpu" and job.cpu_bf16 and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     model = AutoModelForCausalLM.from_pretrained(job.model_path, dtype=dtype).to(device)
@@ -98,12 +137,18 @@ def train(job: TrainJob) -> dict:
     )
     model = get_peft_model(model, lora)
     params = [p for p in model.parameters() if p.requires_grad]
+    if world > 1:
+        for p in params:  # every process starts from rank 0's LoRA init
+            torch.distributed.broadcast(p.data, src=0)
     optimizer = torch.optim.AdamW(params, lr=job.learning_rate, weight_decay=0.0)
 
-    steps_per_epoch = math.ceil(math.ceil(len(examples) / job.batch_size) / job.grad_accum)
+    per_step = job.grad_accum * world  # micro-batches in one optimizer step, over all processes
+    steps_per_epoch = math.ceil(math.ceil(len(examples) / job.batch_size) / per_step)
     total_steps = max(1, math.ceil(steps_per_epoch * job.epochs))
     scheduler = get_linear_schedule_with_warmup(optimizer, max(1, total_steps // 10), total_steps)
-    log(f"train: {len(examples)} examples, {total_steps} steps, device {device}, "
+    say = log if rank == 0 else (lambda _: None)
+    say(f"train: {len(examples)} examples, {total_steps} steps, device {device}"
+        f"{f' x {world} processes' if world > 1 else ''}, "
         f"{'bf16 autocast, ' if autocast else ''}trainable params {sum(p.numel() for p in params):,}")
 
     model.train()
@@ -112,19 +157,25 @@ def train(job: TrainJob) -> dict:
     pad_id = tokenizer.pad_token_id
     while step < total_steps:
         groups = batches(examples, job.batch_size, rng)
-        for i in range(0, len(groups), job.grad_accum):
+        for i in range(0, len(groups), per_step):
             if step >= total_steps:
                 break
-            micro = groups[i : i + job.grad_accum]
-            step_loss = 0.0
-            for group in micro:
+            in_step = groups[i : i + per_step]
+            step_loss, step_tokens = 0.0, 0
+            for group in in_step[rank::world]:
                 *tensors, keep = collate(group, pad_id)
                 ids, labels, mask, positions = (t.to(device) for t in tensors)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                    loss = answer_loss(model, ids, labels, mask, positions, keep) / len(micro)
+                    loss = answer_loss(model, ids, labels, mask, positions, keep) / len(in_step)
                 loss.backward()
                 step_loss += loss.item()
-                tokens += int(mask.sum())
+                step_tokens += int(mask.sum())
+            if world > 1:
+                sum_gradients(params, world)
+                totals = torch.tensor([step_loss, float(step_tokens)], device=device)
+                torch.distributed.all_reduce(totals)
+                step_loss, step_tokens = float(totals[0]), int(totals[1])
+            tokens += step_tokens
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             scheduler.step()
@@ -134,8 +185,10 @@ def train(job: TrainJob) -> dict:
             elapsed = time.time() - start
             eta = elapsed / step * (total_steps - step)
             if step % log_every == 0 or step == total_steps:
-                log(f"step {step}/{total_steps} loss {step_loss:.4f} tok/s {tokens / elapsed:.0f} eta {eta:.0f}s")
+                say(f"step {step}/{total_steps} loss {step_loss:.4f} tok/s {tokens / elapsed:.0f} eta {eta:.0f}s")
 
+    if rank != 0:
+        return {}  # rank 0 saves the adapter; every process holds the same weights
     out = Path(job.output_dir)
     model.save_pretrained(out)
     metrics = {
@@ -147,6 +200,7 @@ def train(job: TrainJob) -> dict:
         "seconds": round(time.time() - start, 2),
         "data_hash": hashlib.sha256(data_bytes).hexdigest()[:16],
         "config_hash": job.config_hash,
+        "processes": world,
     }
     (out / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
     log(f"done: loss {metrics['first_loss']:.4f} -> {metrics['train_loss']:.4f} in {metrics['seconds']}s")
