@@ -1,12 +1,13 @@
 """Training tokens/s and evaluation items/s of the student on this machine.
 
-    python bench/student_throughput.py [--run RUN] [--round N] [--epochs 1] [--runs-dir runs]
+    python bench/student_throughput.py [--run RUN] [--round N] [--epochs 1] [--engines own,trl] [--runs-dir runs]
 
 Takes a run with a trained round (default: the newest under runs/, e.g. the one `make demo`
 leaves) and, through the same code paths a run uses:
 - re-runs that round's training job (`python -m pwd_agent.training JOB.json`, LoRA on the round's
-  own data, written to a temporary folder) and reports trained tokens/s (answer and prompt tokens
-  the model processed, from the trainer's metrics), examples/s and the trainer's peak RSS;
+  own data, written to a temporary folder) once per training engine (`own`, `trl`) and reports
+  tokens/s (the engine's own count of tokens trained on), examples/s, the final loss and the
+  trainer's peak RSS (the largest of the trainer processes so far);
 - loads the student with that adapter (load time reported apart) and scores every test item with
   both scorers, `letters` (batched greedy generation) and `loglik` (15 letter sets, shared prefix),
   reporting items/s for each.
@@ -31,17 +32,18 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 
-def train(job_path: Path, epochs: float) -> dict:
+def train(job_path: Path, epochs: float, engine: str) -> dict:
     job = json.loads(job_path.read_text())
     out = Path(tempfile.mkdtemp(prefix="pwd-throughput-"))
-    job.update(output_dir=str(out / "adapter"), epochs=epochs)
+    job.update(output_dir=str(out / "adapter"), epochs=epochs, engine=engine)
     (out / "job.json").write_text(json.dumps(job))
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "pwd_agent.training", str(out / "job.json")], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - started
     metrics = json.loads((out / "adapter" / "train_metrics.json").read_text())
-    return {"examples": metrics["examples"], "tokens": metrics["tokens"], "steps": metrics["steps"],
+    return {"engine": engine, "examples": metrics["examples"], "tokens": metrics["tokens"], "steps": metrics["steps"],
+            "first_loss": round(metrics["first_loss"], 4), "final_loss": round(metrics["train_loss"], 4),
             "epochs": epochs, "train_seconds": metrics["seconds"], "process_seconds": round(wall, 1),
             "tokens_per_s": round(metrics["tokens"] / metrics["seconds"], 1),
             "examples_per_s": round(metrics["examples"] * epochs / metrics["seconds"], 2),
@@ -77,6 +79,7 @@ def main() -> None:
     parser.add_argument("--round", type=int, help="default: the last trained round")
     parser.add_argument("--runs-dir", default="runs")
     parser.add_argument("--epochs", type=float, default=1.0, help="epochs of the re-run training (paper: 1)")
+    parser.add_argument("--engines", default="own,trl", help="training engines to time, comma-separated")
     args = parser.parse_args()
 
     ctx = open_run(args.run or newest_trained_run(args.runs_dir), args.runs_dir)
@@ -86,7 +89,7 @@ def main() -> None:
         items = [(i.question, i.options, i.answer) for i in s.exec(select(TestItem).order_by(TestItem.id)).all()]
     report = {"run": ctx.run_id, "round": row.id, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
               "threads": ctx.config.train.threads, "student": ctx.config.student.model}
-    report["train"] = train(ctx.round_dir(row.id) / "job.json", args.epochs)
+    report["train"] = [train(ctx.round_dir(row.id) / "job.json", args.epochs, e) for e in args.engines.split(",")]
     report["eval"] = evaluate(resolve_student(ctx.config.student), row.adapter_path, items, ctx.config.eval.batch_size)
     print(json.dumps(report, indent=1))
 

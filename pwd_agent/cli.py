@@ -114,17 +114,13 @@ def run(
     from pwd_agent.corpus import read_corpus
     from pwd_agent.evaluation.general import load_general
     from pwd_agent.runs import create_run
-    from pwd_agent.evaluation.vllm_backend import check_backends
-    from pwd_agent.student import check_student
-    from pwd_agent.tracking import check_installed
+    from pwd_agent.preflight import check_run
 
     cfg = load_config(config, set_, **{"corpus.path": corpus, "loop.goal": goal, "run_id": run_id,
                                         "runs_dir": runs_dir, "db_url": db_url})
     read_corpus(cfg.corpus.path, cfg.corpus.extensions)  # fail before a run folder exists
     load_general(cfg.eval.general)
-    check_installed(cfg.tracking.report_to)
-    check_backends(cfg)
-    check_student(cfg.student)  # the model, its chat layout, the LoRA targets: before a run folder exists
+    check_run(cfg)  # trackers, backends, the student: before a run folder exists
     ctx = create_run(cfg)
     typer.echo(f"run {ctx.run_id} in {ctx.run_dir}  (follow: pwd-agent logs {ctx.run_id} -f)")
     _execute(ctx, resume=False, quiet=quiet)

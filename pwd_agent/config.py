@@ -117,6 +117,9 @@ class TrainConfig(Section):
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     seed: int = Field(0)
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice).")
+    engine: Literal["own", "trl"] = Field(
+        "own", description="own = pwd-agent's LoRA loop (logits over the answer span only: less memory and time); "
+        "trl = TRL's SFTTrainer (completion-only loss), `pip install 'pwd-agent[trl]'`.")
     launcher: Literal["python", "torchrun", "accelerate"] = Field(
         "python", description="How the trainer starts: one python process, or `torchrun` / `accelerate launch` with "
         "train.num_processes processes (one per GPU; gloo on CPUs). Gradients are summed, so the global batch is "

@@ -130,7 +130,7 @@ def checked_overrides(ctx: RunContext, sets: list[str]) -> tuple[RunConfig, list
     if frozen:
         raise ConfigError(f"{frozen[0]} cannot change in a started run (the stored KB, tests or adapters depend on it)",
                           "start a new run with `pwd-agent run` for that")
-    from pwd_agent.evaluation.vllm_backend import check_backends
+    from pwd_agent.preflight import check_backends
 
     check_backends(updated)  # e.g. eval.backend=vllm on a machine without a GPU
     return updated, changes

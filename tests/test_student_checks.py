@@ -11,7 +11,7 @@ import pytest
 
 from pwd_agent.config import RunConfig, StudentConfig
 from pwd_agent.errors import ConfigError, StudentError
-from pwd_agent.evaluation.vllm_backend import check_backends
+from pwd_agent.preflight import check_backends
 from pwd_agent.student import chat_prompt, check_student, load_tokenizer
 
 
@@ -97,3 +97,11 @@ def test_check_student_accepts_the_tiny_model(tiny_model):
     with pytest.raises(StudentError):
         check_student(StudentConfig(model=str(tiny_model), target_modules=["nope"]))
     assert check_student(StudentConfig(model=str(tiny_model))) == str(tiny_model)
+
+
+def test_trl_engine_is_refused_when_trl_is_missing(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "trl" else real(name, *a))
+    with pytest.raises(ConfigError, match="train.engine=trl, but trl is not installed") as exc:
+        check_backends(RunConfig.model_validate({"train": {"engine": "trl"}}))
+    assert "pwd-agent[trl]" in exc.value.hint

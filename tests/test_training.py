@@ -1,6 +1,7 @@
 """The trainer: answer-only loss masks, and a real LoRA run on the tiny model that changes weights."""
 
 import json
+import math
 
 import pytest
 
@@ -116,3 +117,36 @@ def test_two_processes_train_the_same_adapter_as_one_with_the_same_global_batch(
     for key, value in adapters["one"].items():
         assert not torch.allclose(value, torch.zeros_like(value)) or "lora_A" in key
         assert torch.allclose(value, adapters["two"][key], atol=1e-5), key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher,processes", [("python", 1), ("torchrun", 2)])
+def test_trl_engine_trains_the_adapter_through_the_trainer_command(tiny_model, tmp_path, launcher, processes):
+    """train.engine=trl: TRL's SFTTrainer with our chat layout and LoRA, started as a run starts it,
+    alone or as 2 DDP processes (gloo); it writes the adapter, our metrics and our step lines."""
+    import subprocess
+
+    import torch
+    from safetensors.torch import load_file
+
+    from pwd_agent.config import TrainConfig
+    from pwd_agent.nodes.train import trainer_command
+
+    data = tmp_path / "train.jsonl"
+    rows = [{"prompt": f"What follows step {i}?", "answer": f"Step {i + 1} follows."} for i in range(20)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    job = TrainJob(model_path=str(tiny_model), data_path=str(data), output_dir=str(tmp_path / "adapter"), lora_r=4,
+                   epochs=3, learning_rate=5e-3, batch_size=4, threads=1, engine="trl")
+    (tmp_path / "job.json").write_text(job.model_dump_json())
+    cfg = TrainConfig(engine="trl", launcher=launcher, num_processes=processes)
+    done = subprocess.run(trainer_command(cfg, tmp_path / "job.json"), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    steps = math.ceil(20 / 4 / processes) * 3
+    assert f"step {steps}/{steps} loss" in done.stdout and "engine trl (SFTTrainer)" in done.stdout
+    metrics = json.loads((tmp_path / "adapter" / "train_metrics.json").read_text())
+    assert metrics["engine"] == "trl" and metrics["processes"] == processes and metrics["steps"] == steps
+    assert metrics["train_loss"] < metrics["first_loss"]
+    adapter = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    lora_b = [v for k, v in adapter.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # B starts at zero: every one was trained
+    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["r"] == 4

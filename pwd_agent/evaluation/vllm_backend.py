@@ -2,39 +2,16 @@
 
 Same prompt, chat layout and scoring as the `hf` backend's `letters` scorer (greedy, at most
 `max_new_tokens`, letters parsed from the text, exact set match), so the two agree item by item
-up to numerics. Needs a CUDA GPU and the `gpu` extra; `check_backends` refuses it before any work
+up to numerics. Needs a CUDA GPU and the `gpu` extra; `preflight.check_backends` refuses it before any work
 on a machine without them. The engine is built per round and torn down after, because the trainer
 subprocess of the next round needs the GPU memory the engine holds.
 """
 
 from __future__ import annotations
 
-import importlib.util
-
 from pwd_agent.config import RunConfig
-from pwd_agent.errors import ConfigError
 from pwd_agent.evaluation.hf import Prediction
 from pwd_agent.prompting import parse_letters, render_choice_prompt, score
-
-
-def check_backends(cfg: RunConfig) -> None:
-    """A GPU backend asked for on a machine that cannot run it is refused with what to change."""
-    if cfg.eval.backend != "vllm":
-        return
-    if cfg.eval.scorer != "letters":
-        raise ConfigError(f"eval.scorer={cfg.eval.scorer} runs on the hf backend only",
-                          "use eval.scorer=letters with eval.backend=vllm, or eval.backend=hf")
-    if importlib.util.find_spec("vllm") is None:
-        raise ConfigError("eval.backend=vllm, but vllm is not installed",
-                          "pip install 'pwd-agent[gpu]' on a CUDA machine (see the README's GPU install), or eval.backend=hf")
-    import torch
-
-    if not torch.cuda.is_available():
-        raise ConfigError("eval.backend=vllm needs a CUDA GPU, and torch sees none",
-                          "use eval.backend=hf on this machine")
-    if torch.cuda.device_count() < cfg.eval.tensor_parallel_size:
-        raise ConfigError(f"eval.tensor_parallel_size={cfg.eval.tensor_parallel_size}, but only "
-                          f"{torch.cuda.device_count()} GPU(s) are visible", "lower eval.tensor_parallel_size")
 
 
 class VLLMEvaluator:

@@ -109,6 +109,7 @@ def run_training(ctx: RunContext, round_id: int) -> dict:
         chat_template=cfg.student.chat_template, epochs=cfg.train.epochs,
         learning_rate=cfg.train.learning_rate, batch_size=cfg.train.batch_size, grad_accum=cfg.train.grad_accum,
         seed=cfg.train.seed, threads=cfg.train.threads, cpu_bf16=cfg.train.cpu_bf16, config_hash=cfg.config_hash(),
+        engine=cfg.train.engine,
     )
     (folder / "job.json").write_text(job.model_dump_json(indent=2))
     command = trainer_command(cfg.train, folder / "job.json")

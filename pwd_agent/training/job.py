@@ -25,3 +25,4 @@ class TrainJob(BaseModel):
     threads: int | None = None
     cpu_bf16: bool = True
     config_hash: str = ""
+    engine: str = "own"  # train.engine: own | trl

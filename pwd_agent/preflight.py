@@ -1,0 +1,46 @@
+"""Checks that run before any work: a run is refused up front, with a hint, rather than failing
+an hour in (a missing optional package, a GPU backend without a GPU, a bad student)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from pwd_agent.config import RunConfig
+from pwd_agent.errors import ConfigError
+
+
+def check_run(cfg: RunConfig) -> None:
+    """Everything `run` checks before it makes a run folder."""
+    from pwd_agent.student import check_student
+    from pwd_agent.tracking import check_installed
+
+    check_installed(cfg.tracking.report_to)
+    check_backends(cfg)
+    check_student(cfg.student)  # the model, its chat layout, the LoRA targets
+
+
+def check_backends(cfg: RunConfig) -> None:
+    """The training engine and evaluation backend can run here (also checked on `resume --set` / `set`)."""
+    if cfg.train.engine == "trl" and importlib.util.find_spec("trl") is None:
+        raise ConfigError("train.engine=trl, but trl is not installed",
+                          "pip install 'pwd-agent[trl]', or train.engine=own")
+    if cfg.eval.backend == "vllm":
+        check_vllm(cfg)
+
+
+def check_vllm(cfg: RunConfig) -> None:
+    """eval.backend=vllm needs the package, a CUDA GPU (enough of them) and the letters scorer."""
+    if cfg.eval.scorer != "letters":
+        raise ConfigError(f"eval.scorer={cfg.eval.scorer} runs on the hf backend only",
+                          "use eval.scorer=letters with eval.backend=vllm, or eval.backend=hf")
+    if importlib.util.find_spec("vllm") is None:
+        raise ConfigError("eval.backend=vllm, but vllm is not installed",
+                          "pip install 'pwd-agent[gpu]' on a CUDA machine (see the README's GPU install), or eval.backend=hf")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError("eval.backend=vllm needs a CUDA GPU, and torch sees none",
+                          "use eval.backend=hf on this machine")
+    if torch.cuda.device_count() < cfg.eval.tensor_parallel_size:
+        raise ConfigError(f"eval.tensor_parallel_size={cfg.eval.tensor_parallel_size}, but only "
+                          f"{torch.cuda.device_count()} GPU(s) are visible", "lower eval.tensor_parallel_size")

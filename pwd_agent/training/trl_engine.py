@@ -1,0 +1,95 @@
+"""train.engine = trl: the same job trained by TRL's SFTTrainer (LoRA through peft_config).
+
+The data is TRL's standard prompt-completion format with our chat layout already applied, so the
+loss covers the completion (answer + end-of-answer token) only, as in our own loop. Hugging Face's
+Trainer runs the optimisation, so `torchrun` / `accelerate launch` give it DDP without code of ours.
+The adapter, `train_metrics.json` and the "step k/n ..." log lines are the same as the own loop's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+from pwd_agent.training.job import TrainJob
+
+
+def train_trl(job: TrainJob) -> dict:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, PrinterCallback, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from pwd_agent.student import chat_prompt, end_of_answer, load_tokenizer
+    from pwd_agent.training.trainer import distributed, log
+
+    rank, _, world = distributed()
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    data_bytes = Path(job.data_path).read_bytes()
+    rows = [json.loads(line) for line in data_bytes.decode().splitlines() if line.strip()]
+    tokenizer = load_tokenizer(job.model_path, job.chat_template)
+    data = Dataset.from_list([{"prompt": chat_prompt(tokenizer, r["prompt"]),
+                               "completion": r["answer"] + end_of_answer(tokenizer)} for r in rows])
+    on_gpu = torch.cuda.is_available()
+    model = AutoModelForCausalLM.from_pretrained(job.model_path, dtype=torch.bfloat16 if on_gpu else torch.float32)
+    steps_per_epoch = math.ceil(math.ceil(len(rows) / job.batch_size) / (job.grad_accum * world))
+    total_steps = max(1, math.ceil(steps_per_epoch * job.epochs))
+    args = SFTConfig(
+        output_dir=str(Path(job.output_dir).parent / ".trl"), num_train_epochs=job.epochs,
+        per_device_train_batch_size=job.batch_size, gradient_accumulation_steps=job.grad_accum,
+        learning_rate=job.learning_rate, lr_scheduler_type="linear", warmup_steps=max(1, total_steps // 10),
+        weight_decay=0.0, max_grad_norm=1.0, seed=job.seed, max_length=job.max_length, completion_only_loss=True,
+        bf16=on_gpu, use_cpu=not on_gpu, ddp_backend="gloo" if world > 1 and not on_gpu else None, logging_steps=1,
+        save_strategy="no", report_to="none", disable_tqdm=True, dataloader_drop_last=False)
+    lora = LoraConfig(r=job.lora_r, lora_alpha=job.lora_alpha, lora_dropout=job.lora_dropout,
+                      target_modules=job.target_modules, task_type="CAUSAL_LM")
+    losses: list[float] = []
+    start = time.time()
+
+    class StepLines(TrainerCallback):
+        """Our trainer's log line per step, which the train node turns into progress events."""
+
+        def on_log(self, _args, state, _control, logs=None, **_):
+            if not logs or "loss" not in logs:
+                return
+            losses.append(float(logs["loss"]))
+            if rank == 0:
+                elapsed = time.time() - start
+                tokens = float(logs.get("num_tokens", 0))
+                eta = elapsed / max(state.global_step, 1) * (state.max_steps - state.global_step)
+                log(f"step {state.global_step}/{state.max_steps} loss {logs['loss']:.4f} "
+                    f"tok/s {tokens / max(elapsed, 1e-9):.0f} eta {eta:.0f}s")
+
+    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer, peft_config=lora,
+                         callbacks=[StepLines()])
+    trainer.remove_callback(PrinterCallback)  # its raw dicts would drown our step lines
+    if rank == 0:
+        log(f"train: {len(rows)} examples, {trainer.args.max_steps if trainer.args.max_steps > 0 else total_steps} "
+            f"steps, engine trl (SFTTrainer), device {'cuda' if on_gpu else 'cpu'}"
+            f"{f' x {world} processes' if world > 1 else ''}")
+    trainer.train()
+    if not trainer.is_world_process_zero():
+        return {}
+    out = Path(job.output_dir)
+    trainer.model.save_pretrained(out)
+    tail = losses[-max(1, len(losses) // 4):]
+    metrics = {
+        "train_loss": sum(tail) / len(tail), "first_loss": losses[0], "steps": trainer.state.global_step,
+        "examples": len(rows), "tokens": int(trainer.state.num_input_tokens_seen or _logged_tokens(trainer)),
+        "seconds": round(time.time() - start, 2), "data_hash": hashlib.sha256(data_bytes).hexdigest()[:16],
+        "config_hash": job.config_hash, "processes": world, "engine": "trl",
+    }
+    (out / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
+    log(f"done: loss {metrics['first_loss']:.4f} -> {metrics['train_loss']:.4f} in {metrics['seconds']}s")
+    return metrics
+
+
+def _logged_tokens(trainer) -> float:
+    """TRL's own count of the tokens trained on (its `num_tokens` log entry)."""
+    counts = [entry["num_tokens"] for entry in trainer.state.log_history if "num_tokens" in entry]
+    return counts[-1] if counts else 0
