@@ -138,8 +138,10 @@ class EvalConfig(Section):
     max_new_tokens: int = Field(15, ge=1, description="Paper protocol: at most 15 new tokens, greedy.")
     general: str = Field(
         "builtin", description="General-ability guard scored every round: builtin (40 shipped everyday questions), "
-        "a JSONL path, or none.",
+        "a JSONL path, none, or lm_eval:TASK[,TASK] (lm-evaluation-harness tasks, `pip install 'pwd-agent[lmeval]'`).",
     )
+    lm_eval_include_path: str | None = Field(None, description="A folder of your own lm-eval task YAMLs (eval.general=lm_eval:...).")
+    general_limit: int | None = Field(None, ge=1, description="Samples per lm-eval task at most (e.g. for MMLU on a CPU).")
     scorer: Literal["letters", "loglik"] = Field(
         "letters", description="letters = the paper's protocol (greedy text, letters parsed, exact set); loglik = the "
         "most likely of all valid letter sets after the same prompt (for base models that cannot keep to the format).",

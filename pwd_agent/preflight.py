@@ -20,12 +20,17 @@ def check_run(cfg: RunConfig) -> None:
 
 
 def check_backends(cfg: RunConfig) -> None:
-    """The training engine and evaluation backend can run here (also checked on `resume --set` / `set`)."""
+    """The training engine, evaluation backend and lm-eval guard tasks can run here (also checked on
+    `resume --set` / `set`)."""
     if cfg.train.engine == "trl" and importlib.util.find_spec("trl") is None:
         raise ConfigError("train.engine=trl, but trl is not installed",
                           "pip install 'pwd-agent[trl]', or train.engine=own")
     if cfg.eval.backend == "vllm":
         check_vllm(cfg)
+    if cfg.eval.general.startswith("lm_eval:"):
+        from pwd_agent.evaluation.general import check_lm_eval
+
+        check_lm_eval(cfg.eval.general, cfg.eval.lm_eval_include_path)
 
 
 def check_vllm(cfg: RunConfig) -> None:

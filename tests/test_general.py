@@ -3,6 +3,7 @@ a drop below the base model is measured against round 0."""
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -37,3 +38,51 @@ def test_general_drop_is_against_the_base_model():
     assert general_drop(scores[:1]) is None
     assert general_drop(scores) == pytest.approx(0.2)
     assert general_drop([{"round": 0, "general": None}, {"round": 1, "general": 0.1}]) is None
+
+
+def tiny_lm_eval_task(folder: Path) -> Path:
+    """A six-question multiple-choice lm-eval task on a local JSON file (no hub)."""
+    folder.mkdir()
+    rows = [{"question": f"Which word names the colour number {i}?", "choices": ["red", "green", "blue", "grey"],
+             "label": i % 4} for i in range(6)]
+    (folder / "guard.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "tiny_guard.yaml").write_text(
+        "task: tiny_guard\ndataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {folder / 'guard.jsonl'}\n"
+        "test_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{question}}'\n"
+        "doc_to_choice: '{{choices}}'\ndoc_to_target: '{{label}}'\n"
+        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\nmetadata:\n  version: 1\n")
+    return folder
+
+
+@pytest.mark.slow
+def test_lm_eval_tasks_as_the_general_guard(tiny_model, small_corpus, tmp_path):
+    """eval.general=lm_eval:TASK runs lm-evaluation-harness each round with the round's adapter;
+    every sample is stored and the round's general accuracy is their mean. A task name lm-eval does
+    not know is refused before the run starts."""
+    import subprocess
+    import sys
+
+    from sqlmodel import select
+
+    from pwd_agent.runs import open_run
+    from pwd_agent.store import GeneralResult, Round, session_scope
+
+    tasks = tiny_lm_eval_task(tmp_path / "tasks")
+    base = [sys.executable, "-m", "pwd_agent", "run", "--corpus", str(small_corpus), "--goal", "0.99", "-q",
+            "--set", f"student.model={tiny_model}", "--set", "loop.max_rounds=1",
+            "--set", f"eval.lm_eval_include_path={tasks}"]
+    typo = subprocess.run([*base, "--run-id", "typo", "--set", "eval.general=lm_eval:tiny_gaurd"],
+                          capture_output=True, text=True, timeout=300)
+    assert typo.returncode == 2 and "unknown lm-eval task 'tiny_gaurd'" in typo.stderr, typo.stderr
+    assert "did you mean tiny_guard" in typo.stderr and not Path("runs/typo").exists()
+
+    done = subprocess.run([*base, "--run-id", "lmg", "--set", "eval.general=lm_eval:tiny_guard"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 3, done.stderr[-3000:]
+    with session_scope(open_run("lmg").db_url) as s:
+        for r in s.exec(select(Round)).all():
+            rows = s.exec(select(GeneralResult).where(GeneralResult.round_id == r.id)).all()
+            assert sorted(g.item_key for g in rows) == [f"tiny_guard:{i}" for i in range(6)]
+            assert r.general_acc == pytest.approx(sum(g.passed for g in rows) / 6)
+            assert all(g.raw.startswith("[") for g in rows)  # lm-eval's per-choice log-likelihoods

@@ -12,7 +12,7 @@ from sqlmodel import select
 from pwd_agent.events import emit
 from pwd_agent.runs import RunContext
 from pwd_agent.state import RunState
-from pwd_agent.evaluation.general import load_general
+from pwd_agent.evaluation.general import lm_eval_tasks, load_general, score_lm_eval
 from pwd_agent.store import GeneralResult, ItemResult, LLMCall, Round, TestItem, session_scope
 from pwd_agent.stats import compare
 from pwd_agent.store.queries import round_accuracy, round_passes
@@ -34,6 +34,8 @@ def evaluate(state: RunState, runtime: Runtime[RunContext]) -> dict:
         emit(ctx.db_url, "evaluate", f"round {round_id}: scoring {len(todo)} items ({len(scored)} already scored)"
              + (f" and {len(general)} general items" if general else ""))
         score_and_store(ctx, round_id, adapter, todo, general)
+    if row.status != "evaluated" and lm_eval_tasks(ctx.config.eval.general) and not done_general:
+        score_general_with_lm_eval(ctx, round_id, adapter)
     with session_scope(ctx.db_url) as session:
         row = session.get(Round, round_id)
         row.dev_acc = round_accuracy(session, round_id, "dev")
@@ -85,6 +87,18 @@ def score_and_store(ctx: RunContext, round_id: int, adapter: str | None, items: 
             with session_scope(ctx.db_url) as session:
                 session.add_all(GeneralResult(round_id=round_id, item_key=g.key, raw=p.raw, predicted=p.predicted,
                                               passed=p.passed) for g, p in zip(general, preds))
+
+
+def score_general_with_lm_eval(ctx: RunContext, round_id: int, adapter: str | None) -> None:
+    """The guard as lm-eval tasks: one simple_evaluate call, its samples stored in one transaction
+    (a kill before the commit re-runs the call on resume; after it, nothing is redone)."""
+    cfg = ctx.config.eval
+    emit(ctx.db_url, "evaluate", f"round {round_id}: general guard by lm-eval ({cfg.general[len('lm_eval:'):]})")
+    rows = score_lm_eval(cfg.general, cfg.lm_eval_include_path, resolve_student(ctx.config.student), adapter,
+                         cfg.batch_size, cfg.general_limit)
+    with session_scope(ctx.db_url) as session:
+        session.add_all(GeneralResult(round_id=round_id, item_key=key, raw=raw, predicted="", passed=passed)
+                        for key, raw, passed in rows)
 
 
 @contextmanager
