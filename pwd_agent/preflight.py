@@ -30,6 +30,10 @@ def check_backends(cfg: RunConfig) -> None:
     if cfg.eval.general.startswith("lm_eval:"):
         from pwd_agent.evaluation.general import check_lm_eval
 
+        if cfg.student.chat_template != "model":
+            raise ConfigError("lm-eval applies the model's own chat template, and student.chat_template names another",
+                              "use eval.general=builtin or a JSONL guard with a named chat layout")
+
         check_lm_eval(cfg.eval.general, cfg.eval.lm_eval_include_path)
 
 

@@ -125,6 +125,7 @@ def check_report() -> None:
         for r in s.exec(select(Round)).all():  # the table's numbers are the store's
             assert f"<tr><td>{r.id}</td><td>evaluated</td><td>{r.n_train}</td>" in page
             assert f"<td>{r.dev_acc:.3f}</td><td>{r.holdout_acc:.3f}</td><td>{r.general_acc:.3f}</td>" in page
+            assert f"<td>{r.config_hash}</td></tr>" in page
     prompts_table = page.split("<h2>Agent prompt versions per round</h2>")[1].split("<h2>")[0]
     assert "<tr><td>offline/l3_chain</td>" in prompts_table and "<td>rules-1</td>" in prompts_table
 

@@ -105,3 +105,9 @@ def test_trl_engine_is_refused_when_trl_is_missing(monkeypatch):
     with pytest.raises(ConfigError, match="train.engine=trl, but trl is not installed") as exc:
         check_backends(RunConfig.model_validate({"train": {"engine": "trl"}}))
     assert "pwd-agent[trl]" in exc.value.hint
+
+
+def test_lm_eval_guard_needs_the_models_own_chat_template():
+    cfg = RunConfig.model_validate({"eval": {"general": "lm_eval:arc_easy"}, "student": {"chat_template": "plain"}})
+    with pytest.raises(ConfigError, match="lm-eval applies the model's own chat template"):
+        check_backends(cfg)

@@ -18,7 +18,7 @@ from sqlmodel import select
 
 from pwd_agent.report.status import kb_line, ledger_by_agent, stop_reason
 from pwd_agent.runs import RunContext
-from pwd_agent.store import Chain, Diagnosis, ItemResult, LeakedSample, TestItem, session_scope
+from pwd_agent.store import Chain, Diagnosis, Event, ItemResult, LeakedSample, TestItem, session_scope
 from pwd_agent.store.queries import count_rows, rounds
 
 KINDS = ("concept_gap", "chain_break", "item_suspect")
@@ -65,6 +65,9 @@ def collect(ctx: RunContext) -> dict:
             "stop": stop_reason(s),
             "goal": ctx.config.loop.goal,
             "goal_split": ctx.config.loop.goal_split,
+            "config_changes": [(e.created_at, e.message) for e in s.exec(select(Event).where(Event.node == "run")
+                                                                         .order_by(Event.id)).all()
+                               if e.message.startswith("config ")],
         }
 
 
@@ -185,9 +188,16 @@ def _prompt_table(rounds: list[dict]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _changes(changes: list) -> str:
+    if not changes:
+        return "<p>none</p>"
+    return "<ul>" + "".join(f"<li>{html.escape(f'{at:%Y-%m-%d %H:%M:%S}')} {html.escape(text)}</li>"
+                            for at, text in changes) + "</ul>"
+
+
 def render_html(ctx: RunContext, data: dict, figures: dict[str, bytes | None]) -> str:
     cols = ["id", "status", "n_train", "n_patch", "n_replay", "train_loss", "dev_acc", "holdout_acc", "general_acc",
-            "fixed", "broken", "gain_p", "prompt_version"]
+            "fixed", "broken", "gain_p", "prompt_version", "config_hash"]
     head = "".join(f"<th>{c}</th>" for c in cols)
     body = "".join("<tr>" + "".join(f"<td>{_fmt(r[c])}</td>" for c in cols) + "</tr>" for r in data["rounds"])
     judged = sum(data["judge"].values())
@@ -208,6 +218,8 @@ Judge agrees with the probe verdict on {agree} of {judged} diagnoses.</p>
 <h2>Rounds</h2><table><tr>{head}</tr>{body}</table>
 <h2>Agent prompt versions per round</h2>{_prompt_table(data["rounds"])}
 <h2>Plots</h2>{images or '<p>No round scored yet.</p>'}
-<h2>Config</h2><pre>{config}</pre>
+<h2>Config</h2><p>Each round's <code>config_hash</code> is in the rounds table; changes made during the run
+(<code>set</code>, <code>resume --set</code>):</p>{_changes(data["config_changes"])}
+<p>The config as it stands now:</p><pre>{config}</pre>
 </body></html>
 """

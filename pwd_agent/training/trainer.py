@@ -81,7 +81,7 @@ def distributed() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-def sum_gradients(params: list, world: int) -> None:
+def sum_gradients(params: list) -> None:
     """All-reduce the trainable gradients; a process with no micro-batch this step adds zeros."""
     import torch.distributed as dist
 
@@ -171,7 +171,7 @@ def _train(job: TrainJob, rank: int, local_rank: int, world: int) -> dict:
                 step_loss += loss.item()
                 step_tokens += int(mask.sum())
             if world > 1:
-                sum_gradients(params, world)
+                sum_gradients(params)
                 totals = torch.tensor([step_loss, float(step_tokens)], device=device)
                 torch.distributed.all_reduce(totals)
                 step_loss, step_tokens = float(totals[0]), int(totals[1])
