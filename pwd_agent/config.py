@@ -105,6 +105,8 @@ class StudentConfig(Section):
     lora_dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] = Field(["q_proj", "v_proj"], description="Module names LoRA adapts.")
     max_length: int = Field(384, ge=32, description="Training sequences are cut to this many tokens.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights' dtype for training and evaluation; auto = bfloat16 on a GPU, float32 on CPU.")
     chat_template: Literal["model", "plain", "chatml"] = Field(
         "model", description="model = the model's own chat template (a model without one is refused); plain "
         "(Question:/Answer: lines) or chatml: a named layout for base models that lack one.")
@@ -120,6 +122,8 @@ class TrainConfig(Section):
     engine: Literal["own", "trl"] = Field(
         "own", description="own = pwd-agent's LoRA loop (logits over the answer span only: less memory and time); "
         "trl = TRL's SFTTrainer (completion-only loss), `pip install 'pwd-agent[trl]'`.")
+    packing: bool = Field(False, description="Pack several samples into one max_length sequence (train.engine=trl "
+                          "only; TRL's best-fit packing, best with flash attention on a GPU).")
     launcher: Literal["python", "torchrun", "accelerate"] = Field(
         "python", description="How the trainer starts: one python process, or `torchrun` / `accelerate launch` with "
         "train.num_processes processes (one per GPU; gloo on CPUs). Gradients are summed, so the global batch is "

@@ -25,6 +25,9 @@ def check_backends(cfg: RunConfig) -> None:
     if cfg.train.engine == "trl" and importlib.util.find_spec("trl") is None:
         raise ConfigError("train.engine=trl, but trl is not installed",
                           "pip install 'pwd-agent[trl]', or train.engine=own")
+    if cfg.train.packing and cfg.train.engine != "trl":
+        raise ConfigError("train.packing needs train.engine=trl",
+                          "the own engine trains length-sorted, unpacked batches; set train.engine=trl to pack")
     if cfg.eval.backend == "vllm":
         check_vllm(cfg)
     if cfg.eval.general.startswith("lm_eval:"):

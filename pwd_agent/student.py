@@ -94,13 +94,21 @@ def load_tokenizer(path: str, chat_template: str = "model"):
     return tokenizer
 
 
-def load_model(path: str, adapter: str | None = None):
-    """The base model in float32 (CPU) or bfloat16 (GPU), with a LoRA adapter merged if given."""
+def torch_dtype(name: str = "auto"):
+    """student.dtype as a torch dtype: auto is bfloat16 on a GPU, float32 on CPU."""
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    return getattr(torch, name)
+
+
+def load_model(path: str, adapter: str | None = None, dtype: str = "auto"):
+    """The base model in student.dtype, with a LoRA adapter merged if given (the hf evaluator)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype))
     if adapter:
         from peft import PeftModel
 

@@ -111,3 +111,35 @@ def test_lm_eval_guard_needs_the_models_own_chat_template():
     cfg = RunConfig.model_validate({"eval": {"general": "lm_eval:arc_easy"}, "student": {"chat_template": "plain"}})
     with pytest.raises(ConfigError, match="lm-eval applies the model's own chat template"):
         check_backends(cfg)
+
+
+@pytest.mark.slow
+def test_a_hub_id_student_loads_from_the_hugging_face_cache(tiny_model, small_corpus, tmp_path, monkeypatch):
+    """student.model as a hub id: resolved by transformers from the hub cache (offline here), then
+    trained and evaluated through the same paths as a folder; an id that is not there is refused."""
+    from sqlmodel import select
+
+    from pwd_agent.runs import open_run
+    from pwd_agent.store import Round, session_scope
+
+    revision = "0" * 40
+    snapshot = tmp_path / "hub" / "models--pwdtest--tiny-llama" / "snapshots" / revision
+    shutil.copytree(tiny_model, snapshot)
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text(revision)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+
+    refused(cli("run", "--corpus", str(small_corpus), "--set", "student.model=pwdtest/not-there"),
+            "cannot load student.model 'pwdtest/not-there'")
+    done = cli("run", "--corpus", str(small_corpus), "--run-id", "hub", "-q", "--goal", "0.99",
+               "--set", "student.model=pwdtest/tiny-llama", "--set", "loop.max_rounds=1")
+    assert done.returncode == 3, done.stderr[-2000:]
+    with session_scope(open_run("hub").db_url) as s:
+        assert [r.status for r in s.exec(select(Round).order_by(Round.id)).all()] == ["evaluated", "evaluated"]
+    config = json.loads(Path("runs/hub/rounds/01/adapter/adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "pwdtest/tiny-llama"
+
+
+def test_packing_needs_the_trl_engine():
+    with pytest.raises(ConfigError, match="train.packing needs train.engine=trl"):
+        check_backends(RunConfig.model_validate({"train": {"packing": True}}))

@@ -120,10 +120,11 @@ def test_two_processes_train_the_same_adapter_as_one_with_the_same_global_batch(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("launcher,processes", [("python", 1), ("torchrun", 2)])
-def test_trl_engine_trains_the_adapter_through_the_trainer_command(tiny_model, tmp_path, launcher, processes):
+@pytest.mark.parametrize("launcher,processes,packing", [("python", 1, False), ("torchrun", 2, False), ("python", 1, True)])
+def test_trl_engine_trains_the_adapter_through_the_trainer_command(tiny_model, tmp_path, launcher, processes, packing):
     """train.engine=trl: TRL's SFTTrainer with our chat layout and LoRA, started as a run starts it,
-    alone or as 2 DDP processes (gloo); it writes the adapter, our metrics and our step lines."""
+    alone, as 2 DDP processes (gloo) or packing samples into max_length sequences; it writes the
+    adapter, our metrics and our step lines."""
     import subprocess
 
     import torch
@@ -136,14 +137,17 @@ def test_trl_engine_trains_the_adapter_through_the_trainer_command(tiny_model, t
     rows = [{"prompt": f"What follows step {i}?", "answer": f"Step {i + 1} follows."} for i in range(20)]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     job = TrainJob(model_path=str(tiny_model), data_path=str(data), output_dir=str(tmp_path / "adapter"), lora_r=4,
-                   epochs=3, learning_rate=5e-3, batch_size=4, threads=1, engine="trl")
+                   epochs=3, learning_rate=5e-3, batch_size=4, threads=1, engine="trl", packing=packing, max_length=64)
     (tmp_path / "job.json").write_text(job.model_dump_json())
     cfg = TrainConfig(engine="trl", launcher=launcher, num_processes=processes)
     done = subprocess.run(trainer_command(cfg, tmp_path / "job.json"), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    steps = math.ceil(20 / 4 / processes) * 3
-    assert f"step {steps}/{steps} loss" in done.stdout and "engine trl (SFTTrainer)" in done.stdout
     metrics = json.loads((tmp_path / "adapter" / "train_metrics.json").read_text())
+    steps = math.ceil(20 / 4 / processes) * 3  # unpacked: batches of 4 samples per process
+    if packing:  # several samples per 64-token sequence: fewer, fuller batches
+        assert metrics["steps"] < steps
+        steps = metrics["steps"]
+    assert f"step {steps}/{steps} loss" in done.stdout and "engine trl (SFTTrainer)" in done.stdout
     assert metrics["engine"] == "trl" and metrics["processes"] == processes and metrics["steps"] == steps
     assert metrics["train_loss"] < metrics["first_loss"]
     adapter = load_file(tmp_path / "adapter" / "adapter_model.safetensors")

@@ -63,7 +63,7 @@ def check_lm_eval(spec: str, include_path: str | None) -> None:
 
 
 def score_lm_eval(spec: str, include_path: str | None, model_path: str, adapter: str | None, batch_size: int,
-                  limit: int | None) -> list[tuple[str, str, bool]]:
+                  limit: int | None, dtype: str = "auto") -> list[tuple[str, str, bool]]:
     """(key, raw response, passed) for every sample of the spec's tasks, from lm_eval.simple_evaluate."""
     import lm_eval
     from lm_eval.tasks import TaskManager
@@ -71,7 +71,9 @@ def score_lm_eval(spec: str, include_path: str | None, model_path: str, adapter:
     import torch
 
     gpu = torch.cuda.is_available()
-    args = f"pretrained={model_path},dtype={'bfloat16' if gpu else 'float32'}"
+    if dtype == "auto":
+        dtype = "bfloat16" if gpu else "float32"
+    args = f"pretrained={model_path},dtype={dtype}"
     if adapter:
         args += f",peft={adapter}"
     out = lm_eval.simple_evaluate(model="hf", model_args=args, tasks=lm_eval_tasks(spec), device="cuda" if gpu else "cpu",

@@ -28,12 +28,12 @@ class HFEvaluator:
     """Loads the base student (plus a round's adapter) once and answers items in batches."""
 
     def __init__(self, model_path: str, adapter: str | None, batch_size: int = 8, max_new_tokens: int = 15,
-                 scorer: str = "letters", chat_template: str = "model"):
+                 scorer: str = "letters", chat_template: str = "model", dtype: str = "auto"):
         from pwd_agent.student import load_model, load_tokenizer
 
         self.tokenizer = load_tokenizer(model_path, chat_template)
         self.tokenizer.padding_side = "left"  # generation continues from the right edge
-        self.model = load_model(model_path, adapter)
+        self.model = load_model(model_path, adapter, dtype)
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         if scorer not in ("letters", "loglik"):

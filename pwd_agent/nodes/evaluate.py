@@ -95,7 +95,7 @@ def score_general_with_lm_eval(ctx: RunContext, round_id: int, adapter: str | No
     cfg = ctx.config.eval
     emit(ctx.db_url, "evaluate", f"round {round_id}: general guard by lm-eval ({cfg.general[len('lm_eval:'):]})")
     rows = score_lm_eval(cfg.general, cfg.lm_eval_include_path, resolve_student(ctx.config.student), adapter,
-                         cfg.batch_size, cfg.general_limit)
+                         cfg.batch_size, cfg.general_limit, ctx.config.student.dtype)
     with session_scope(ctx.db_url) as session:
         session.add_all(GeneralResult(round_id=round_id, item_key=key, raw=raw, predicted="", passed=passed)
                         for key, raw, passed in rows)
@@ -118,7 +118,7 @@ def loaded_evaluator(ctx: RunContext, adapter: str | None) -> Iterator:
     from pwd_agent.evaluation.hf import HFEvaluator
 
     evaluator = HFEvaluator(resolve_student(ctx.config.student), adapter, cfg.batch_size, cfg.max_new_tokens, cfg.scorer,
-                            ctx.config.student.chat_template)
+                            ctx.config.student.chat_template, ctx.config.student.dtype)
     try:
         yield evaluator
     finally:

@@ -106,10 +106,10 @@ def run_training(ctx: RunContext, round_id: int) -> dict:
         model_path=resolve_student(cfg.student), data_path=str(folder / "train.jsonl"), output_dir=str(adapter),
         lora_r=cfg.student.lora_r, lora_alpha=cfg.student.lora_alpha, lora_dropout=cfg.student.lora_dropout,
         target_modules=cfg.student.target_modules, max_length=cfg.student.max_length,
-        chat_template=cfg.student.chat_template, epochs=cfg.train.epochs,
+        chat_template=cfg.student.chat_template, dtype=cfg.student.dtype, epochs=cfg.train.epochs,
         learning_rate=cfg.train.learning_rate, batch_size=cfg.train.batch_size, grad_accum=cfg.train.grad_accum,
         seed=cfg.train.seed, threads=cfg.train.threads, cpu_bf16=cfg.train.cpu_bf16, config_hash=cfg.config_hash(),
-        engine=cfg.train.engine,
+        engine=cfg.train.engine, packing=cfg.train.packing,
     )
     (folder / "job.json").write_text(job.model_dump_json(indent=2))
     command = trainer_command(cfg.train, folder / "job.json")

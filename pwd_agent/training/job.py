@@ -17,6 +17,7 @@ class TrainJob(BaseModel):
     target_modules: list[str] = ["q_proj", "v_proj"]
     max_length: int = 384
     chat_template: str = "model"  # student.chat_template
+    dtype: str = "auto"  # student.dtype
     epochs: float = 1.0
     learning_rate: float = 2e-4
     batch_size: int = 8
@@ -26,3 +27,4 @@ class TrainJob(BaseModel):
     cpu_bf16: bool = True
     config_hash: str = ""
     engine: str = "own"  # train.engine: own | trl
+    packing: bool = False  # train.packing (trl engine)

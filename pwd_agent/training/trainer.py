@@ -111,7 +111,7 @@ def _train(job: TrainJob, rank: int, local_rank: int, world: int) -> dict:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, get_linear_schedule_with_warmup
 
-    from pwd_agent.student import load_tokenizer
+    from pwd_agent.student import load_tokenizer, torch_dtype
 
     if job.threads:
         torch.set_num_threads(job.threads)
@@ -127,7 +127,7 @@ def _train(job: TrainJob, rank: int, local_rank: int, world: int) -> dict:
     device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     if device != "cpu":
         torch.cuda.set_device(local_rank)
-    dtype = torch.bfloat16 if device != "cpu" else torch.float32
+    dtype = torch_dtype(job.dtype)
     # On CPUs with bf16 units, autocast runs the matmuls in bf16 (about 1.3x here); weights stay fp32.
     autocast = device == "cpu" and job.cpu_bf16 and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     model = AutoModelForCausalLM.from_pretrained(job.model_path, dtype=dtype).to(device)

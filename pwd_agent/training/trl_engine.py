@@ -24,7 +24,7 @@ def train_trl(job: TrainJob) -> dict:
     from transformers import AutoModelForCausalLM, PrinterCallback, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    from pwd_agent.student import chat_prompt, end_of_answer, load_tokenizer
+    from pwd_agent.student import chat_prompt, end_of_answer, load_tokenizer, torch_dtype
     from pwd_agent.training.trainer import distributed, log
 
     rank, _, world = distributed()
@@ -36,7 +36,8 @@ def train_trl(job: TrainJob) -> dict:
     data = Dataset.from_list([{"prompt": chat_prompt(tokenizer, r["prompt"]),
                                "completion": r["answer"] + end_of_answer(tokenizer)} for r in rows])
     on_gpu = torch.cuda.is_available()
-    model = AutoModelForCausalLM.from_pretrained(job.model_path, dtype=torch.bfloat16 if on_gpu else torch.float32)
+    dtype = torch_dtype(job.dtype)
+    model = AutoModelForCausalLM.from_pretrained(job.model_path, dtype=dtype)
     steps_per_epoch = math.ceil(math.ceil(len(rows) / job.batch_size) / (job.grad_accum * world))
     total_steps = max(1, math.ceil(steps_per_epoch * job.epochs))
     args = SFTConfig(
@@ -44,7 +45,8 @@ def train_trl(job: TrainJob) -> dict:
         per_device_train_batch_size=job.batch_size, gradient_accumulation_steps=job.grad_accum,
         learning_rate=job.learning_rate, lr_scheduler_type="linear", warmup_steps=max(1, total_steps // 10),
         weight_decay=0.0, max_grad_norm=1.0, seed=job.seed, max_length=job.max_length, completion_only_loss=True,
-        bf16=on_gpu, use_cpu=not on_gpu, ddp_backend="gloo" if world > 1 and not on_gpu else None, logging_steps=1,
+        packing=job.packing,
+        bf16=on_gpu and dtype == torch.bfloat16, use_cpu=not on_gpu, ddp_backend="gloo" if world > 1 and not on_gpu else None, logging_steps=1,
         save_strategy="no", report_to="none", disable_tqdm=True, dataloader_drop_last=False)
     lora = LoraConfig(r=job.lora_r, lora_alpha=job.lora_alpha, lora_dropout=job.lora_dropout,
                       target_modules=job.target_modules, task_type="CAUSAL_LM")
