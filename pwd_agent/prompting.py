@@ -88,6 +88,19 @@ def balanced_order(is_key: list[bool], letter_counts: Counter, rng: random.Rando
     return best
 
 
+def place_letters(draft, letter_counts: Counter, rng: random.Random):
+    """A test item's options shuffled to the letters that keep keys most even across the benchmark
+    (`letter_counts`: the key letters of the items stored before it). Done in code, after the
+    agent wrote the item, so items can be written concurrently and placed in a fixed order."""
+    order = balanced_order([kind == "key" for kind in draft.option_kinds], letter_counts, rng)
+    return draft.model_copy(update={
+        "options": [draft.options[i] for i in order],
+        "option_kinds": [draft.option_kinds[i] for i in order],
+        "option_statements": [draft.option_statements[i] for i in order],
+        "answer": letters_of([pos for pos, i in enumerate(order) if draft.option_kinds[i] == "key"]),
+    })
+
+
 def letters_of(indexes: list[int]) -> str:
     return ",".join(LETTERS[i] for i in sorted(set(indexes)))
 

@@ -91,8 +91,6 @@ def test_whole_loop_on_a_real_server_then_cache(llama_url, tiny_model, tmp_path)
 
 def test_tester_and_builder_on_a_real_server(llama_url):
     """The KB comes from the offline rules; the item and the samples come from the served model."""
-    from collections import Counter
-
     from pwd_agent.agents.schemas import KBChain, KBStatement
     from pwd_agent.config import LLMConfig
     from pwd_agent.corpus import chunk_document, read_corpus
@@ -112,7 +110,7 @@ def test_tester_and_builder_on_a_real_server(llama_url):
     agents = LLMAgents(StructuredClient(cfg, ResponseCache(Path("llm_cache.sqlite"))))
 
     take_records()
-    item = agents.write_test_item(kb_chain, statements, [], 0, Counter())
+    item = agents.write_test_item(kb_chain, statements, [], 0)
     samples = agents.write_samples(kb_chain, statements, [], [], 1, 0.6, 0.3)
     records = take_records()
     assert {r.prompt_name for r in records} == {"tests/test_item", "builder/samples"}

@@ -1,5 +1,6 @@
 """The offline agents on the example corpus: extraction grounded in quotes, balanced items, sample mix."""
 
+import random
 from collections import Counter
 
 import pytest
@@ -7,7 +8,7 @@ import pytest
 from pwd_agent.agents.schemas import KBChain, KBConcept, KBStatement, TestItemDraft
 from pwd_agent.corpus import chunk_document, read_corpus
 from pwd_agent.llm.offline import OfflineAgents, order_claim
-from pwd_agent.prompting import LETTERS, parse_letters
+from pwd_agent.prompting import LETTERS, parse_letters, place_letters
 
 from conftest import EXAMPLES
 
@@ -56,7 +57,8 @@ def _items(kb):
     for i, (chain, statements, _, _) in enumerate(kb):
         foreign = [kb[(i + 1) % len(kb)][0].steps[0].lower()]
         for variant in range(2):
-            item = agents.write_test_item(chain, statements, foreign, variant, letters)
+            item = place_letters(agents.write_test_item(chain, statements, foreign, variant), letters,
+                                 random.Random(f"{chain.id}:{variant}"))
             letters.update(item.answer.split(","))
             items.append(item)
     return items, letters

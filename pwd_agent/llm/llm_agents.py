@@ -5,9 +5,7 @@ Same methods and drafts as llm/offline.py, so switching `llm.backend` changes no
 
 from __future__ import annotations
 
-import random
 import re
-from collections import Counter
 from pathlib import Path
 from typing import Literal
 
@@ -29,7 +27,7 @@ from pwd_agent.agents.schemas import (
     TestItemDraft,
 )
 from pwd_agent.llm.openai_compat import StructuredClient
-from pwd_agent.prompting import PROMPTS_DIR, balanced_order, letters_of, load_prompt, render_choice_prompt
+from pwd_agent.prompting import PROMPTS_DIR, letters_of, load_prompt, render_choice_prompt
 
 # ---- what the LLM is asked to return (validated before anything is stored) ----------------
 
@@ -160,7 +158,7 @@ class LLMAgents:
 
     # ---- tester -------------------------------------------------------------------------------
     def write_test_item(self, chain: KBChain, statements: list[KBStatement], foreign_steps: list[str],
-                        variant: int, letter_counts: Counter) -> TestItemDraft | None:
+                        variant: int) -> TestItemDraft | None:
         def check(answer: ItemAnswer) -> str | None:
             if not any(o.correct for o in answer.options):
                 return "at least one option must be correct"
@@ -177,10 +175,9 @@ class LLMAgents:
         answer = self.client.ask("tester", self._prompt("tests/test_item"), variables, ItemAnswer, check)
         if answer is None:
             return None
-        # Letters are assigned here, not by the LLM, so keys stay balanced across the benchmark.
-        rng = random.Random(f"{self.seed}:item:{chain.id}:{variant}")
-        order = balanced_order([o.correct for o in answer.options], letter_counts, rng)
-        options = [answer.options[i] for i in order]
+        # The LLM says which options are right; the node places the letters (place_letters), so
+        # keys stay balanced across the benchmark whatever order the model wrote them in.
+        options = answer.options
         by_position = {s.position: s.id for s in statements}
         return TestItemDraft(
             question=answer.question,

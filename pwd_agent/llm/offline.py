@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 import re
-from collections import Counter
 
 from pwd_agent.agents.schemas import (
     ChainDraft,
@@ -22,7 +21,7 @@ from pwd_agent.agents.schemas import (
     TestItemDraft,
 )
 from pwd_agent.corpus import split_sentences
-from pwd_agent.prompting import LETTERS, balanced_order, letters_of, render_choice_prompt
+from pwd_agent.prompting import LETTERS, letters_of, render_choice_prompt
 
 _CUE = re.compile(
     r"^(first|second|third|then|next|after that|afterwards|after this|as a result|this causes|finally|"
@@ -175,10 +174,10 @@ class OfflineAgents:
         statements: list[KBStatement],
         foreign_steps: list[str],
         variant: int,
-        letter_counts: Counter,
     ) -> TestItemDraft | None:
         """One item on the order of the chain's steps: keys are true adjacent pairs, distractors
-        reverse a pair, skip a step, or attach a step of another process."""
+        reverse a pair, skip a step, or attach a step of another process. Letters are placed
+        later, by the node (`place_letters`)."""
         if len(statements) < 2:
             return None
         rng = random.Random(f"{self.seed}:item:{chain.id}:{variant}")
@@ -192,14 +191,12 @@ class OfflineAgents:
                 options.append(candidate)
         if len(options) < 4:
             return None
-        order = balanced_order([o[1] == "key" for o in options], letter_counts, rng)
-        ordered = [options[i] for i in order]
         return TestItemDraft(
             question=self._item_question(chain),
-            options=[o[0] for o in ordered],
-            option_kinds=[o[1] for o in ordered],
-            option_statements=[o[2] for o in ordered],
-            answer=letters_of([i for i, o in enumerate(ordered) if o[1] == "key"]),
+            options=[o[0] for o in options],
+            option_kinds=[o[1] for o in options],
+            option_statements=[o[2] for o in options],
+            answer=letters_of([i for i, o in enumerate(options) if o[1] == "key"]),
         )
 
     @staticmethod

@@ -10,12 +10,13 @@ from collections import Counter
 from langgraph.runtime import Runtime
 from sqlmodel import select
 
-from pwd_agent.agents import call_agent, make_backend
+from pwd_agent.agents import make_backend, map_units, run_agent, workers_for
 from pwd_agent.events import Progress, emit
 from pwd_agent.gates import gate
 from pwd_agent.runs import RunContext
 from pwd_agent.state import RunState
 from pwd_agent.probes import concept_probe, statement_probe
+from pwd_agent.prompting import place_letters
 from pwd_agent.store import Chain, Probe, Statement, TestItem, done_keys, mark_done, session_scope
 from pwd_agent.store.queries import count_rows, foreign_steps, kb_chain, kb_concepts, kb_statements
 
@@ -35,31 +36,26 @@ def build_tests(state: RunState, runtime: Runtime[RunContext]) -> dict:
     with session_scope(ctx.db_url) as session:
         finished = done_keys(session, "build_tests")
         todo = [c.id for c in session.exec(select(Chain).order_by(Chain.id)).all() if str(c.id) not in finished]
-    progress = Progress(ctx.db_url, "build_tests", "chains", len(todo) + len(finished), len(finished))
-    with session_scope(ctx.db_url) as session:
+        inputs = {chain_id: (kb_chain(session.get(Chain, chain_id)), kb_statements(session, chain_id),
+                             foreign_steps(session, chain_id)) for chain_id in todo}
         all_concepts = kb_concepts(session, list(session.exec(select(Statement.id)).all()))
-    dropped = 0
-    for chain_id in todo:
-        with session_scope(ctx.db_url) as session:
-            letters = Counter(x for item in session.exec(select(TestItem)).all() for x in item.answer.split(","))
-            seen = {_fingerprint(item.options) for item in session.exec(select(TestItem)).all()}
-            row = session.get(Chain, chain_id)
-            chain = kb_chain(row)
-            statements = kb_statements(session, chain_id)
-            pool = foreign_steps(session, chain_id)
-            for variant in range(cfg.items_per_chain):
-                draft = call_agent(session, backend, "tester", "test_item", backend.write_test_item,
-                                   chain, statements, pool, variant, letters)
-                if draft is None or _fingerprint(draft.options) in seen:
-                    dropped += 1  # too short a chain, or a near-duplicate of an item we have
-                    continue
-                seen.add(_fingerprint(draft.options))
-                letters.update(draft.answer.split(","))
-                split = chain_split(row.steps_hash, cfg.holdout_fraction, cfg.seed)
-                session.add(TestItem(chain_id=chain_id, variant=variant, split=split, **draft.model_dump()))
-            session.add_all(chain_probes(session, chain, statements, pool, all_concepts, cfg.seed))
-            mark_done(session, "build_tests", chain_id)
-        progress.advance()
+    progress = Progress(ctx.db_url, "build_tests", "chains", len(todo) + len(finished), len(finished))
+    variants = range(cfg.items_per_chain)
+    units = [(chain_id, variant) for chain_id in todo for variant in variants]
+    work = lambda unit: run_agent(backend, "tester", "test_item", backend.write_test_item,  # noqa: E731
+                                  *inputs[unit[0]], unit[1])
+    # Items are written concurrently but stored chain by chain in id order (a reorder buffer), so
+    # letters, de-duplication and ids do not depend on which request finished first.
+    written: dict[tuple[int, int], tuple] = {}
+    dropped, next_chain = 0, 0
+    for unit, result in map_units(work, units, workers_for(backend, ctx.config)):
+        written[unit] = result
+        while next_chain < len(todo) and all((todo[next_chain], v) in written for v in variants):
+            chain_id = todo[next_chain]
+            drafts = [written.pop((chain_id, v)) for v in variants]
+            dropped += store_chain_items(ctx, chain_id, drafts, inputs[chain_id], all_concepts)
+            progress.advance()
+            next_chain += 1
     with session_scope(ctx.db_url) as session:
         counts = {
             "dev_items": count_rows(session, TestItem, TestItem.split == "dev"),
@@ -73,6 +69,31 @@ def build_tests(state: RunState, runtime: Runtime[RunContext]) -> dict:
          "{probes} probes on KB nodes".format(**counts),
          dropped=dropped, key_letters=dict(sorted(letters.items())), **counts)
     return {"counts": {**state.get("counts", {}), **counts}}
+
+
+def store_chain_items(ctx: RunContext, chain_id: int, drafts: list[tuple], inputs: tuple, all_concepts) -> int:
+    """A chain's items (letters placed against the items stored before them), probes, ledger rows
+    and completion marker, in one transaction; returns how many drafts were dropped."""
+    cfg = ctx.config.tests
+    chain, statements, pool = inputs
+    dropped = 0
+    with session_scope(ctx.db_url) as session:
+        stored = session.exec(select(TestItem)).all()
+        letters = Counter(x for item in stored for x in item.answer.split(","))
+        seen = {_fingerprint(item.options) for item in stored}
+        split = chain_split(session.get(Chain, chain_id).steps_hash, cfg.holdout_fraction, cfg.seed)
+        for variant, (draft, records) in enumerate(drafts):
+            session.add_all(records)
+            if draft is None or _fingerprint(draft.options) in seen:
+                dropped += 1  # too short a chain, or a near-duplicate of an item we have
+                continue
+            draft = place_letters(draft, letters, random.Random(f"{cfg.seed}:letters:{chain_id}:{variant}"))
+            seen.add(_fingerprint(draft.options))
+            letters.update(draft.answer.split(","))
+            session.add(TestItem(chain_id=chain_id, variant=variant, split=split, **draft.model_dump()))
+        session.add_all(chain_probes(session, chain, statements, pool, all_concepts, cfg.seed))
+        mark_done(session, "build_tests", chain_id)
+    return dropped
 
 
 def chain_probes(session, chain, statements, foreign, all_concepts, seed: int) -> list[Probe]:
