@@ -24,6 +24,17 @@ class Prediction:
     passed: bool
 
 
+def score_letters(generate, items: list[tuple[str, list[str], str]]) -> list[Prediction]:
+    """The `letters` scorer on any backend's `generate` (user texts -> completions): the paper's
+    prompt, the letter set parsed from the completion, exact set match."""
+    raws = generate([render_choice_prompt(q, opts) for q, opts, _ in items])
+    preds = []
+    for raw, (_, _, key) in zip(raws, items):
+        letters = parse_letters(raw)
+        preds.append(Prediction(raw=raw, predicted=letters, passed=score(letters, key)))
+    return preds
+
+
 class HFEvaluator:
     """Loads the base student (plus a round's adapter) once and answers items in batches."""
 
@@ -67,12 +78,7 @@ class HFEvaluator:
         """(question, options, key) -> predictions under exact set match."""
         if self.scorer == "loglik":
             return [self._loglik_item(q, opts, key) for q, opts, key in items]
-        raws = self.generate([render_choice_prompt(q, opts) for q, opts, _ in items])
-        preds = []
-        for raw, (_, _, key) in zip(raws, items):
-            letters = parse_letters(raw)
-            preds.append(Prediction(raw=raw, predicted=letters, passed=score(letters, key)))
-        return preds
+        return score_letters(self.generate, items)
 
     # ---- loglik ---------------------------------------------------------------------------
     def _loglik_item(self, question: str, options: list[str], key: str) -> Prediction:

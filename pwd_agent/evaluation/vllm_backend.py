@@ -10,8 +10,7 @@ subprocess of the next round needs the GPU memory the engine holds.
 from __future__ import annotations
 
 from pwd_agent.config import RunConfig
-from pwd_agent.evaluation.hf import Prediction
-from pwd_agent.prompting import parse_letters, render_choice_prompt, score
+from pwd_agent.evaluation.hf import Prediction, score_letters
 
 
 class VLLMEvaluator:
@@ -42,12 +41,7 @@ class VLLMEvaluator:
         return [o.outputs[0].text for o in outputs]
 
     def score_items(self, items: list[tuple[str, list[str], str]]) -> list[Prediction]:
-        raws = self.generate([render_choice_prompt(q, opts) for q, opts, _ in items])
-        preds = []
-        for raw, (_, _, key) in zip(raws, items):
-            letters = parse_letters(raw)
-            preds.append(Prediction(raw=raw, predicted=letters, passed=score(letters, key)))
-        return preds
+        return score_letters(self.generate, items)
 
     def close(self) -> None:
         import gc
