@@ -60,7 +60,7 @@ def execute(ctx: RunContext, resume: bool = False, answer: dict | None = None) -
             emit(ctx.db_url, "run", f"paused: waiting at the {waiting['gate']} gate", gate=waiting["gate"])
             raise waiting_error(ctx, waiting)
         values = snapshot.values
-        tracking.finish(trackers, values)
+        tracking.finish(ctx, trackers, values)
     emit(ctx.db_url, "run", f"finished: {values.get('stop_reason')}", reason=values.get("stop_reason"))
     return values
 

@@ -9,6 +9,7 @@ one tracker run, found again on resume by the run folder's path.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 from contextlib import contextmanager
@@ -23,7 +24,10 @@ from pwd_agent.runs import RunContext
 from pwd_agent.store import LLMCall, Round, session_scope
 from pwd_agent.store.db import done_keys, mark_done
 
+logger = logging.getLogger("pwd_agent")
 INSTALL_HINT = {"mlflow": "pip install 'pwd-agent[mlflow]'", "wandb": "pip install 'pwd-agent[wandb]'"}
+START_HINT = {"mlflow": "check tracking.mlflow_tracking_uri (or $MLFLOW_TRACKING_URI), or remove mlflow from tracking.report_to",
+              "wandb": "run `wandb login`, or set tracking.wandb_mode=offline, or remove wandb from tracking.report_to"}
 ROUND_FIELDS = ("dev_acc", "holdout_acc", "general_acc", "train_loss", "n_train", "n_patch", "n_replay",
                 "fixed", "broken", "still_failing", "gain_p")
 
@@ -54,7 +58,14 @@ def check_installed(report_to: list[str]) -> None:
 def open_trackers(ctx: RunContext) -> Iterator[list[Tracker]]:
     """The configured trackers for this process; closed (failed or not) when the block ends."""
     check_installed(ctx.config.tracking.report_to)
-    trackers: list[Tracker] = [_OPEN[name](ctx) for name in ctx.config.tracking.report_to]
+    trackers: list[Tracker] = []
+    for name in ctx.config.tracking.report_to:
+        try:
+            trackers.append(_OPEN[name](ctx))
+        except Exception as exc:  # no login, a bad URI, an unreachable server: say so before any work
+            _close_all(trackers, failed=True)
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"could not start the {name} tracker: {first}", START_HINT[name]) from None
     failed = True
     try:
         yield trackers
@@ -63,8 +74,15 @@ def open_trackers(ctx: RunContext) -> Iterator[list[Tracker]]:
         failed = False  # waiting at a gate or paused on request: the run goes on after a resume
         raise
     finally:
-        for tracker in trackers:
+        _close_all(trackers, failed)
+
+
+def _close_all(trackers: list[Tracker], failed: bool) -> None:
+    for tracker in trackers:
+        try:
             tracker.close(failed)
+        except Exception as exc:  # a tracker that cannot close must not hide the run's own outcome
+            logger.warning("could not close the %s tracker: %s", tracker.name, exc)
 
 
 def sync(ctx: RunContext, trackers: list[Tracker]) -> None:
@@ -77,21 +95,31 @@ def sync(ctx: RunContext, trackers: list[Tracker]) -> None:
             pending = [row for row in pending if str(row.id) not in sent]
             ledger = _ledger_totals(session)
         for row in pending:
-            tracker.log_round(row.id, round_metrics(row) | ledger)
+            try:
+                tracker.log_round(row.id, round_metrics(row) | ledger)
+            except Exception as exc:  # tracking never stops a run: the round is sent at the next sync
+                emit(ctx.db_url, "track", f"round {row.id} not sent to {tracker.name} ({exc}); will retry",
+                     "warning", tracker=tracker.name, round=row.id)
+                break
             with session_scope(ctx.db_url) as session:
                 mark_done(session, stage, row.id)
             emit(ctx.db_url, "track", f"round {row.id} metrics sent to {tracker.name}", "debug",
                  tracker=tracker.name, round=row.id)
 
 
-def finish(trackers: list[Tracker], values: dict) -> None:
+def finish(ctx: RunContext, trackers: list[Tracker], values: dict) -> None:
+    """The run's end: stop reason and best scores to every tracker (a failure is logged, not raised)."""
     scores = values.get("scores") or []
     summary = {"stop_reason": values.get("stop_reason"), "rounds": len(scores)}
     for split in ("dev", "holdout"):
         if scores:
             summary[f"best_{split}_acc"] = max(s[split] for s in scores)
     for tracker in trackers:
-        tracker.finish(summary)
+        try:
+            tracker.finish(summary)
+        except Exception as exc:
+            emit(ctx.db_url, "track", f"the run's summary was not sent to {tracker.name} ({exc})", "warning",
+                 tracker=tracker.name)
 
 
 def round_metrics(row: Round) -> dict[str, float]:

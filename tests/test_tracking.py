@@ -102,3 +102,38 @@ def test_a_tracker_that_is_not_installed_is_refused_before_the_run_exists(small_
     err = capsys.readouterr().err
     assert "wandb is not installed" in err and "pip install 'pwd-agent[wandb]'" in err
     assert not Path("runs/nowandb").exists()
+
+
+def test_a_tracker_that_fails_does_not_stop_the_run_and_the_round_is_sent_later(small_corpus):
+    """sync's contract, with a tracker of our own protocol standing in for a flaky server."""
+    from pwd_agent.config import load_config
+    from pwd_agent.runs import create_run
+    from pwd_agent.store import Event, WorkUnit
+    from pwd_agent.tracking import sync
+
+    class Flaky:
+        name = "flaky"
+
+        def __init__(self):
+            self.up, self.sent = False, []
+
+        def log_round(self, round_id, metrics):
+            if not self.up:
+                raise ConnectionError("server unreachable")
+            self.sent.append((round_id, metrics["dev_acc"]))
+
+    ctx = create_run(load_config(None, [f"corpus.path={small_corpus}", "run_id=flaky"]))
+    with session_scope(ctx.db_url) as s:
+        s.add(Round(id=0, status="evaluated", dev_acc=0.1, holdout_acc=0.2))
+        s.add(Round(id=1, status="evaluated", dev_acc=0.3, holdout_acc=0.4))
+        s.add(Round(id=2, status="training"))
+    tracker = Flaky()
+    sync(ctx, [tracker])  # fails: nothing marked sent, a warning in the log, no exception
+    with session_scope(ctx.db_url) as s:
+        assert not s.exec(select(WorkUnit).where(WorkUnit.stage == "track:flaky")).all()
+        assert any("round 0 not sent to flaky (server unreachable); will retry" in e.message
+                   for e in s.exec(select(Event)).all())
+    tracker.up = True
+    sync(ctx, [tracker])
+    sync(ctx, [tracker])  # nothing left to send: no round twice
+    assert tracker.sent == [(0, 0.1), (1, 0.3)]
