@@ -68,16 +68,16 @@ def test_lm_eval_tasks_as_the_general_guard(tiny_model, small_corpus, tmp_path):
     from pwd_agent.runs import open_run
     from pwd_agent.store import GeneralResult, Round, session_scope
 
-    tasks = tiny_lm_eval_task(tmp_path / "tasks")
-    base = [sys.executable, "-m", "pwd_agent", "run", "--corpus", str(small_corpus), "--goal", "0.99", "-q",
-            "--set", f"student.model={tiny_model}", "--set", "loop.max_rounds=1",
-            "--set", f"eval.lm_eval_include_path={tasks}"]
-    typo = subprocess.run([*base, "--run-id", "typo", "--set", "eval.general=lm_eval:tiny_gaurd"],
-                          capture_output=True, text=True, timeout=300)
-    assert typo.returncode == 2 and "unknown lm-eval task 'tiny_gaurd'" in typo.stderr, typo.stderr
-    assert "did you mean tiny_guard" in typo.stderr and not Path("runs/typo").exists()
+    from pwd_agent.evaluation.general import check_lm_eval
 
-    done = subprocess.run([*base, "--run-id", "lmg", "--set", "eval.general=lm_eval:tiny_guard"],
+    tasks = tiny_lm_eval_task(tmp_path / "tasks")
+    with pytest.raises(ConfigError, match="unknown lm-eval task 'tiny_gaurd'") as typo:
+        check_lm_eval("lm_eval:tiny_gaurd", str(tasks))  # what `run` calls before it makes a run folder
+    assert "did you mean tiny_guard" in typo.value.hint
+
+    done = subprocess.run([sys.executable, "-m", "pwd_agent", "run", "--corpus", str(small_corpus), "--goal", "0.99",
+                           "-q", "--run-id", "lmg", "--set", f"student.model={tiny_model}", "--set", "loop.max_rounds=1",
+                           "--set", f"eval.lm_eval_include_path={tasks}", "--set", "eval.general=lm_eval:tiny_guard"],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 3, done.stderr[-3000:]
     with session_scope(open_run("lmg").db_url) as s:

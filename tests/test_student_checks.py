@@ -19,6 +19,16 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pwd_agent", *args], capture_output=True, text=True, timeout=120)
 
 
+def main_here(monkeypatch, capsys, *args: str) -> subprocess.CompletedProcess:
+    """The CLI's own entry point in this process (no interpreter start-up): its exit code and stderr."""
+    from pwd_agent import cli as cli_module
+
+    monkeypatch.setattr(sys, "argv", ["pwd-agent", *args])
+    with pytest.raises(SystemExit) as exit_:
+        cli_module.main()
+    return subprocess.CompletedProcess(args, exit_.value.code, "", capsys.readouterr().err)
+
+
 def refused(result: subprocess.CompletedProcess, *texts: str) -> None:
     assert result.returncode == 2, result.stderr
     assert all(t in result.stderr for t in texts), result.stderr
@@ -42,15 +52,16 @@ def test_unknown_model_path_is_refused(small_corpus):
             "cannot load student.model '/nowhere/model'", "hint: use a local folder with config.json")
 
 
-def test_lora_target_that_matches_no_module_is_refused(tiny_model, small_corpus):
-    refused(cli("run", "--corpus", str(small_corpus), "--set", f"student.model={tiny_model}",
+def test_lora_target_that_matches_no_module_is_refused(tiny_model, small_corpus, monkeypatch, capsys):
+    refused(main_here(monkeypatch, capsys, "run", "--corpus", str(small_corpus), "--set", f"student.model={tiny_model}",
                 "--set", 'student.target_modules=["q_proj","qkv_proj"]'),
             "student.target_modules ['qkv_proj'] match no module", "its linear layers are:", "q_proj", "v_proj")
 
 
-def test_base_model_without_chat_template_needs_a_named_layout(tiny_model, small_corpus, tmp_path):
+def test_base_model_without_chat_template_needs_a_named_layout(tiny_model, small_corpus, tmp_path, monkeypatch,
+                                                               capsys):
     base = without_chat_template(tiny_model, tmp_path)
-    refused(cli("run", "--corpus", str(small_corpus), "--set", f"student.model={base}"),
+    refused(main_here(monkeypatch, capsys, "run", "--corpus", str(small_corpus), "--set", f"student.model={base}"),
             f"the student {base} has no chat template", "set student.chat_template=plain")
 
     assert check_student(StudentConfig(model=str(base), chat_template="plain")) == str(base)
@@ -79,16 +90,17 @@ def test_vllm_backend_is_refused_without_the_package_or_a_gpu(monkeypatch):
     assert "eval.backend=hf" in exc.value.hint
 
 
-def test_resume_refuses_a_gpu_backend_here_and_leaves_the_config(tiny_model, small_corpus):
+def test_resume_refuses_a_gpu_backend_here_and_leaves_the_config(small_corpus, monkeypatch, capsys):
     import torch
+
+    from pwd_agent.config import load_config
+    from pwd_agent.runs import create_run
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    first = cli("run", "--corpus", str(small_corpus), "--run-id", "r", "--set", f"student.model={tiny_model}",
-                "--set", "gates.after_kb=true", "-q")
-    assert first.returncode == 6, first.stderr  # waits at the first gate: a started run
+    create_run(load_config(None, [f"corpus.path={small_corpus}", "run_id=r"]))
     before = Path("runs/r/config.yaml").read_text()
-    result = cli("resume", "r", "--set", "eval.backend=vllm")
+    result = main_here(monkeypatch, capsys, "resume", "r", "--set", "eval.backend=vllm")
     assert result.returncode == 2 and "eval.backend=vllm" in result.stderr, result.stderr
     assert Path("runs/r/config.yaml").read_text() == before
 
@@ -114,13 +126,12 @@ def test_lm_eval_guard_needs_the_models_own_chat_template():
 
 
 @pytest.mark.slow
-def test_a_hub_id_student_loads_from_the_hugging_face_cache(tiny_model, small_corpus, tmp_path, monkeypatch):
+def test_a_hub_id_student_loads_from_the_hugging_face_cache(tiny_model, tmp_path, monkeypatch):
     """student.model as a hub id: resolved by transformers from the hub cache (offline here), then
-    trained and evaluated through the same paths as a folder; an id that is not there is refused."""
-    from sqlmodel import select
-
-    from pwd_agent.runs import open_run
-    from pwd_agent.store import Round, session_scope
+    trained (the trainer subprocess) and scored with its adapter; an id that is not there is refused."""
+    from pwd_agent.config import TrainConfig
+    from pwd_agent.nodes.train import trainer_command
+    from pwd_agent.training.job import TrainJob
 
     revision = "0" * 40
     snapshot = tmp_path / "hub" / "models--pwdtest--tiny-llama" / "snapshots" / revision
@@ -129,15 +140,34 @@ def test_a_hub_id_student_loads_from_the_hugging_face_cache(tiny_model, small_co
     (snapshot.parent.parent / "refs" / "main").write_text(revision)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
 
-    refused(cli("run", "--corpus", str(small_corpus), "--set", "student.model=pwdtest/not-there"),
-            "cannot load student.model 'pwdtest/not-there'")
-    done = cli("run", "--corpus", str(small_corpus), "--run-id", "hub", "-q", "--goal", "0.99",
-               "--set", "student.model=pwdtest/tiny-llama", "--set", "loop.max_rounds=1")
-    assert done.returncode == 3, done.stderr[-2000:]
-    with session_scope(open_run("hub").db_url) as s:
-        assert [r.status for r in s.exec(select(Round).order_by(Round.id)).all()] == ["evaluated", "evaluated"]
-    config = json.loads(Path("runs/hub/rounds/01/adapter/adapter_config.json").read_text())
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Step {i}?", "answer": f"Step {i + 1}."}) + "\n" for i in range(8)))
+    job = TrainJob(model_path="pwdtest/tiny-llama", data_path=str(data), output_dir=str(tmp_path / "adapter"),
+                   lora_r=4, batch_size=4, threads=1)
+    (tmp_path / "job.json").write_text(job.model_dump_json())
+    done = subprocess.run(trainer_command(TrainConfig(), tmp_path / "job.json"), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == "pwdtest/tiny-llama"
+    # A fresh process, as `pwd-agent run` is: the hub cache and offline mode are read at import.
+    script = (
+        "import sys\n"
+        "from pwd_agent.config import StudentConfig\n"
+        "from pwd_agent.errors import StudentError\n"
+        "from pwd_agent.evaluation.hf import HFEvaluator\n"
+        "from pwd_agent.student import check_student\n"
+        "try:\n    check_student(StudentConfig(model='pwdtest/not-there'))\n"
+        "except StudentError as exc:\n    print('refused:', exc.message)\n"
+        "print('resolved:', check_student(StudentConfig(model='pwdtest/tiny-llama')))\n"
+        "preds = HFEvaluator('pwdtest/tiny-llama', sys.argv[1], max_new_tokens=4).score_items(\n"
+        "    [('Which step comes first?', ['one', 'two', 'three', 'four'], 'A')])\n"
+        "print('scored:', len(preds))\n")
+    shown = subprocess.run([sys.executable, "-c", script, str(tmp_path / "adapter")], capture_output=True, text=True,
+                           timeout=300)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert "refused: cannot load student.model 'pwdtest/not-there'" in shown.stdout
+    assert "resolved: pwdtest/tiny-llama" in shown.stdout and "scored: 1" in shown.stdout
 
 
 def test_packing_needs_the_trl_engine():

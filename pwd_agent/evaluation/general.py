@@ -40,6 +40,18 @@ def lm_eval_tasks(spec: str) -> list[str]:
     return [t.strip() for t in spec[len(LM_EVAL):].split(",") if t.strip()]
 
 
+def task_manager(tasks: list[str], include_path: str | None):
+    """lm-eval's task index: only the user's folder when it holds every task named (indexing the
+    ~15,000 built-in tasks takes seconds), else the built-in tasks too."""
+    from lm_eval.tasks import TaskManager
+
+    if include_path:
+        own = TaskManager(include_path=include_path, include_defaults=False)
+        if set(tasks) <= set(own.all_tasks):
+            return own
+    return TaskManager(include_path=include_path)
+
+
 def check_lm_eval(spec: str, include_path: str | None) -> None:
     """lm-eval is installed and knows every task named (a typo fails now, not after round 0)."""
     import importlib.util
@@ -50,9 +62,7 @@ def check_lm_eval(spec: str, include_path: str | None) -> None:
     if importlib.util.find_spec("lm_eval") is None:
         raise ConfigError("eval.general runs lm-eval tasks, but lm-eval is not installed",
                           "pip install 'pwd-agent[lmeval]', or eval.general=builtin")
-    from lm_eval.tasks import TaskManager
-
-    known = set(TaskManager(include_path=include_path).all_tasks)
+    known = set(task_manager(tasks, include_path).all_tasks)
     unknown = [t for t in tasks if t not in known]
     if unknown:
         import difflib
@@ -66,8 +76,6 @@ def score_lm_eval(spec: str, include_path: str | None, model_path: str, adapter:
                   limit: int | None, dtype: str = "auto") -> list[tuple[str, str, bool]]:
     """(key, raw response, passed) for every sample of the spec's tasks, from lm_eval.simple_evaluate."""
     import lm_eval
-    from lm_eval.tasks import TaskManager
-
     import torch
 
     gpu = torch.cuda.is_available()
@@ -77,7 +85,7 @@ def score_lm_eval(spec: str, include_path: str | None, model_path: str, adapter:
     if adapter:
         args += f",peft={adapter}"
     out = lm_eval.simple_evaluate(model="hf", model_args=args, tasks=lm_eval_tasks(spec), device="cuda" if gpu else "cpu",
-                                  task_manager=TaskManager(include_path=include_path), batch_size=batch_size,
+                                  task_manager=task_manager(lm_eval_tasks(spec), include_path), batch_size=batch_size,
                                   apply_chat_template=True, log_samples=True, limit=limit)
     rows = []
     for task, samples in sorted(out["samples"].items()):
