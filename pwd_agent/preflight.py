@@ -12,16 +12,17 @@ from pwd_agent.errors import ConfigError
 def check_run(cfg: RunConfig) -> None:
     """Everything `run` checks before it makes a run folder."""
     from pwd_agent.student import check_student
-    from pwd_agent.tracking import check_installed
 
-    check_installed(cfg.tracking.report_to)
     check_backends(cfg)
     check_student(cfg.student)  # the model, its chat layout, the LoRA targets
 
 
 def check_backends(cfg: RunConfig) -> None:
-    """The training engine, evaluation backend and lm-eval guard tasks can run here (also checked on
-    `resume --set` / `set`)."""
+    """The trackers, training engine, evaluation backend and lm-eval guard tasks can run here (also
+    checked on `resume --set` / `set`)."""
+    from pwd_agent.tracking import check_installed
+
+    check_installed(cfg.tracking.report_to)
     if cfg.train.engine == "trl" and importlib.util.find_spec("trl") is None:
         raise ConfigError("train.engine=trl, but trl is not installed",
                           "pip install 'pwd-agent[trl]', or train.engine=own")
