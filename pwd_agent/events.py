@@ -7,7 +7,7 @@ import os
 import signal
 from collections import Counter
 
-from pwd_agent.store import Event, session_scope
+from pwd_agent.store import Event, LLMCall, session_scope
 
 logger = logging.getLogger("pwd_agent")
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
@@ -49,8 +49,26 @@ def _kill_point(node: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+# The agent whose LLM calls a stage's progress lines report (tokens and cost so far).
+STAGE_AGENT = {"extract": "extractor", "build_tests": "tester", "synthesize": "builder"}
+
+
+def agent_spend(db_url: str, agent: str | None) -> dict:
+    """{"agent", "calls", "tokens", "cost"} of one agent's ledger so far ({} for no agent)."""
+    if agent is None:
+        return {}
+    from sqlmodel import func, select
+
+    with session_scope(db_url) as session:
+        calls, tokens, cost = session.exec(
+            select(func.count(), func.coalesce(func.sum(LLMCall.input_tokens + LLMCall.output_tokens), 0),
+                   func.coalesce(func.sum(LLMCall.cost), 0.0)).where(LLMCall.agent == agent)).one()
+    return {"agent": agent, "calls": int(calls), "tokens": int(tokens), "cost": float(cost)}
+
+
 class Progress:
-    """Reports done/total for a long stage about every quarter of the way."""
+    """Reports done/total for a long stage about every quarter of the way, with the stage agent's
+    calls, tokens and cost so far when it calls an LLM."""
 
     def __init__(self, db_url: str, node: str, unit: str, total: int, already: int = 0):
         self.db_url, self.node, self.unit, self.total = db_url, node, unit, total
@@ -61,5 +79,8 @@ class Progress:
         """Every unit is a debug event (`logs --level debug`); about every quarter an info one."""
         self.done += n
         milestone = self.done == self.total or self.done % self.step == 0
-        emit(self.db_url, self.node, f"{self.done}/{self.total} {self.unit}", "info" if milestone else "debug",
-             done=self.done, total=self.total)
+        spend = agent_spend(self.db_url, STAGE_AGENT.get(self.node)) if milestone else {}
+        suffix = (f" · {spend['agent']} {spend['calls']} calls, {spend['tokens']} tokens, ${spend['cost']:.4f}"
+                  if spend.get("tokens") else "")  # the offline rules spend no tokens: nothing to say
+        emit(self.db_url, self.node, f"{self.done}/{self.total} {self.unit}{suffix}", "info" if milestone else "debug",
+             done=self.done, total=self.total, **spend)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -53,6 +54,14 @@ def test_openai_backend_runs_the_loop_and_a_second_run_hits_the_cache(teacher, t
                                                   "tests/test_item", "builder/samples", "debugger/failure_judge"}
     status = subprocess.run([sys.executable, "-m", "pwd_agent", "status", "first"], capture_output=True, text=True)
     assert "extractor" in status.stdout and "cost" in status.stdout
+    logs = subprocess.run([sys.executable, "-m", "pwd_agent", "logs", "first"], capture_output=True, text=True).stdout
+    with session_scope(open_run("first").db_url) as s:
+        extractor = [c for c in s.exec(select(LLMCall)).all() if c.agent == "extractor"]
+    tokens = sum(c.input_tokens + c.output_tokens for c in extractor)
+    cost = sum(c.cost for c in extractor)
+    # The stage's last progress line carries the agent's calls, tokens and cost so far, as the ledger has them.
+    assert re.search(rf"\[extract\] (\d+)/\1 chunks · extractor {len(extractor)} calls, {tokens} tokens, "
+                     rf"\${cost:.4f}", logs), logs
 
     requests_after_first = teacher.requests
     second = run(teacher, tiny_model, small_corpus, "second")
