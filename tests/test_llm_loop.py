@@ -24,11 +24,11 @@ def teacher():
     server.close()
 
 
-def run(teacher, tiny_model, corpus, run_id: str) -> subprocess.CompletedProcess:
+def run(teacher, tiny_model, corpus, run_id: str, *extra: str) -> subprocess.CompletedProcess:
     args = ["run", "--corpus", str(corpus), "--run-id", run_id, "-q", "--goal", "0.99",
             "--set", "llm.backend=openai", "--set", f"llm.base_url={teacher.url}", "--set", "llm.model=scripted",
             "--set", "llm.price_input_per_m=2.0", "--set", "llm.price_output_per_m=8.0",
-            "--set", "loop.max_rounds=2", "--set", f"student.model={tiny_model}"]
+            "--set", "loop.max_rounds=2", "--set", f"student.model={tiny_model}", *extra]
     return subprocess.run([sys.executable, "-m", "pwd_agent", *args], capture_output=True, text=True, timeout=600)
 
 
@@ -64,10 +64,11 @@ def test_openai_backend_runs_the_loop_and_a_second_run_hits_the_cache(teacher, t
                      rf"\${cost:.4f}", logs), logs
 
     requests_after_first = teacher.requests
-    second = run(teacher, tiny_model, small_corpus, "second")
-    assert second.returncode == 3, second.stderr
+    # The same config again, paused once the KB is extracted (the gate is not part of the prompts).
+    second = run(teacher, tiny_model, small_corpus, "second", "--set", "gates.after_kb=true")
+    assert second.returncode == 6, second.stderr
     with session_scope(open_run("second").db_url) as s:
         extraction = [c for c in s.exec(select(LLMCall)).all() if c.agent == "extractor"]
         fresh = [c for c in s.exec(select(LLMCall)).all() if not c.cache_hit]
-    assert extraction and all(c.cache_hit for c in extraction)  # zero new requests for extraction
+    assert len(extraction) == len(extractor) and all(c.cache_hit for c in extraction)  # zero new requests
     assert teacher.requests - requests_after_first == len(fresh)  # the ledger counts every request made

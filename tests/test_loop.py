@@ -25,6 +25,10 @@ def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pwd_agent", *args], capture_output=True, text=True, timeout=timeout)
 
 
+# Tests that do not look at the general-ability guard skip its 40 items per round (time).
+NO_GUARD = ("--set", "eval.general=none")
+
+
 def tiny_args(tiny_model: Path, corpus: Path, run_id: str, *extra: str) -> list[str]:
     return ["run", "--corpus", str(corpus), "--run-id", run_id, "-q",
             "--set", f"student.model={tiny_model}", "--set", "eval.batch_size=16", *extra]
@@ -184,7 +188,7 @@ def check_export() -> None:
 
 
 def test_goal_met_exits_zero(tiny_model, small_corpus):
-    result = cli(*tiny_args(tiny_model, small_corpus, "easy", "--goal", "0"))
+    result = cli(*tiny_args(tiny_model, small_corpus, "easy", "--goal", "0", *NO_GUARD))
     assert result.returncode == 0, result.stderr
     assert "goal met" in result.stdout
     with session_scope(open_run("easy").db_url) as s:
@@ -202,7 +206,7 @@ def test_goal_met_exits_zero(tiny_model, small_corpus):
 
 
 def test_sigkill_during_training_then_resume_redoes_nothing(tiny_model, small_corpus):
-    args = tiny_args(tiny_model, small_corpus, "killed", "--goal", "0.99", "--set", "loop.max_rounds=1",
+    args = tiny_args(tiny_model, small_corpus, "killed", "--goal", "0.99", "--set", "loop.max_rounds=1", *NO_GUARD,
                      "--set", "train.epochs=60")
     proc = subprocess.Popen([sys.executable, "-m", "pwd_agent", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -242,7 +246,7 @@ def test_sigkill_during_training_then_resume_redoes_nothing(tiny_model, small_co
 def test_pause_at_a_node_boundary_then_set_applies_on_resume(tiny_model, small_corpus):
     """`pause` from another terminal stops the run between nodes (exit 6); a `set` sent while it
     ran is applied at the next boundary and logged; `resume` finishes under the changed config."""
-    args = tiny_args(tiny_model, small_corpus, "paused", "--goal", "0.99", "--set", "loop.max_rounds=2")
+    args = tiny_args(tiny_model, small_corpus, "paused", "--goal", "0.99", "--set", "loop.max_rounds=2", *NO_GUARD)
     proc = subprocess.Popen([sys.executable, "-m", "pwd_agent", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     from pwd_agent.runs import is_running
@@ -315,7 +319,7 @@ def test_sigkill_at_five_points_then_resume_equals_an_uninterrupted_run(tiny_mod
 
 
 def test_logs_follow_streams_a_live_run_and_stops_when_it_pauses(tiny_model, small_corpus):
-    args = tiny_args(tiny_model, small_corpus, "live", "--goal", "0.99", "--set", "loop.max_rounds=1",
+    args = tiny_args(tiny_model, small_corpus, "live", "--goal", "0.99", "--set", "loop.max_rounds=1", *NO_GUARD,
                      "--set", "train.epochs=60")
     run = subprocess.Popen([sys.executable, "-m", "pwd_agent", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
@@ -344,7 +348,7 @@ def test_patch_gate_review_edit_then_the_edited_samples_train(tiny_model, small_
     and stores nothing; a good edit replaces the batch and the run goes on to train on it."""
     import json
 
-    result = cli(*tiny_args(tiny_model, small_corpus, "gated", "--goal", "0.99", "--set", "loop.max_rounds=2",
+    result = cli(*tiny_args(tiny_model, small_corpus, "gated", "--goal", "0.99", "--set", "loop.max_rounds=2", *NO_GUARD,
                             "--set", "gates.on_patch=true"))
     assert result.returncode == 6 and "waits at the on_patch gate" in result.stderr, result.stderr
     assert cli("resume", "gated").returncode == 6  # resume without an answer waits again
@@ -380,7 +384,7 @@ def test_patch_gate_review_edit_then_the_edited_samples_train(tiny_model, small_
 
 
 def test_kb_gate_reject_stops_the_run_and_resume_asks_again(tiny_model, small_corpus):
-    first = cli(*tiny_args(tiny_model, small_corpus, "kbgate", "--set", "gates.after_kb=true"))
+    first = cli(*tiny_args(tiny_model, small_corpus, "kbgate", "--set", "gates.after_kb=true", *NO_GUARD))
     assert first.returncode == 6, first.stderr
     shown = cli("review", "kbgate")
     assert shown.returncode == 0 and "waits at the after_kb gate" in shown.stdout and "'chains':" in shown.stdout
