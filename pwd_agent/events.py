@@ -7,7 +7,7 @@ import os
 import signal
 from collections import Counter
 
-from pwd_agent.store import Event, LLMCall, session_scope
+from pwd_agent.store import Event, session_scope
 
 logger = logging.getLogger("pwd_agent")
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
@@ -55,15 +55,15 @@ STAGE_AGENT = {"extract": "extractor", "build_tests": "tester", "synthesize": "b
 
 def agent_spend(db_url: str, agent: str | None) -> dict:
     """{"agent", "calls", "tokens", "cost"} of one agent's ledger so far ({} for no agent)."""
+    from pwd_agent.store.queries import ledger_by_agent
+
     if agent is None:
         return {}
-    from sqlmodel import func, select
-
     with session_scope(db_url) as session:
-        calls, tokens, cost = session.exec(
-            select(func.count(), func.coalesce(func.sum(LLMCall.input_tokens + LLMCall.output_tokens), 0),
-                   func.coalesce(func.sum(LLMCall.cost), 0.0)).where(LLMCall.agent == agent)).one()
-    return {"agent": agent, "calls": int(calls), "tokens": int(tokens), "cost": float(cost)}
+        row = next((r for r in ledger_by_agent(session) if r.agent == agent), None)
+    if row is None:
+        return {"agent": agent, "calls": 0, "tokens": 0, "cost": 0.0}
+    return {"agent": agent, "calls": row.calls, "tokens": row.tokens, "cost": row.cost}
 
 
 class Progress:

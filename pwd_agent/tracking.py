@@ -15,14 +15,14 @@ import re
 from contextlib import contextmanager
 from typing import Iterator, Protocol
 
-from sqlalchemy import func
 from sqlmodel import select
 
 from pwd_agent.errors import ConfigError, RunPaused
 from pwd_agent.events import emit
 from pwd_agent.runs import RunContext
-from pwd_agent.store import LLMCall, Round, session_scope
+from pwd_agent.store import Round, session_scope
 from pwd_agent.store.db import done_keys, mark_done
+from pwd_agent.store.queries import ledger_by_agent
 
 logger = logging.getLogger("pwd_agent")
 INSTALL_HINT = {"mlflow": "pip install 'pwd-agent[mlflow]'", "wandb": "pip install 'pwd-agent[wandb]'"}
@@ -129,9 +129,8 @@ def round_metrics(row: Round) -> dict[str, float]:
 
 def _ledger_totals(session) -> dict[str, float]:
     """LLM spend so far (cumulative at the time the round is sent)."""
-    cost, tokens = session.exec(select(func.coalesce(func.sum(LLMCall.cost), 0.0),
-                                       func.coalesce(func.sum(LLMCall.input_tokens + LLMCall.output_tokens), 0))).one()
-    return {"llm_cost": float(cost), "llm_tokens": float(tokens)}
+    spend = ledger_by_agent(session)
+    return {"llm_cost": float(sum(r.cost for r in spend)), "llm_tokens": float(sum(r.tokens for r in spend))}
 
 
 def flat_config(ctx: RunContext) -> dict[str, str]:

@@ -16,10 +16,10 @@ from pathlib import Path
 import yaml
 from sqlmodel import select
 
-from pwd_agent.report.status import kb_line, ledger_by_agent, stop_reason
+from pwd_agent.report.status import kb_line, stop_reason
 from pwd_agent.runs import RunContext
 from pwd_agent.store import Chain, Diagnosis, Event, ItemResult, LeakedSample, TestItem, session_scope
-from pwd_agent.store.queries import count_rows, rounds
+from pwd_agent.store.queries import count_rows, ledger_by_agent, rounds
 
 KINDS = ("concept_gap", "chain_break", "item_suspect")
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import Integer, cast
-from sqlmodel import Session, func, select
+from sqlmodel import Session, select
 
 from pwd_agent.events import LEVELS
 from pwd_agent.runs import RunContext, is_running
 from pwd_agent.store import (
-    Chain, Chunk, Concept, Document, Event, LeakedSample, LLMCall, Sample, Statement, TestItem, session_scope,
+    Chain, Chunk, Concept, Document, Event, LeakedSample, Sample, Statement, TestItem, session_scope,
 )
-from pwd_agent.store.queries import count_rows, rounds
+from pwd_agent.store.queries import count_rows, ledger_by_agent, rounds
 
 
 def _pct(value: float | None) -> str:
@@ -98,17 +97,6 @@ def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
-
-
-def ledger_by_agent(session: Session) -> list[tuple[str, int, int, int, int, int, float]]:
-    """Per agent, from the LLMCall ledger: calls, cache hits, failures, tokens in, tokens out, cost."""
-    rows = session.exec(
-        select(LLMCall.agent, func.count(), func.sum(cast(LLMCall.cache_hit, Integer)), func.sum(LLMCall.input_tokens),
-               func.sum(LLMCall.output_tokens), func.sum(LLMCall.cost), func.sum(cast(LLMCall.ok, Integer)))
-        .group_by(LLMCall.agent).order_by(LLMCall.agent)
-    ).all()
-    return [(agent, calls, cached or 0, calls - (ok or 0), tokens_in or 0, tokens_out or 0, cost or 0.0)
-            for agent, calls, cached, tokens_in, tokens_out, cost, ok in rows]
 
 
 def llm_lines(session: Session) -> list[str]:

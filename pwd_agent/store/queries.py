@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+from sqlalchemy import Integer, cast
 from sqlmodel import Session, func, select
 
 from pwd_agent.agents.schemas import KBChain, KBConcept, KBStatement
 from pwd_agent.store.models import (
-    Chain, Concept, ConceptStatement, ItemResult, Round, RoundSample, Sample, Statement, TestItem,
+    Chain, Concept, ConceptStatement, ItemResult, LLMCall, Round, RoundSample, Sample, Statement, TestItem,
 )
 
 
@@ -79,6 +82,32 @@ def round_samples(session: Session, round_id: int) -> list[Sample]:
         select(Sample).join(RoundSample, RoundSample.sample_id == Sample.id)
         .where(RoundSample.round_id == round_id).order_by(Sample.id)
     ).all())
+
+
+class AgentSpend(NamedTuple):
+    agent: str
+    calls: int
+    cached: int
+    failed: int
+    tokens_in: int
+    tokens_out: int
+    cost: float
+
+    @property
+    def tokens(self) -> int:
+        return self.tokens_in + self.tokens_out
+
+
+def ledger_by_agent(session: Session) -> list[AgentSpend]:
+    """Per agent, from the LLMCall ledger: calls, cache hits, failures, tokens in, tokens out, cost
+    (the one aggregation behind `status`, the report, progress lines and tracking)."""
+    rows = session.exec(
+        select(LLMCall.agent, func.count(), func.sum(cast(LLMCall.cache_hit, Integer)), func.sum(LLMCall.input_tokens),
+               func.sum(LLMCall.output_tokens), func.sum(LLMCall.cost), func.sum(cast(LLMCall.ok, Integer)))
+        .group_by(LLMCall.agent).order_by(LLMCall.agent)
+    ).all()
+    return [AgentSpend(agent, calls, cached or 0, calls - (ok or 0), tokens_in or 0, tokens_out or 0, cost or 0.0)
+            for agent, calls, cached, tokens_in, tokens_out, cost, ok in rows]
 
 
 def rounds(session: Session) -> list[Round]:
