@@ -19,7 +19,7 @@ from sqlmodel import select
 
 from pwd_agent.errors import ConfigError, RunPaused
 from pwd_agent.events import emit
-from pwd_agent.runs import RunContext
+from pwd_agent.runs import RunContext, flat
 from pwd_agent.store import Round, session_scope
 from pwd_agent.store.db import done_keys, mark_done
 from pwd_agent.store.queries import ledger_by_agent
@@ -135,17 +135,7 @@ def _ledger_totals(session) -> dict[str, float]:
 
 def flat_config(ctx: RunContext) -> dict[str, str]:
     """The run's config as dotted keys -> text, as tracker parameters."""
-    out: dict[str, str] = {}
-
-    def walk(prefix: str, value) -> None:
-        if isinstance(value, dict):
-            for key, inner in value.items():
-                walk(f"{prefix}.{key}" if prefix else key, inner)
-        else:
-            out[prefix] = str(value)[:500]
-
-    walk("", ctx.config.model_dump(mode="json"))
-    return out
+    return {key: str(value)[:500] for key, value in flat(ctx.config).items()}
 
 
 def tracker_run_key(ctx: RunContext) -> str:
