@@ -7,6 +7,7 @@ import importlib.util
 
 from pwd_agent.config import RunConfig
 from pwd_agent.errors import ConfigError
+from pwd_agent.evaluation.general import LM_EVAL, check_lm_eval
 
 
 def check_run(cfg: RunConfig) -> None:
@@ -31,13 +32,10 @@ def check_backends(cfg: RunConfig) -> None:
                           "the own engine trains length-sorted, unpacked batches; set train.engine=trl to pack")
     if cfg.eval.backend == "vllm":
         check_vllm(cfg)
-    if cfg.eval.general.startswith("lm_eval:"):
-        from pwd_agent.evaluation.general import check_lm_eval
-
+    if cfg.eval.general.startswith(LM_EVAL):
         if cfg.student.chat_template != "model":
             raise ConfigError("lm-eval applies the model's own chat template, and student.chat_template names another",
                               "use eval.general=builtin or a JSONL guard with a named chat layout")
-
         check_lm_eval(cfg.eval.general, cfg.eval.lm_eval_include_path)
 
 

@@ -94,13 +94,19 @@ def load_tokenizer(path: str, chat_template: str = "model"):
     return tokenizer
 
 
-def torch_dtype(name: str = "auto"):
-    """student.dtype as a torch dtype: auto is bfloat16 on a GPU, float32 on CPU."""
+def dtype_name(name: str = "auto") -> str:
+    """student.dtype resolved: auto is bfloat16 on a GPU, float32 on CPU (for torch, vLLM, lm-eval)."""
+    if name != "auto":
+        return name
     import torch
 
-    if name == "auto":
-        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    return getattr(torch, name)
+    return "bfloat16" if torch.cuda.is_available() else "float32"
+
+
+def torch_dtype(name: str = "auto"):
+    import torch
+
+    return getattr(torch, dtype_name(name))
 
 
 def load_model(path: str, adapter: str | None = None, dtype: str = "auto"):

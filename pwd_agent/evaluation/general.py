@@ -78,14 +78,15 @@ def score_lm_eval(spec: str, include_path: str | None, model_path: str, adapter:
     import lm_eval
     import torch
 
-    gpu = torch.cuda.is_available()
-    if dtype == "auto":
-        dtype = "bfloat16" if gpu else "float32"
-    args = f"pretrained={model_path},dtype={dtype}"
+    from pwd_agent.student import dtype_name
+
+    args = f"pretrained={model_path},dtype={dtype_name(dtype)}"
     if adapter:
         args += f",peft={adapter}"
-    out = lm_eval.simple_evaluate(model="hf", model_args=args, tasks=lm_eval_tasks(spec), device="cuda" if gpu else "cpu",
-                                  task_manager=task_manager(lm_eval_tasks(spec), include_path), batch_size=batch_size,
+    tasks = lm_eval_tasks(spec)
+    out = lm_eval.simple_evaluate(model="hf", model_args=args, tasks=tasks,
+                                  device="cuda" if torch.cuda.is_available() else "cpu",
+                                  task_manager=task_manager(tasks, include_path), batch_size=batch_size,
                                   apply_chat_template=True, log_samples=True, limit=limit)
     rows = []
     for task, samples in sorted(out["samples"].items()):

@@ -19,13 +19,13 @@ class VLLMEvaluator:
     def __init__(self, model_path: str, adapter: str | None, cfg: RunConfig):
         from vllm import LLM
 
-        from pwd_agent.student import load_tokenizer
+        from pwd_agent.student import dtype_name, load_tokenizer
 
         self.tokenizer = load_tokenizer(model_path, cfg.student.chat_template)
         self.max_new_tokens = cfg.eval.max_new_tokens
         self.adapter = adapter
         self.llm = LLM(model=model_path, enable_lora=adapter is not None, max_lora_rank=max(cfg.student.lora_r, 8),
-                       tensor_parallel_size=cfg.eval.tensor_parallel_size, dtype="bfloat16" if cfg.student.dtype == "auto" else cfg.student.dtype,
+                       tensor_parallel_size=cfg.eval.tensor_parallel_size, dtype=dtype_name(cfg.student.dtype),
                        gpu_memory_utilization=cfg.eval.gpu_memory_utilization, seed=0)
 
     def generate(self, user_texts: list[str]) -> list[str]:

@@ -93,7 +93,7 @@ def score_general_with_lm_eval(ctx: RunContext, round_id: int, adapter: str | No
     """The guard as lm-eval tasks: one simple_evaluate call, its samples stored in one transaction
     (a kill before the commit re-runs the call on resume; after it, nothing is redone)."""
     cfg = ctx.config.eval
-    emit(ctx.db_url, "evaluate", f"round {round_id}: general guard by lm-eval ({cfg.general[len('lm_eval:'):]})")
+    emit(ctx.db_url, "evaluate", f"round {round_id}: general guard by lm-eval ({', '.join(lm_eval_tasks(cfg.general))})")
     rows = score_lm_eval(cfg.general, cfg.lm_eval_include_path, resolve_student(ctx.config.student), adapter,
                          cfg.batch_size, cfg.general_limit, ctx.config.student.dtype)
     with session_scope(ctx.db_url) as session:
