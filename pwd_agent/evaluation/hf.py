@@ -74,6 +74,19 @@ class HFEvaluator:
                 outputs[i] = self.tokenizer.decode(out[row, enc["input_ids"].shape[1]:], skip_special_tokens=True)
         return outputs
 
+    def close(self) -> None:
+        """Drop the weights and hand the heap back to the OS before a trainer subprocess starts
+        (glibc keeps freed heap otherwise, and the two would add up)."""
+        import ctypes
+        import gc
+
+        self.model = None
+        gc.collect()
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
+
     def score_items(self, items: list[tuple[str, list[str], str]]) -> list[Prediction]:
         """(question, options, key) -> predictions under exact set match."""
         if self.scorer == "loglik":

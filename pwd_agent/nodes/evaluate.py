@@ -103,37 +103,20 @@ def score_general_with_lm_eval(ctx: RunContext, round_id: int, adapter: str | No
 
 @contextmanager
 def loaded_evaluator(ctx: RunContext, adapter: str | None) -> Iterator:
-    """The round's model under the eval config (eval.backend); its weights are dropped and the
-    memory handed back on exit, whoever still holds the evaluator object."""
+    """The round's model under the eval config (eval.backend); closed on exit, so its memory goes
+    back before the next trainer starts, whoever still holds the evaluator object."""
     cfg = ctx.config.eval
+    path = resolve_student(ctx.config.student)
     if cfg.backend == "vllm":
         from pwd_agent.evaluation.vllm_backend import VLLMEvaluator
 
-        engine = VLLMEvaluator(resolve_student(ctx.config.student), adapter, ctx.config)
-        try:
-            yield engine
-        finally:
-            engine.close()
-        return
-    from pwd_agent.evaluation.hf import HFEvaluator
+        evaluator = VLLMEvaluator(path, adapter, ctx.config)
+    else:
+        from pwd_agent.evaluation.hf import HFEvaluator
 
-    evaluator = HFEvaluator(resolve_student(ctx.config.student), adapter, cfg.batch_size, cfg.max_new_tokens, cfg.scorer,
-                            ctx.config.student.chat_template, ctx.config.student.dtype)
+        evaluator = HFEvaluator(path, adapter, cfg.batch_size, cfg.max_new_tokens, cfg.scorer,
+                                ctx.config.student.chat_template, ctx.config.student.dtype)
     try:
         yield evaluator
     finally:
-        evaluator.model = None
-        release_memory()
-
-
-def release_memory() -> None:
-    """Hand the evaluator's memory back to the OS before the trainer subprocess starts (glibc
-    keeps freed heap otherwise, and the two would add up)."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+        evaluator.close()
