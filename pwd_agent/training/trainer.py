@@ -91,6 +91,43 @@ def sum_gradients(params: list) -> None:
         dist.all_reduce(p.grad)
 
 
+# ---- what both engines (this loop and trl_engine) share ---------------------------------------
+def read_rows(job: TrainJob) -> tuple[list[dict], bytes]:
+    """The job's {"prompt", "answer"} rows and the file's bytes (hashed into the metrics)."""
+    data = Path(job.data_path).read_bytes()
+    return [json.loads(line) for line in data.decode().splitlines() if line.strip()], data
+
+
+def planned_steps(n_examples: int, job: TrainJob, world: int) -> int:
+    """Optimizer steps: batches of `batch_size`, `grad_accum` of them per process and step."""
+    steps_per_epoch = math.ceil(math.ceil(n_examples / job.batch_size) / (job.grad_accum * world))
+    return max(1, math.ceil(steps_per_epoch * job.epochs))
+
+
+def step_line(step: int, total: int, loss: float, tokens: float, elapsed: float) -> str:
+    """The per-step line the train node turns into a progress event."""
+    eta = elapsed / max(step, 1) * (total - step)
+    return f"step {step}/{total} loss {loss:.4f} tok/s {tokens / max(elapsed, 1e-9):.0f} eta {eta:.0f}s"
+
+
+def save_adapter(job: TrainJob, model, losses: list[float], steps: int, examples: int, tokens: int,
+                 start: float, data: bytes, world: int, engine: str) -> dict:
+    """The PEFT adapter plus train_metrics.json (the last quarter's mean loss as the train loss)."""
+    out = Path(job.output_dir)
+    model.save_pretrained(out)
+    tail = losses[-max(1, len(losses) // 4):]
+    metrics = {
+        "train_loss": sum(tail) / len(tail), "first_loss": losses[0], "steps": steps, "examples": examples,
+        "tokens": tokens, "seconds": round(time.time() - start, 2),
+        "data_hash": hashlib.sha256(data).hexdigest()[:16], "config_hash": job.config_hash,
+        "processes": world, "engine": engine,
+    }
+    (out / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
+    log(f"done: loss {metrics['first_loss']:.4f} -> {metrics['train_loss']:.4f} in {metrics['seconds']}s")
+    return metrics
+
+
+# ---- the own engine -------------------------------------------------------------------------
 def train(job: TrainJob) -> dict:
     import torch
 
@@ -117,8 +154,7 @@ def _train(job: TrainJob, rank: int, local_rank: int, world: int) -> dict:
         torch.set_num_threads(job.threads)
     torch.manual_seed(job.seed)
     rng = random.Random(job.seed)
-    data_bytes = Path(job.data_path).read_bytes()
-    rows = [json.loads(line) for line in data_bytes.decode().splitlines() if line.strip()]
+    rows, data = read_rows(job)
     tokenizer = load_tokenizer(job.model_path, job.chat_template)
     examples = [e for r in rows if (e := encode(tokenizer, r["prompt"], r["answer"], job.max_length))]
     if not examples:
@@ -143,8 +179,7 @@ def _train(job: TrainJob, rank: int, local_rank: int, world: int) -> dict:
     optimizer = torch.optim.AdamW(params, lr=job.learning_rate, weight_decay=0.0)
 
     per_step = job.grad_accum * world  # micro-batches in one optimizer step, over all processes
-    steps_per_epoch = math.ceil(math.ceil(len(examples) / job.batch_size) / per_step)
-    total_steps = max(1, math.ceil(steps_per_epoch * job.epochs))
+    total_steps = planned_steps(len(examples), job, world)
     scheduler = get_linear_schedule_with_warmup(optimizer, max(1, total_steps // 10), total_steps)
     say = log if rank == 0 else (lambda _: None)
     say(f"train: {len(examples)} examples, {total_steps} steps, device {device}"
@@ -182,26 +217,9 @@ def _train(job: TrainJob, rank: int, local_rank: int, world: int) -> dict:
             optimizer.zero_grad()
             step += 1
             losses.append(step_loss)
-            elapsed = time.time() - start
-            eta = elapsed / step * (total_steps - step)
             if step % log_every == 0 or step == total_steps:
-                say(f"step {step}/{total_steps} loss {step_loss:.4f} tok/s {tokens / elapsed:.0f} eta {eta:.0f}s")
+                say(step_line(step, total_steps, step_loss, tokens, time.time() - start))
 
     if rank != 0:
         return {}  # rank 0 saves the adapter; every process holds the same weights
-    out = Path(job.output_dir)
-    model.save_pretrained(out)
-    metrics = {
-        "train_loss": sum(losses[-max(1, len(losses) // 4):]) / max(1, len(losses[-max(1, len(losses) // 4):])),
-        "first_loss": losses[0],
-        "steps": step,
-        "examples": len(examples),
-        "tokens": tokens,
-        "seconds": round(time.time() - start, 2),
-        "data_hash": hashlib.sha256(data_bytes).hexdigest()[:16],
-        "config_hash": job.config_hash,
-        "processes": world,
-    }
-    (out / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
-    log(f"done: loss {metrics['first_loss']:.4f} -> {metrics['train_loss']:.4f} in {metrics['seconds']}s")
-    return metrics
+    return save_adapter(job, model, losses, step, len(examples), tokens, start, data, world, "own")

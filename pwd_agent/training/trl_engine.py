@@ -8,9 +8,6 @@ The adapter, `train_metrics.json` and the "step k/n ..." log lines are the same 
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 import time
 from pathlib import Path
 
@@ -25,21 +22,19 @@ def train_trl(job: TrainJob) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     from pwd_agent.student import chat_prompt, end_of_answer, load_tokenizer, torch_dtype
-    from pwd_agent.training.trainer import distributed, log
+    from pwd_agent.training.trainer import distributed, log, planned_steps, read_rows, save_adapter, step_line
 
     rank, _, world = distributed()
     if job.threads:
         torch.set_num_threads(job.threads)
-    data_bytes = Path(job.data_path).read_bytes()
-    rows = [json.loads(line) for line in data_bytes.decode().splitlines() if line.strip()]
+    rows, data = read_rows(job)
     tokenizer = load_tokenizer(job.model_path, job.chat_template)
-    data = Dataset.from_list([{"prompt": chat_prompt(tokenizer, r["prompt"]),
+    dataset = Dataset.from_list([{"prompt": chat_prompt(tokenizer, r["prompt"]),
                                "completion": r["answer"] + end_of_answer(tokenizer)} for r in rows])
     on_gpu = torch.cuda.is_available()
     dtype = torch_dtype(job.dtype)
     model = AutoModelForCausalLM.from_pretrained(job.model_path, dtype=dtype)
-    steps_per_epoch = math.ceil(math.ceil(len(rows) / job.batch_size) / (job.grad_accum * world))
-    total_steps = max(1, math.ceil(steps_per_epoch * job.epochs))
+    total_steps = planned_steps(len(rows), job, world)
     args = SFTConfig(
         output_dir=str(Path(job.output_dir).parent / ".trl"), num_train_epochs=job.epochs,
         per_device_train_batch_size=job.batch_size, gradient_accumulation_steps=job.grad_accum,
@@ -61,13 +56,10 @@ def train_trl(job: TrainJob) -> dict:
                 return
             losses.append(float(logs["loss"]))
             if rank == 0:
-                elapsed = time.time() - start
-                tokens = float(logs.get("num_tokens", 0))
-                eta = elapsed / max(state.global_step, 1) * (state.max_steps - state.global_step)
-                log(f"step {state.global_step}/{state.max_steps} loss {logs['loss']:.4f} "
-                    f"tok/s {tokens / max(elapsed, 1e-9):.0f} eta {eta:.0f}s")
+                log(step_line(state.global_step, state.max_steps, float(logs["loss"]),
+                              float(logs.get("num_tokens", 0)), time.time() - start))
 
-    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer, peft_config=lora,
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora,
                          callbacks=[StepLines()])
     trainer.remove_callback(PrinterCallback)  # its raw dicts would drown our step lines
     if rank == 0:
@@ -77,18 +69,9 @@ def train_trl(job: TrainJob) -> dict:
     trainer.train()
     if not trainer.is_world_process_zero():
         return {}
-    out = Path(job.output_dir)
-    trainer.model.save_pretrained(out)
-    tail = losses[-max(1, len(losses) // 4):]
-    metrics = {
-        "train_loss": sum(tail) / len(tail), "first_loss": losses[0], "steps": trainer.state.global_step,
-        "examples": len(rows), "tokens": int(trainer.state.num_input_tokens_seen or _logged_tokens(trainer)),
-        "seconds": round(time.time() - start, 2), "data_hash": hashlib.sha256(data_bytes).hexdigest()[:16],
-        "config_hash": job.config_hash, "processes": world, "engine": "trl",
-    }
-    (out / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
-    log(f"done: loss {metrics['first_loss']:.4f} -> {metrics['train_loss']:.4f} in {metrics['seconds']}s")
-    return metrics
+    tokens = int(trainer.state.num_input_tokens_seen or _logged_tokens(trainer))
+    return save_adapter(job, trainer.model, losses, trainer.state.global_step, len(rows), tokens, start, data, world,
+                        "trl")
 
 
 def _logged_tokens(trainer) -> float:
