@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -42,3 +44,20 @@ def small_corpus(tmp_path) -> Path:
     for path in sorted(EXAMPLES.glob("*.md"))[:6]:
         shutil.copy(path, folder / path.name)
     return folder
+
+
+def main_here(monkeypatch, capsys, *args: str) -> subprocess.CompletedProcess:
+    """The CLI's own entry point in this process (no interpreter start-up): its exit code and stderr."""
+    from pwd_agent import cli as cli_module
+
+    monkeypatch.setattr(sys, "argv", ["pwd-agent", *args])
+    with pytest.raises(SystemExit) as exit_:
+        cli_module.main()
+    return subprocess.CompletedProcess(args, exit_.value.code, "", capsys.readouterr().err)
+
+
+def step_data(path: Path, n: int) -> Path:
+    """A training JSONL of n short prompt/answer pairs about step order."""
+    rows = [{"prompt": f"What follows step {i}?", "answer": f"Step {i + 1} follows."} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path

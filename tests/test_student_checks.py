@@ -14,19 +14,11 @@ from pwd_agent.errors import ConfigError, StudentError
 from pwd_agent.preflight import check_backends
 from pwd_agent.student import chat_prompt, check_student, load_tokenizer
 
+from conftest import main_here, step_data
+
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pwd_agent", *args], capture_output=True, text=True, timeout=120)
-
-
-def main_here(monkeypatch, capsys, *args: str) -> subprocess.CompletedProcess:
-    """The CLI's own entry point in this process (no interpreter start-up): its exit code and stderr."""
-    from pwd_agent import cli as cli_module
-
-    monkeypatch.setattr(sys, "argv", ["pwd-agent", *args])
-    with pytest.raises(SystemExit) as exit_:
-        cli_module.main()
-    return subprocess.CompletedProcess(args, exit_.value.code, "", capsys.readouterr().err)
 
 
 def refused(result: subprocess.CompletedProcess, *texts: str) -> None:
@@ -140,8 +132,7 @@ def test_a_hub_id_student_loads_from_the_hugging_face_cache(tiny_model, tmp_path
     (snapshot.parent.parent / "refs" / "main").write_text(revision)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
 
-    data = tmp_path / "train.jsonl"
-    data.write_text("".join(json.dumps({"prompt": f"Step {i}?", "answer": f"Step {i + 1}."}) + "\n" for i in range(8)))
+    data = step_data(tmp_path / "train.jsonl", 8)
     job = TrainJob(model_path="pwdtest/tiny-llama", data_path=str(data), output_dir=str(tmp_path / "adapter"),
                    lora_r=4, batch_size=4, threads=1)
     (tmp_path / "job.json").write_text(job.model_dump_json())

@@ -12,6 +12,8 @@ from sqlmodel import select
 from pwd_agent.runs import open_run
 from pwd_agent.store import Round, session_scope
 
+from conftest import main_here
+
 pytestmark = pytest.mark.slow
 
 
@@ -90,16 +92,12 @@ def test_round_metrics_reach_mlflow_and_wandb_once_across_a_gate(tiny_model, sma
 def test_a_tracker_that_is_not_installed_is_refused_before_the_run_exists(small_corpus, monkeypatch, capsys):
     import importlib.util
 
-    from pwd_agent import cli as cli_module
-
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
-    monkeypatch.setattr(sys, "argv", ["pwd-agent", "run", "--corpus", str(small_corpus), "--run-id", "nowandb",
-                                      "--set", 'tracking.report_to=["wandb"]'])
-    with pytest.raises(SystemExit) as exit_:
-        cli_module.main()
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err
+    result = main_here(monkeypatch, capsys, "run", "--corpus", str(small_corpus), "--run-id", "nowandb",
+                       "--set", 'tracking.report_to=["wandb"]')
+    assert result.returncode == 2
+    err = result.stderr
     assert "wandb is not installed" in err and "pip install 'pwd-agent[wandb]'" in err
     assert not Path("runs/nowandb").exists()
 

@@ -9,6 +9,8 @@ from pwd_agent.student import load_tokenizer
 from pwd_agent.training.job import TrainJob
 from pwd_agent.training.trainer import IGNORE, encode, train
 
+from conftest import step_data
+
 
 def test_prompt_tokens_are_masked(tiny_model):
     tokenizer = load_tokenizer(str(tiny_model))
@@ -30,9 +32,7 @@ def test_lora_training_changes_adapter_weights(tiny_model, tmp_path):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    data = tmp_path / "train.jsonl"
-    rows = [{"prompt": f"What follows step {i}?", "answer": f"Step {i + 1} follows."} for i in range(16)]
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = step_data(tmp_path / "train.jsonl", 16)
     job = TrainJob(model_path=str(tiny_model), data_path=str(data), output_dir=str(tmp_path / "adapter"),
                    target_modules=["q_proj", "v_proj"], epochs=3, learning_rate=5e-3, batch_size=4, lora_r=4)
     metrics = train(job)
@@ -98,9 +98,7 @@ def test_two_processes_train_the_same_adapter_as_one_with_the_same_global_batch(
     from pwd_agent.config import TrainConfig
     from pwd_agent.nodes.train import trainer_command
 
-    data = tmp_path / "train.jsonl"
-    rows = [{"prompt": f"What follows step {i}?", "answer": f"Step {i + 1} follows."} for i in range(20)]
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = step_data(tmp_path / "train.jsonl", 20)
     adapters = {}
     for name, accum, cfg in [("one", 2, TrainConfig()), ("two", 1, TrainConfig(launcher=launcher, num_processes=2))]:
         job = TrainJob(model_path=str(tiny_model), data_path=str(data), output_dir=str(tmp_path / name),
@@ -127,15 +125,12 @@ def test_trl_engine_trains_the_adapter_through_the_trainer_command(tiny_model, t
     adapter, our metrics and our step lines."""
     import subprocess
 
-    import torch
     from safetensors.torch import load_file
 
     from pwd_agent.config import TrainConfig
     from pwd_agent.nodes.train import trainer_command
 
-    data = tmp_path / "train.jsonl"
-    rows = [{"prompt": f"What follows step {i}?", "answer": f"Step {i + 1} follows."} for i in range(20)]
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = step_data(tmp_path / "train.jsonl", 20)
     job = TrainJob(model_path=str(tiny_model), data_path=str(data), output_dir=str(tmp_path / "adapter"), lora_r=4,
                    epochs=3, learning_rate=5e-3, batch_size=4, threads=1, engine="trl", packing=packing, max_length=64)
     (tmp_path / "job.json").write_text(job.model_dump_json())
