@@ -9,8 +9,8 @@ leaves) and, through the same code paths a run uses:
   tokens/s (the engine's own count of tokens trained on), examples/s, the final loss and the
   trainer's peak RSS (the largest of the trainer processes so far);
 - loads the student with that adapter (load time reported apart) and scores every test item with
-  both scorers, `letters` (batched greedy generation) and `loglik` (15 letter sets, shared prefix),
-  reporting items/s for each.
+  each scorer, `letters` (batched greedy generation), `loglik` (15 letter sets, shared prefix) and
+  `options` (each option's likelihood after the question, shared prefix), reporting items/s for each.
 Nothing else should run on the machine meanwhile: the numbers are wall-clock.
 """
 
@@ -54,7 +54,7 @@ def evaluate(model_path: str, adapter: str, items: list[tuple[str, list[str], st
     from pwd_agent.evaluation.hf import HFEvaluator
 
     report = {"items": len(items)}
-    for scorer in ("letters", "loglik"):
+    for scorer in ("letters", "loglik", "options"):
         started = time.perf_counter()
         evaluator = HFEvaluator(model_path, adapter, batch_size=batch_size, max_new_tokens=15, scorer=scorer)
         loaded = time.perf_counter()

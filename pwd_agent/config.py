@@ -63,13 +63,22 @@ class ExtractConfig(Section):
 
 
 class TestsConfig(Section):
-    items_per_chain: int = Field(2, ge=1, le=4, description="Test items built from each chain.")
-    holdout_fraction: float = Field(0.5, gt=0, lt=1, description="Share of chains whose items go to holdout.")
+    items_per_chain: int = Field(
+        3, ge=1, le=6, description="Test items built from each chain, each on another facet of it (the order of "
+        "steps, what comes later, which steps belong to the process, preconditions, pitfalls...).")
+    split: Literal["item", "chain"] = Field(
+        "item", description="item = each chain's items are divided between dev and holdout, so a repair of a chain's "
+        "knowledge can show on holdout questions the Debugger never read; chain = whole chains go to one split "
+        "(stricter: holdout then measures transfer to knowledge the Debugger never touched).")
+    holdout_fraction: float = Field(
+        0.5, gt=0, lt=1, description="Share of items (split=item; at least one per split in a chain of 2+ items) "
+        "or of chains (split=chain) that go to holdout.")
     seed: int = Field(0, description="Seed for option shuffling and the dev/holdout split.")
 
 
 class BuilderConfig(Section):
-    """V1 mix: `qa_share` open QA, `choice_share` choice, the rest true/false (METHOD.md: 60/30/10)."""
+    """V1 mix of the statement samples: `qa_share` open QA, `choice_share` choice, the rest true/false
+    (METHOD.md: 60/30/10); concept definition samples come on top (synthesize logs the whole mix)."""
 
     samples_per_statement: int = Field(1, ge=1, le=6, description="V1 samples written per L2 statement.")
     qa_share: float = Field(0.6, ge=0, le=1, description="Share of open QA samples (METHOD.md: 60%).")
@@ -81,7 +90,8 @@ class BuilderConfig(Section):
     seed: int = Field(0, description="Seed for sample types and replay selection.")
     leakage_ngram: int = Field(8, ge=3, description="Word n-gram size of the leakage gate.")
     leakage_threshold: float = Field(
-        0.4, gt=0, le=1, description="A sample containing this share of a test item's question+key n-grams is dropped.",
+        0.4, gt=0, le=1, description="A sample is dropped when it contains this share of the own n-grams (those not in "
+        "the item's source chunk and KB nodes) of a test item's question or of any one of its key options.",
     )
 
     @model_validator(mode="after")
@@ -146,9 +156,12 @@ class EvalConfig(Section):
     )
     lm_eval_include_path: str | None = Field(None, description="A folder of your own lm-eval task YAMLs (eval.general=lm_eval:...).")
     general_limit: int | None = Field(None, ge=1, description="Samples per lm-eval task at most (e.g. for MMLU on a CPU).")
-    scorer: Literal["letters", "loglik"] = Field(
-        "letters", description="letters = the paper's protocol (greedy text, letters parsed, exact set); loglik = the "
-        "most likely of all valid letter sets after the same prompt (for base models that cannot keep to the format).",
+    scorer: Literal["letters", "loglik", "options"] = Field(
+        "letters", description="letters = the paper's protocol (greedy text, a strict letter set on the first line, "
+        "exact set); loglik = the most likely of all valid letter sets after the same prompt; options = each option "
+        "judged on its own by its log-likelihood after the question (lm-eval multiple_choice style; the set is the "
+        "options above the uniform share, plus the probability mass on the keys) for students that cannot bind "
+        "letters to options.",
     )
 
 

@@ -19,6 +19,7 @@ from sqlmodel import Session, select
 
 from pwd_agent.errors import GateRejected, PwdAgentError
 from pwd_agent.events import emit
+from pwd_agent.leakage import load_gate, sample_text
 from pwd_agent.runs import RunContext
 from pwd_agent.store import Diagnosis, Patch, Sample, Statement, TestItem, session_scope
 
@@ -84,10 +85,13 @@ def dump_patches(ctx: RunContext, round_id: int, path: Path) -> int:
 
 
 def read_edit(ctx: RunContext, round_id: int, path: Path) -> list[EditedSample]:
-    """Validate every line first; any error names its line and nothing is stored."""
+    """Validate every line first (its fields, its patch, the leakage gate); any error names its
+    line and nothing is stored."""
     if not path.is_file():
         raise PwdAgentError(f"edit file not found: {path}", f"write one with `pwd-agent review {ctx.run_id} --out {path}`")
     known = {p.id for p, _, _ in patch_rows(ctx, round_id)}
+    with session_scope(ctx.db_url) as session:  # a reviewer's lines pass the same gate as the agents'
+        leak_gate = load_gate(session, ctx.config.builder.leakage_ngram, ctx.config.builder.leakage_threshold)
     edited = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
@@ -101,6 +105,10 @@ def read_edit(ctx: RunContext, round_id: int, path: Path) -> list[EditedSample]:
         if row.patch_id not in known:
             raise PwdAgentError(f"{path} line {n}: patch {row.patch_id} is not in this batch",
                                 f"patches waiting: {sorted(known)}; nothing was stored")
+        if leak := leak_gate.check(sample_text(row)):
+            raise PwdAgentError(f"{path} line {n}: the sample reproduces test item {leak.item_id} ({leak.part}: "
+                                f"{leak.overlap:.0%} of its own word {leak_gate.n}-grams)",
+                                "teach the fact in other words than the test item; nothing was stored")
         edited.append(row)
     if not edited:
         raise PwdAgentError(f"{path} has no samples", "reject the batch instead, with a reason")

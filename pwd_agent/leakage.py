@@ -1,10 +1,14 @@
-"""Leakage gate: no training sample may reproduce a test item (its question plus its key text).
+"""Leakage gate: no training sample may reproduce a test item's question or any one of its key options.
 
-A sample leaks an item when the share of the item's word n-grams (question + key options) that
-the sample also contains reaches `tests.leakage_threshold`. Teaching the facts an item tests is
-the point of the training data; copying the item is not, so the measure is containment of the
-item in the sample: a sample that states one step pair of a chain shares a sliver of the item,
-a sample that restates its question and keys shares most of it.
+What an item gives away is its own wording: the question, and each key option on its own (a
+sample that carries one key option's claim hands over part of the answer, whatever the other
+keys). The knowledge the item tests is not its wording: the chunk it was built from and the
+chain's KB nodes (steps, statements) are the source that training data is *meant* to teach, and
+both sides share those words by design. So each part of an item is reduced to its own word
+n-grams (within sentences), those not found in its source, and a sample leaks a part when it contains
+`builder.leakage_threshold` or more of them. A verbatim copy of a key option contains all of
+them; a sample that states the same fact in its own frame ("Once X, the next thing that happens
+is that Y") contains few, however long X and Y are.
 """
 
 from __future__ import annotations
@@ -13,58 +17,106 @@ import re
 from dataclasses import dataclass
 
 _WORD = re.compile(r"[a-z0-9]+")
+_SENTENCE_END = re.compile(r"[.!?;]+(?:\s+|$)|\n+")
+MIN_WORDS = 3  # a part shorter than this ("Yes.") says nothing a sample could be caught copying
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
 
 
 def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
-    words = _WORD.findall(text.lower())
-    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+    """Word n-grams within each sentence: a gram never spans a sentence end, so "what happens after
+    X? Y." does not count as the claim "After X, Y." that it answers in two sentences."""
+    grams = set()
+    for sentence in _SENTENCE_END.split(text):
+        tokens = words(sentence)
+        grams.update(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+    return grams
 
 
-def item_text(question: str, options: list[str], answer: str) -> str:
-    """What an item gives away: its question and the text of its keys."""
-    keys = [options["ABCD".index(letter)] for letter in answer.split(",") if letter]
-    return " ".join([question, *keys])
+@dataclass(frozen=True)
+class GateItem:
+    """One test item as the gate sees it: its question, its key options' texts, and its source text
+    (the chunk and the chain's KB nodes), whose words are not the item's own."""
+
+    item_id: int
+    question: str
+    keys: list[str]
+    source: str
 
 
 @dataclass
 class Leak:
     item_id: int
-    overlap: float
+    part: str  # "question" or "option C"
+    overlap: float  # share of the part's own n-grams the sample contains
+
+
+def key_options(options: list[str], answer: str) -> list[tuple[str, str]]:
+    """(letter, text) of each key option."""
+    return [(letter, options["ABCD".index(letter)]) for letter in answer.split(",") if letter]
 
 
 class LeakageGate:
-    """Built once from every test item (dev and holdout); checks samples against all of them."""
+    """Built once from every test item (dev and holdout); checks samples against each item's
+    question and each key option on its own."""
 
-    def __init__(self, items: list[tuple[int, str]], n: int, threshold: float):
+    def __init__(self, items: list[GateItem], n: int, threshold: float):
         self.n = n
         self.threshold = threshold
-        self.items = [(item_id, grams) for item_id, text in items if (grams := ngrams(text, n))]
+        # part: (item id, part name, gram size, the part's own n-grams)
+        self.parts: list[tuple[int, str, int, set]] = []
+        for item in items:
+            texts = [("question", item.question)] + [(f"option {letter}", text) for letter, text in item.keys]
+            for name, text in texts:
+                size = min(n, len(words(text)))  # a short option is one gram: the whole of it
+                own = ngrams(text, size) - ngrams(item.source, size) if size >= MIN_WORDS else set()
+                if own:
+                    self.parts.append((item.item_id, name, size, own))
         self.index: dict[tuple[str, ...], list[int]] = {}
-        for pos, (_, grams) in enumerate(self.items):
+        for pos, (_, _, _, grams) in enumerate(self.parts):
             for gram in grams:
                 self.index.setdefault(gram, []).append(pos)
+        self.sizes = sorted({size for _, _, size, _ in self.parts})
 
     def check(self, sample_text: str) -> Leak | None:
-        """The item this sample reproduces most, when that reaches the threshold."""
+        """The item part this sample reproduces most, when that reaches the threshold."""
         shared: dict[int, int] = {}
-        for gram in ngrams(sample_text, self.n):
-            for pos in self.index.get(gram, ()):
-                shared[pos] = shared.get(pos, 0) + 1
+        for size in self.sizes:
+            for gram in ngrams(sample_text, size):
+                for pos in self.index.get(gram, ()):
+                    shared[pos] = shared.get(pos, 0) + 1
         if not shared:
             return None
-        pos, count = max(shared.items(), key=lambda kv: kv[1] / len(self.items[kv[0]][1]))
-        overlap = count / len(self.items[pos][1])
-        return Leak(self.items[pos][0], overlap) if overlap >= self.threshold else None
+        pos, count = max(shared.items(), key=lambda kv: kv[1] / len(self.parts[kv[0]][3]))
+        item_id, part, _, grams = self.parts[pos]
+        overlap = count / len(grams)
+        return Leak(item_id, part, overlap) if overlap >= self.threshold else None
 
 
 def load_gate(session, n: int, threshold: float) -> LeakageGate:
-    """The gate over every test item in the store, dev and holdout alike."""
+    """The gate over every test item in the store, dev and holdout alike, each with its source."""
     from sqlmodel import select
 
-    from pwd_agent.store import TestItem
+    from pwd_agent.store import Chain, Chunk, Statement, TestItem
 
-    items = session.exec(select(TestItem)).all()
-    return LeakageGate([(i.id, item_text(i.question, i.options, i.answer)) for i in items], n, threshold)
+    sources: dict[int, str] = {}
+    for chain in session.exec(select(Chain)).all():
+        statements = session.exec(select(Statement).where(Statement.chain_id == chain.id)).all()
+        sources[chain.id] = "\n".join([
+            session.get(Chunk, chain.chunk_id).text, chain.process_name, chain.domain, chain.summary,
+            *chain.preconditions, *chain.negative_constraints, *chain.steps,
+            *(f"{s.subject}\n{s.predicate}\n{s.object}" for s in statements),
+        ])
+    items = [GateItem(i.id, i.question, key_options(i.options, i.answer), sources.get(i.chain_id, ""))
+             for i in session.exec(select(TestItem)).all()]
+    return LeakageGate(items, n, threshold)
+
+
+def sample_text(draft) -> str:
+    """What of a sample the gate reads: its prompt and its answer."""
+    return f"{draft.prompt} {draft.answer}"
 
 
 def gate_samples(gate: LeakageGate, drafts: list, origin: str, chain_id: int | None) -> tuple[list, list]:
@@ -73,10 +125,11 @@ def gate_samples(gate: LeakageGate, drafts: list, origin: str, chain_id: int | N
 
     kept, leaked = [], []
     for draft in drafts:
-        leak = gate.check(f"{draft.prompt} {draft.answer}")
+        leak = gate.check(sample_text(draft))
         if leak is None:
             kept.append(draft)
         else:
             leaked.append(LeakedSample(origin=origin, kind=draft.kind, prompt=draft.prompt, answer=draft.answer,
-                                       chain_id=chain_id, item_id=leak.item_id, overlap=round(leak.overlap, 4)))
+                                       chain_id=chain_id, item_id=leak.item_id, part=leak.part,
+                                       overlap=round(leak.overlap, 4)))
     return kept, leaked

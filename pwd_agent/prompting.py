@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 from collections import Counter
@@ -74,25 +75,27 @@ def choice_prompt_version() -> str:
     return load_prompt("eval/letters").tag
 
 
-def balanced_order(is_key: list[bool], letter_counts: Counter, rng: random.Random, tries: int = 8) -> list[int]:
-    """Among a few shuffles of four options, the one that keeps key letters most even across items."""
-    best, best_cost = list(range(len(is_key))), None
-    for _ in range(tries):
-        order = list(range(len(is_key)))
-        rng.shuffle(order)
-        counts = letter_counts.copy()
-        counts.update(LETTERS[pos] for pos, i in enumerate(order) if is_key[i])
-        cost = sum(v * v for v in counts.values())
-        if best_cost is None or cost < best_cost:
-            best, best_cost = order, cost
-    return best
+def balanced_order(is_key: list[bool], answers: Counter, rng: random.Random) -> list[int]:
+    """The order of the options (a permutation of their indexes) whose key set is the one used least
+    so far, then whose letters are the least used; ties broken by `rng`. `answers` counts the key
+    sets of the items placed before ("A,C": 3, ...). Keeping every key set equally frequent keeps
+    the best constant answer near 1 / (number of sets)."""
+    letters = Counter(x for answer, n in answers.items() for x in answer.split(",") for _ in range(n))
+    orders = list(itertools.permutations(range(len(is_key))))
+    rng.shuffle(orders)
+
+    def cost(order) -> tuple[int, int]:
+        keys = [LETTERS[pos] for pos, i in enumerate(order) if is_key[i]]
+        return answers[",".join(keys)], sum(letters[x] for x in keys)
+
+    return list(min(orders, key=cost))
 
 
-def place_letters(draft, letter_counts: Counter, rng: random.Random):
-    """A test item's options shuffled to the letters that keep keys most even across the benchmark
-    (`letter_counts`: the key letters of the items stored before it). Done in code, after the
-    agent wrote the item, so items can be written concurrently and placed in a fixed order."""
-    order = balanced_order([kind == "key" for kind in draft.option_kinds], letter_counts, rng)
+def place_letters(draft, answers: Counter, rng: random.Random):
+    """A test item's options moved to the letters that keep key sets (and then letters) most even
+    across the benchmark (`answers`: the key sets of the items stored before it). Done in code,
+    after the agent wrote the item, so items can be written concurrently and placed in a fixed order."""
+    order = balanced_order([kind == "key" for kind in draft.option_kinds], answers, rng)
     return draft.model_copy(update={
         "options": [draft.options[i] for i in order],
         "option_kinds": [draft.option_kinds[i] for i in order],
@@ -105,22 +108,27 @@ def letters_of(indexes: list[int]) -> str:
     return ",".join(LETTERS[i] for i in sorted(set(indexes)))
 
 
-_ANSWER_PREFIX = re.compile(r"^\s*(the\s+)?(correct\s+)?(answer|answers|options?)\s*(is|are)?\s*[:\-]?\s*", re.I)
-_LETTER_RUN = re.compile(r"^[\s(\[]*([A-D])[)\].]?(?:\s*(?:,|and|&|/)?\s*([A-D])(?![a-z])[)\].]?)*", re.I)
+# The answer grammar (the first non-empty line, whole): an optional "Answer:" / "The answer is",
+# then one or more capital letters A-D, each optionally in brackets or bold, separated by commas,
+# spaces, "and", "&" or "/", then an optional full stop. Nothing else may stand on that line:
+# "B because D is wrong" or "D) Right after A" commit to no answer, so a stray capital in prose
+# is never credited. Explanations go on the following lines.
+_PREFIX = r"(?P<prefix>(?i:(?:the\s+)?(?:correct\s+)?answers?(?:\s+(?:is|are))?\s*[:\-]?\s*)?)"
+_LETTER = r"[(\[]?\**([A-D])\**[)\]]?"
+_SEPARATOR = r"(?:\s*(?:,|&|/|\band\b)\s*|\s+)"
+_ANSWER_LINE = re.compile(rf"^{_PREFIX}{_LETTER}(?:{_SEPARATOR}{_LETTER})*\s*\.?$")
 
 
 def parse_letters(text: str) -> str:
-    """The set of letters a completion commits to, as sorted 'A,C'; '' when there is none.
-
-    Reads the first line only, after an optional 'Answer:' prefix, and accepts lists such as
-    'A, C', 'A and C', '(B)' or 'B. because...'. Letters inside words are never read.
-    """
-    first = text.strip().splitlines()[0] if text.strip() else ""
-    first = _ANSWER_PREFIX.sub("", first)
-    found = re.findall(r"(?<![A-Za-z])([A-D])(?![A-Za-z])", first.split(". ")[0] if ". " in first else first)
-    if not found or not _LETTER_RUN.match(first):
+    """The set of letters a completion commits to, as sorted 'A,C'; '' when its first non-empty
+    line is not an answer in the grammar above ('A', 'A,C', 'A, C', 'A and C', '(B)', 'B.',
+    'Answer: A,C', 'The answer is C')."""
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    match = _ANSWER_LINE.match(first)
+    if match is None:
         return ""
-    return ",".join(sorted(set(found)))
+    letters = re.findall(r"[A-D]", first[match.end("prefix"):])
+    return ",".join(sorted(set(letters)))
 
 
 def score(predicted: str, key: str) -> bool:

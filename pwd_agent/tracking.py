@@ -22,14 +22,15 @@ from pwd_agent.events import emit
 from pwd_agent.runs import RunContext, flat
 from pwd_agent.store import Round, session_scope
 from pwd_agent.store.db import done_keys, mark_done
+from pwd_agent.baselines import split_baselines
 from pwd_agent.store.queries import ledger_by_agent
 
 logger = logging.getLogger("pwd_agent")
 INSTALL_HINT = {"mlflow": "pip install 'pwd-agent[mlflow]'", "wandb": "pip install 'pwd-agent[wandb]'"}
 START_HINT = {"mlflow": "check tracking.mlflow_tracking_uri (or $MLFLOW_TRACKING_URI), or remove mlflow from tracking.report_to",
               "wandb": "run `wandb login`, or set tracking.wandb_mode=offline, or remove wandb from tracking.report_to"}
-ROUND_FIELDS = ("dev_acc", "holdout_acc", "general_acc", "train_loss", "n_train", "n_patch", "n_replay",
-                "fixed", "broken", "still_failing", "gain_p")
+ROUND_FIELDS = ("dev_acc", "holdout_acc", "dev_mass", "holdout_mass", "general_acc", "train_loss", "n_train", "n_patch",
+                "n_replay", "fixed", "broken", "still_failing", "gain_p")
 
 
 class Tracker(Protocol):
@@ -94,9 +95,10 @@ def sync(ctx: RunContext, trackers: list[Tracker]) -> None:
             pending = session.exec(select(Round).where(Round.status == "evaluated").order_by(Round.id)).all()
             pending = [row for row in pending if str(row.id) not in sent]
             ledger = _ledger_totals(session)
+            floor = baseline_metrics(session)
         for row in pending:
             try:
-                tracker.log_round(row.id, round_metrics(row) | ledger)
+                tracker.log_round(row.id, round_metrics(row) | floor | ledger)
             except Exception as exc:  # tracking never stops a run: the round is sent at the next sync
                 emit(ctx.db_url, "track", f"round {row.id} not sent to {tracker.name} ({exc}); will retry",
                      "warning", tracker=tracker.name, round=row.id)
@@ -125,6 +127,17 @@ def finish(ctx: RunContext, trackers: list[Tracker], values: dict) -> None:
 def round_metrics(row: Round) -> dict[str, float]:
     """The numeric facts of one round (unset ones left out)."""
     return {name: float(getattr(row, name)) for name in ROUND_FIELDS if getattr(row, name) is not None}
+
+
+def baseline_metrics(session) -> dict[str, float]:
+    """Chance and the best constant answer per split, sent with every round so a chart can show them."""
+    out = {}
+    for split in ("dev", "holdout"):
+        b = split_baselines(session, split)
+        if b is not None:
+            out |= {f"{split}_chance": b.chance, f"{split}_best_constant": b.best_constant,
+                    f"{split}_mass_chance": b.mass_chance}
+    return out
 
 
 def _ledger_totals(session) -> dict[str, float]:

@@ -52,5 +52,5 @@ def test_loglik_scorer_ranks_every_answer_set_like_a_full_pass(tiny_model):
 
 
 def test_unknown_scorer_is_refused(tiny_model):
-    with pytest.raises(ValueError, match="letters or loglik"):
+    with pytest.raises(ValueError, match="letters, loglik or options"):
         HFEvaluator(str(tiny_model), None, scorer="bleu")

@@ -9,8 +9,9 @@ import sys
 import pytest
 from sqlmodel import select
 
+from pwd_agent.leakage import key_options, load_gate, words
 from pwd_agent.runs import open_run
-from pwd_agent.store import Chain, Chunk, LLMCall, Round, Sample, Statement, TestItem, session_scope
+from pwd_agent.store import Chain, Chunk, LeakedSample, LLMCall, Round, Sample, Statement, TestItem, session_scope
 
 from servers.scripted_teacher import ScriptedTeacher
 
@@ -19,9 +20,32 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def teacher():
-    server = ScriptedTeacher()
+    server = ScriptedTeacher(leaky=True)
     yield server
     server.close()
+
+
+DEBUGGER_PROMPTS = ("A student model answered a test item wrongly", "A student model does not know",
+                    "A student model knows single facts")
+
+
+def check_holdout_isolation(s, prompts: list[str]) -> None:
+    """No holdout item's own text (its question, each key option: the parts no dev item and no KB
+    node of its chain also holds) is in any request the Debugger made, nor in any patch sample."""
+    items = s.exec(select(TestItem)).all()
+    dev_texts = {t for i in items if i.split == "dev" for t in (i.question, *i.options)}
+    # A key option that restates a step ("The alum dissolves.") is KB text, taught by design.
+    kb = {c.id: " ".join(words(" ".join([c.summary, *c.steps]))) for c in s.exec(select(Chain)).all()}
+    holdout = {t for i in items if i.split == "holdout"
+               for t in (i.question, *(text for letter, text in key_options(i.options, i.answer)))
+               if t not in dev_texts and " ".join(words(t)) not in kb[i.chain_id]}
+    debugger = [p for p in prompts if p.startswith(DEBUGGER_PROMPTS)]
+    judged = [p for p in debugger if p.startswith(DEBUGGER_PROMPTS[0])]
+    assert len(holdout) >= 20 and judged and len(debugger) > len(judged)  # items to look for, and requests
+    assert any(t in judged[0] for t in dev_texts)  # a dev item's text is found where it is sent
+    assert not [t for t in holdout for p in debugger if t in p]
+    patches = s.exec(select(Sample).where(Sample.origin == "patch")).all()
+    assert patches and not [t for t in holdout for x in patches if t in f"{x.prompt} {x.answer}"]
 
 
 def run(teacher, tiny_model, corpus, run_id: str, *extra: str) -> subprocess.CompletedProcess:
@@ -46,9 +70,16 @@ def test_openai_backend_runs_the_loop_and_a_second_run_hits_the_cache(teacher, t
         assert all(st.source_quote in chunks[chunk_of[st.chain_id]] for st in s.exec(select(Statement)).all())
         assert {i.split for i in s.exec(select(TestItem)).all()} == {"dev", "holdout"}
         assert {x.origin for x in s.exec(select(Sample)).all()} == {"v1", "patch"}
+        check_holdout_isolation(s, teacher.prompts)
+        # The teacher copied its own key options into V1 and patch samples: the gate dropped them all.
+        leaked = s.exec(select(LeakedSample)).all()
+        assert {x.origin for x in leaked} == {"v1", "patch"} and all(x.part.startswith("option ") for x in leaked)
+        gate = load_gate(s, 8, 0.4)
+        assert not [x.id for x in s.exec(select(Sample)).all() if gate.check(f"{x.prompt} {x.answer}")]
         calls = s.exec(select(LLMCall)).all()
         assert {c.agent for c in calls} == {"extractor", "tester", "builder", "debugger"}
-        assert all(c.model == "scripted" and c.input_tokens > 0 and c.prompt_version == "1" for c in calls)
+        assert all(c.model == "scripted" and c.input_tokens > 0 for c in calls)
+        assert {(c.prompt_name, c.prompt_version) for c in calls if c.agent == "tester"} == {("tests/test_item", "2")}
         assert sum(c.cost for c in calls) > 0 and all(c.ok for c in calls)
         assert {c.prompt_name for c in calls} >= {"extract/l3_chain", "extract/l2_statements", "extract/l1_concepts",
                                                   "tests/test_item", "builder/samples", "debugger/failure_judge"}

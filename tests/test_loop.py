@@ -70,11 +70,16 @@ def test_two_rounds_store_every_step(tiny_model, small_corpus):
 
         members = s.exec(select(RoundSample).where(RoundSample.round_id == 2)).all()
         roles = {m.role for m in members}
-        assert roles == {"patch", "replay"}
+        assert "patch" in roles and roles <= {"patch", "replay", "random"}  # random: V1 filling a short pool
         by_id = {x.id: x for x in s.exec(select(Sample)).all()}
         patched = {sid for m in members if m.role == "patch" for sid in by_id[m.sample_id].statement_ids}
         replay = [by_id[m.sample_id] for m in members if m.role == "replay"]
-        assert replay and not any(patched & set(x.statement_ids) for x in replay)  # the replay rule
+        assert not any(patched & set(x.statement_ids) for x in replay)  # the replay rule
+        eligible = [x for x in by_id.values() if x.origin == "v1" and not patched & set(x.statement_ids)]
+        assert len(replay) == len(eligible) or "random" not in roles  # random only once the pool is used up
+        assert all(by_id[m.sample_id].origin == "v1" for m in members if m.role == "random")
+        assert rounds[2].n_replay == sum(m.role != "patch" for m in members)
+        assert rounds[2].n_train == rounds[2].n_patch + rounds[2].n_replay == len(members)
 
         gate = load_gate(s, 8, 0.4)  # the config's defaults: no stored sample reproduces a test item
         assert not [x.id for x in by_id.values() if gate.check(f"{x.prompt} {x.answer}")]
@@ -95,6 +100,22 @@ def test_two_rounds_store_every_step(tiny_model, small_corpus):
     check_export()
     check_report()
     check_blame_and_coverage()
+    check_every_round_trains_from_the_base(tiny_model)
+
+
+def check_every_round_trains_from_the_base(tiny_model: Path) -> None:
+    """Rounds 1 and 2 start from the same base student with a fresh LoRA, never from round 1's adapter."""
+    import json
+
+    folders = [Path("runs/loop/rounds/01"), Path("runs/loop/rounds/02")]
+    jobs = [json.loads((f / "job.json").read_text()) for f in folders]
+    assert jobs[0]["model_path"] == jobs[1]["model_path"] == str(tiny_model)
+    earlier = [str(folders[0]), str(folders[0].resolve()), "rounds/01"]
+    assert not any(name in str(value) for value in jobs[1].values() for name in earlier)
+    for folder in folders:  # what the trainer loaded (its own record) and what PEFT saved the adapter against
+        assert json.loads((folder / "adapter" / "train_metrics.json").read_text())["base_model"] == str(tiny_model)
+        adapter_config = json.loads((folder / "adapter" / "adapter_config.json").read_text())
+        assert adapter_config["base_model_name_or_path"] == str(tiny_model)
 
 
 def check_blame_and_coverage() -> None:
@@ -125,9 +146,11 @@ def check_report() -> None:
     assert page.count("data:image/png;base64,") == len(pngs) and "src=\"http" not in page  # opens from disk
     rounds_table = page.split("<h2>Rounds</h2>")[1].split("<h2>")[0]
     assert rounds_table.count("<tr><td>") == 3 and "max_rounds" in page and "eval/letters@v1" in page
+    assert '<tr class="baseline"><td>chance</td>' in rounds_table  # chance and the best constant beside them
+    assert '<tr class="baseline"><td>best constant</td>' in rounds_table
     with session_scope(open_run("loop").db_url) as s:
         for r in s.exec(select(Round)).all():  # the table's numbers are the store's
-            assert f"<tr><td>{r.id}</td><td>evaluated</td><td>{r.n_train}</td>" in page
+            assert f"<tr><td>{r.id}</td><td>evaluated</td><td>{r.scorer}</td><td>{r.n_train}</td>" in page
             assert f"<td>{r.dev_acc:.3f}</td><td>{r.holdout_acc:.3f}</td><td>{r.general_acc:.3f}</td>" in page
             assert f"<td>{r.config_hash}</td></tr>" in page
     prompts_table = page.split("<h2>Agent prompt versions per round</h2>")[1].split("<h2>")[0]
@@ -276,6 +299,8 @@ def test_pause_at_a_node_boundary_then_set_applies_on_resume(tiny_model, small_c
 def store_content(run_id: str) -> dict:
     """What a run produced, without row ids or timings: equal for equal runs."""
     with session_scope(open_run(run_id).db_url) as s:
+        item_of = {d.id: d.item_id for d in s.exec(select(Diagnosis)).all()}  # patches named by their failed item
+        patch_item = {p.id: item_of[p.diagnosis_id] for p in s.exec(select(Patch)).all()}
         return {
             "chains": sorted((c.process_name, tuple(c.steps)) for c in s.exec(select(Chain)).all()),
             "items": sorted((i.chain_id, i.variant, i.split, i.question, tuple(i.options), i.answer)
@@ -285,20 +310,27 @@ def store_content(run_id: str) -> dict:
             "round_sets": sorted((m.round_id, m.sample_id, m.role) for m in s.exec(select(RoundSample)).all()),
             "results": sorted((r.round_id, r.item_id, r.predicted) for r in s.exec(select(ItemResult)).all()),
             "general": sorted((g.round_id, g.item_key, g.predicted) for g in s.exec(select(GeneralResult)).all()),
-            "rounds": [(r.id, r.status, r.n_train, r.dev_acc, r.holdout_acc) for r in s.exec(select(Round)).all()],
-            "diagnoses": sorted((d.round_id, d.item_id, d.kind) for d in s.exec(select(Diagnosis)).all()),
+            "rounds": [(r.id, r.status, r.n_train, r.n_patch, r.n_replay, r.dev_acc, r.holdout_acc)
+                       for r in s.exec(select(Round)).all()],
+            "diagnoses": sorted((d.round_id, d.item_id, d.kind, d.judge_kind, tuple(d.statement_ids),
+                                 tuple(d.concept_ids)) for d in s.exec(select(Diagnosis)).all()),
+            "patches": sorted((patch_item[p.id], p.target_round, p.n_samples) for p in s.exec(select(Patch)).all()),
+            "patch_samples": sorted((patch_item[x.patch_id], x.kind, x.prompt, x.answer)
+                                    for x in s.exec(select(Sample).where(Sample.patch_id.is_not(None))).all()),
             "calls": sorted((c.agent, c.prompt_name, c.prompt_hash) for c in s.exec(select(LLMCall)).all()),
         }
 
 
 def test_sigkill_at_five_points_then_resume_equals_an_uninterrupted_run(tiny_model, small_corpus):
-    """SIGKILL in extract, build_tests, synthesize, mid-training and mid-evaluation, resuming each
-    time: the final store equals an uninterrupted run's, and no agent unit was asked twice."""
+    """SIGKILL in extract, build_tests, synthesize, mid-training, mid-evaluation, mid-diagnose and
+    mid-patch, resuming each time: the final store equals an uninterrupted run's, and no agent unit
+    was asked twice."""
     args = ["--goal", "0.99", "--set", "loop.max_rounds=2"]
     reference = cli(*tiny_args(tiny_model, small_corpus, "whole", *args))
     assert reference.returncode == 3, reference.stderr
 
-    kill_points = ["extract:3", "build_tests:3", "synthesize:3", "train:3", "evaluate:2"]
+    # diagnose:N is its "scoring probes" event then one per diagnosed item; patch:N one per stored patch.
+    kill_points = ["extract:3", "build_tests:3", "synthesize:3", "train:3", "evaluate:2", "diagnose:3", "patch:2"]
     command = tiny_args(tiny_model, small_corpus, "cut", *args)
     for point in kill_points:
         env = {**os.environ, "PWD_AGENT_KILL_AT": point}
@@ -314,8 +346,18 @@ def test_sigkill_at_five_points_then_resume_equals_an_uninterrupted_run(tiny_mod
         assert cut[table] == whole[table], table
     assert len(cut["calls"]) == len(set(cut["calls"]))  # the ledger: no unit recorded twice
     with session_scope(open_run("cut").db_url) as s:
-        resumed_at = [e.message for e in s.exec(select(Event)).all() if e.message.startswith("resuming run")]
+        events = s.exec(select(Event).order_by(Event.id)).all()
+    resumed_at = [e.message for e in events if e.message.startswith("resuming run")]
     assert len(resumed_at) == len(kill_points)
+    for node in ("diagnose", "patch"):  # the kill landed inside the stage: some units done, some not
+        landed = last_event_before_resuming_at(events, node)
+        assert 0 < landed.data["done"] < landed.data["total"], (node, landed.message)
+
+
+def last_event_before_resuming_at(events: list, node: str):
+    """The last event `node` recorded before the run resumed at it: where the kill struck."""
+    at = next(k for k, e in enumerate(events) if e.message == f"resuming run cut at {node}")
+    return next(e for e in reversed(events[:at]) if e.node == node)
 
 
 def test_logs_follow_streams_a_live_run_and_stops_when_it_pauses(tiny_model, small_corpus):
@@ -369,6 +411,15 @@ def test_patch_gate_review_edit_then_the_edited_samples_train(tiny_model, small_
     with session_scope(open_run("gated").db_url) as s:
         assert sorted((x.id, x.prompt, x.answer) for x in s.exec(select(Sample).where(Sample.origin == "patch")).all()) == before
     assert cli("review", "gated", "reject").returncode == 2  # a rejection needs its reason
+    with session_scope(open_run("gated").db_url) as s:  # a key option of an order item, copied by a reviewer
+        item = next(i for i in s.exec(select(TestItem).where(TestItem.variant == 0)).all())
+        copied = item.options["ABCD".index(item.answer[0])]
+    bad.write_text(json.dumps(rows[0]) + "\n" + json.dumps({**rows[1], "answer": f"True. {copied}"}) + "\n")
+    refused = cli("review", "gated", "edit", "bad.jsonl")
+    assert refused.returncode == 2 and f"bad.jsonl line 2: the sample reproduces test item {item.id} (option " \
+        in refused.stderr, refused.stderr
+    with session_scope(open_run("gated").db_url) as s:
+        assert sorted((x.id, x.prompt, x.answer) for x in s.exec(select(Sample).where(Sample.origin == "patch")).all()) == before
 
     edited = [{**rows[0], "answer": "EDITED BY A REVIEWER. " + rows[0]["answer"]}, *rows[2:]]
     Path("patches.jsonl").write_text("".join(json.dumps(r) + "\n" for r in edited))

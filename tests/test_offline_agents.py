@@ -7,7 +7,7 @@ import pytest
 
 from pwd_agent.agents.schemas import KBChain, KBConcept, KBStatement, TestItemDraft
 from pwd_agent.corpus import chunk_document, read_corpus
-from pwd_agent.llm.offline import OfflineAgents, order_claim
+from pwd_agent.llm.offline import ITEM_FACETS, OfflineAgents, order_claim, step_phrase
 from pwd_agent.prompting import LETTERS, parse_letters, place_letters
 
 from conftest import EXAMPLES
@@ -53,38 +53,47 @@ def test_intro_without_steps_is_not_a_chain():
 
 
 def _items(kb):
-    agents, letters, items = OfflineAgents(), Counter(), []
+    agents, answers, items = OfflineAgents(), Counter(), []
     for i, (chain, statements, _, _) in enumerate(kb):
-        foreign = [kb[(i + 1) % len(kb)][0].steps[0].lower()]
-        for variant in range(2):
-            item = place_letters(agents.write_test_item(chain, statements, foreign, variant), letters,
+        foreign = [step_phrase(kb[(i + j) % len(kb)][0].steps[0]) for j in range(1, 5)]
+        for variant in range(len(ITEM_FACETS)):
+            item = place_letters(agents.write_test_item(chain, statements, foreign, variant), answers,
                                  random.Random(f"{chain.id}:{variant}"))
-            letters.update(item.answer.split(","))
-            items.append(item)
-    return items, letters
+            answers[item.answer] += 1
+            items.append((variant, item))
+    return items, answers
 
 
-def test_items_have_four_options_one_to_four_keys_and_balanced_letters(kb):
-    items, letters = _items(kb)
-    n_keys = Counter(len(item.answer.split(",")) for item in items)
-    assert set(n_keys) <= {1, 2, 3, 4} and len(n_keys) >= 3
-    for item in items:
+def test_items_cover_three_facets_with_balanced_key_sets(kb):
+    items, answers = _items(kb)
+    assert len(items) == 3 * len(kb)  # every chain yields an item on each facet
+    for variant, item in items:
         keys = [LETTERS[i] for i, kind in enumerate(item.option_kinds) if kind == "key"]
         assert ",".join(keys) == item.answer
         assert len(set(item.options)) == 4
         assert 40 <= len(item.question.split()) <= 100
-    assert max(letters.values()) - min(letters.values()) <= 0.15 * max(letters.values())
-    kinds = Counter(k for item in items for k in item.option_kinds if k != "key")
-    assert {"wrong_order", "skipped_step", "swapped_object"} <= set(kinds)
+    questions = {variant: {item.question.split("? ")[-1][-40:] for v, item in items if v == variant} for variant in range(3)}
+    assert all(not (questions[a] & questions[b]) for a in range(3) for b in range(a + 1, 3))  # facets ask apart
+    kinds = Counter(k for _, item in items for k in item.option_kinds if k != "key")
+    assert {"wrong_order", "skipped_step", "swapped_object", "earlier_step", "foreign_step"} <= set(kinds)
+    # Every key set about equally often: no constant answer scores much above 1/15.
+    sizes = Counter(len(answer.split(",")) for answer in answers.elements())
+    assert set(sizes) == {1, 2, 3, 4}
+    assert max(answers.values()) / len(items) <= 0.09 and len(answers) == 15
+    letters = Counter(x for answer in answers.elements() for x in answer.split(","))
+    assert max(letters.values()) - min(letters.values()) <= 0.1 * max(letters.values())
 
 
-def test_sample_mix_and_answers_first(kb):
+def test_sample_mix_meets_the_configured_shares_and_answers_come_first(kb):
     agents, samples = OfflineAgents(), []
     for chain, statements, concepts, _ in kb:
         samples += agents.write_samples(chain, statements, concepts, ["a foreign step"], 2, 0.6, 0.3)
     kinds = Counter(s.kind for s in samples if s.kind != "concept")
     total = sum(kinds.values())
-    assert 0.5 < kinds["qa"] / total < 0.7 and 0.2 < kinds["choice"] / total < 0.4 and kinds["tf"] > 0
+    assert total == 2 * sum(len(st) for _, st, _, _ in kb)
+    assert abs(kinds["qa"] / total - 0.6) < 0.02 and abs(kinds["choice"] / total - 0.3) < 0.02
+    assert abs(kinds["tf"] / total - 0.1) < 0.02
+    assert Counter(s.kind for s in samples)["concept"] == sum(len(c) for _, _, c, _ in kb)  # on top of the shares
     for s in samples:
         assert s.statement_ids or s.concept_ids
         if s.kind == "choice":

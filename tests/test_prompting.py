@@ -8,12 +8,16 @@ from pwd_agent.prompting import load_prompt, parse_letters, render_choice_prompt
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("A", "A"), ("C,A", "A,C"), ("B. because the floc", "B"), ("The answer is C", "C"),
-        ("(B) and (D)", "B,D"), ("Answer: A, B", "A,B"), ("A and C\nmore text", "A,C"),
-        ("I think A", ""), ("Alum dissolves", ""), ("", ""), ("   ", ""),
+        ("A", "A"), ("C,A", "A,C"), ("A, C", "A,C"), ("A C", "A,C"), ("Answer: A,C", "A,C"), ("answer - B", "B"),
+        ("The answer is C", "C"), ("(B) and (D)", "B,D"), ("**B**.", "B"), ("Answers: B & D", "B,D"),
+        ("A and C\nbecause the floc settles", "A,C"), ("\n\n D \n", "D"),
+        # Anything else on the first line is no answer: a stray capital in prose is never read.
+        ("B because D is wrong", ""), ("D) Right after A happens", ""), ("B. because the floc", ""),
+        ("I think A", ""), ("Alum dissolves", ""), ("Answer: Alum", ""), ("AB", ""), ("a, c", ""),
+        ("Answer:", ""), ("", ""), ("   ", ""),
     ],
 )
-def test_parse_letters(text, expected):
+def test_parse_letters_reads_only_the_answer_grammar(text, expected):
     assert parse_letters(text) == expected
 
 

@@ -41,7 +41,7 @@ def test_set_on_resume_is_applied_saved_and_reported(started):
     assert none == [] and again.config.loop.goal == 0.8
 
 
-@pytest.mark.parametrize("assignment", ["student.lora_r=4", "tests.items_per_chain=3", "corpus.max_chunk_chars=900"])
+@pytest.mark.parametrize("assignment", ["student.lora_r=4", "tests.items_per_chain=4", "corpus.max_chunk_chars=900"])
 def test_keys_the_store_depends_on_cannot_change(started, assignment):
     with pytest.raises(ConfigError, match="cannot change in a started run"):
         resume_config(open_run("r1"), [assignment])

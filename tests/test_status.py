@@ -7,25 +7,45 @@ from pwd_agent.store import Event, LLMCall, Round, session_scope
 
 EXPECTED = """\
 run fixed: stopped (max_rounds)
-KB: 0 documents, 0 chunks, 0 chains, 0 statements, 0 concepts
-tests: 0 dev, 0 holdout; goal 0.800 on holdout
+KB: 1 documents, 1 chunks, 1 chains, 0 statements, 0 concepts
+tests: 4 dev, 2 holdout; goal 0.800 on holdout
 training data: 0 V1, 0 patch; 0 dropped by the leakage gate
 
-round  status     train patch replay   loss    dev holdout general  fixed broken      p
-    0  evaluated      0     0      0      -  0.100   0.125   0.250      -      -      -
-    1  evaluated     50     0      0  1.234  0.300   0.250   0.225      8      1  0.020
+round  status     scorer   train patch replay   loss    dev holdout general  fixed broken      p dev mass hol mass
+    0  evaluated  letters      0     0      0      -  0.100   0.125   0.250      -      -      -        -        -
+    1  evaluated  options     50     0      0  1.234  0.300   0.250   0.225      8      1  0.020    0.412    0.375
+chance                                                0.067   0.067       -                         0.500    0.375
+constant                                              0.500   0.500       -                             -        -
+(chance: a uniformly random answer set; constant: dev always "A"; holdout always "B")
 
 agent       calls cached failed  tokens in tokens out     cost
 builder         2      1      0        300        120   0.0006
 extractor       3      0      1        900        300   0.0015"""
 
 
+def add_items(s, dev: list[str], holdout: list[str]) -> None:
+    """A document, chunk and chain, and test items with the given key sets."""
+    from pwd_agent.store import Chain, Chunk, Document, TestItem
+
+    s.add(Document(id=1, path="d.md", title="d", content_hash="d", n_chars=1))
+    s.flush()
+    s.add(Chunk(id=1, document_id=1, position=0, text="t", content_hash="c"))
+    s.flush()
+    s.add(Chain(id=1, chunk_id=1, process_name="p", domain="d", summary="s", steps=["a", "b"], steps_hash="h"))
+    s.flush()
+    for variant, (split, answer) in enumerate([("dev", a) for a in dev] + [("holdout", a) for a in holdout]):
+        s.add(TestItem(chain_id=1, variant=variant, split=split, question="q", options=["a", "b", "c", "d"],
+                       answer=answer))
+
+
 def test_status_text_on_a_fixed_store(small_corpus):
     ctx = create_run(load_config(None, [f"corpus.path={small_corpus}", "run_id=fixed", "loop.goal=0.8"]))
     with session_scope(ctx.db_url) as s:
-        s.add(Round(id=0, status="evaluated", dev_acc=0.1, holdout_acc=0.125, general_acc=0.25))
-        s.add(Round(id=1, status="evaluated", n_train=50, train_loss=1.2341, dev_acc=0.3, holdout_acc=0.25,
-                    general_acc=0.225, fixed=8, broken=1, still_failing=20, gain_p=0.0196))
+        add_items(s, dev=["A", "A", "B,C", "A,B,C,D"], holdout=["B", "C,D"])
+        s.add(Round(id=0, status="evaluated", scorer="letters", dev_acc=0.1, holdout_acc=0.125, general_acc=0.25))
+        s.add(Round(id=1, status="evaluated", scorer="options", n_train=50, train_loss=1.2341, dev_acc=0.3,
+                    holdout_acc=0.25, dev_mass=0.4123, holdout_mass=0.375, general_acc=0.225, fixed=8, broken=1,
+                    still_failing=20, gain_p=0.0196))
         base = dict(prompt_version="1", prompt_hash="h", model="m")
         s.add(LLMCall(agent="extractor", prompt_name="extract/l3_chain", input_tokens=300, output_tokens=100, cost=0.0005, **base))
         s.add(LLMCall(agent="extractor", prompt_name="extract/l3_chain", input_tokens=300, output_tokens=100, cost=0.0005,
@@ -35,6 +55,14 @@ def test_status_text_on_a_fixed_store(small_corpus):
         s.add(LLMCall(agent="builder", prompt_name="builder/samples", input_tokens=150, output_tokens=60, cache_hit=True, **base))
         s.add(Event(node="decide", level="info", message="stop after round 1: max_rounds", data={"reason": "max_rounds"}))
     assert render_status(ctx) == EXPECTED
+
+
+def test_status_warns_when_the_goal_is_no_harder_than_a_constant_answer(small_corpus):
+    ctx = create_run(load_config(None, [f"corpus.path={small_corpus}", "run_id=easy", "loop.goal=0.5"]))
+    with session_scope(ctx.db_url) as s:
+        add_items(s, dev=["A"], holdout=["B", "B", "C"])
+    assert ('warning: the goal 0.500 is at or below the best constant answer on holdout (0.667, always "B"): '
+            'it says nothing about the student') in render_status(ctx).splitlines()
 
 
 def test_status_of_an_unfinished_run_shows_its_stage_rate_and_eta(small_corpus):

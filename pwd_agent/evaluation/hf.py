@@ -1,4 +1,4 @@
-"""The `hf` evaluator on transformers, CPU or GPU, with two scorers on the same prompt.
+"""The `hf` evaluator on transformers, CPU or GPU, with three scorers.
 
 - `letters` (the paper's protocol): batched greedy generation with left padding, at most
   `max_new_tokens`, the letters parsed from the text, exact set match.
@@ -6,15 +6,21 @@
   written as "A,C" and then stopping) after the same prompt; the most likely one is the answer.
   A base model that cannot keep to the format still gives a valid answer, and the scores show
   how sure it was.
+- `options` (lm-evaluation-harness `multiple_choice` style): the prompt is the question alone and
+  each option text is scored as the answer: its mean token log-probability, rescaled to the item's
+  mean option length and softmaxed over the options. The predicted set is the options at or above
+  the uniform share (the argmax alone for single-answer sets); `mass` is the probability on the keys.
+  For small students that cannot bind letters to options (OLMES, arXiv 2406.08446).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 from dataclasses import dataclass
 
-from pwd_agent.prompting import letters_of, parse_letters, render_choice_prompt, score
+from pwd_agent.prompting import LETTERS, letters_of, parse_letters, render_choice_prompt, score
 
 
 @dataclass
@@ -22,6 +28,7 @@ class Prediction:
     raw: str
     predicted: str
     passed: bool
+    mass: float | None = None  # `options` scorer only: the probability on the key options, in [0, 1]
 
 
 def score_letters(generate, items: list[tuple[str, list[str], str]]) -> list[Prediction]:
@@ -47,8 +54,8 @@ class HFEvaluator:
         self.model = load_model(model_path, adapter, dtype)
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
-        if scorer not in ("letters", "loglik"):
-            raise ValueError(f"unknown scorer {scorer!r}: use letters or loglik")
+        if scorer not in ("letters", "loglik", "options"):
+            raise ValueError(f"unknown scorer {scorer!r}: use letters, loglik or options")
         self.scorer = scorer
         self._list_goes_on: list[int] | None = None
 
@@ -87,11 +94,35 @@ class HFEvaluator:
         except (OSError, AttributeError):
             pass
 
-    def score_items(self, items: list[tuple[str, list[str], str]]) -> list[Prediction]:
-        """(question, options, key) -> predictions under exact set match."""
+    def score_items(self, items: list[tuple[str, list[str], str]], multi: bool = True) -> list[Prediction]:
+        """(question, options, key) -> predictions under exact set match. `multi` (options scorer
+        only): the items may have several keys; False for single-answer sets, judged by the argmax."""
         if self.scorer == "loglik":
             return [self._loglik_item(q, opts, key) for q, opts, key in items]
+        if self.scorer == "options":
+            return [options_prediction(option_probabilities(self.option_logliks(q, opts)), key, multi)
+                    for q, opts, key in items]
         return score_letters(self.generate, items)
+
+    def _tail_logprobs(self, context_ids: list[int], tails: list[list[int]]):
+        """Log-probabilities over the vocabulary for several continuations of one context, as
+        (tail, position, vocab): position j predicts tail token j, the one after a tail's last token
+        says what follows it. The context runs once; its cache is repeated for the tails, which run
+        as one batch, right-padded: under causal attention a real token never sees the padding."""
+        import torch
+
+        device = self.model.device
+        width = max(map(len, tails))
+        pad = self.tokenizer.pad_token_id or 0
+        batch = torch.tensor([t + [pad] * (width - len(t)) for t in tails], device=device)
+        with torch.no_grad():
+            head = self.model(input_ids=torch.tensor([context_ids], device=device), use_cache=True, logits_to_keep=1)
+            cache = head.past_key_values
+            cache.batch_repeat_interleave(len(tails))
+            mask = torch.ones(len(tails), len(context_ids) + width, dtype=torch.long, device=device)
+            body = self.model(input_ids=batch, past_key_values=cache, attention_mask=mask, use_cache=False)
+            first = head.logits[:, -1:].expand(len(tails), 1, -1)  # what the context predicts: every tail's first token
+            return torch.cat([first, body.logits], dim=1).float().log_softmax(-1)
 
     # ---- loglik ---------------------------------------------------------------------------
     def _loglik_item(self, question: str, options: list[str], key: str) -> Prediction:
@@ -104,8 +135,6 @@ class HFEvaluator:
     def answer_logliks(self, user_text: str, answers: list[str]) -> list[float]:
         """log P(answer, then the list stops) after the prompt, for each answer string.
 
-        The prompt runs once; its cache is repeated for the answers, which run as one batch.
-        Answers are right-padded: under causal attention a real token never sees the padding.
         "Stops" is every next token except one that goes on with the list (",", " ,", ...), so
         "A" is not favoured over "A,C" just for being a prefix of it.
         """
@@ -113,19 +142,9 @@ class HFEvaluator:
 
         from pwd_agent.student import chat_prompt
 
-        prefix = self.tokenizer(chat_prompt(self.tokenizer, user_text), return_tensors="pt", add_special_tokens=False)
+        prefix = self.tokenizer(chat_prompt(self.tokenizer, user_text), add_special_tokens=False)["input_ids"]
         tails = [self.tokenizer(a, add_special_tokens=False)["input_ids"] for a in answers]
-        width = max(map(len, tails))
-        pad = self.tokenizer.pad_token_id or 0
-        batch = torch.tensor([t + [pad] * (width - len(t)) for t in tails], device=self.model.device)
-        with torch.no_grad():
-            head = self.model(**{k: v.to(self.model.device) for k, v in prefix.items()}, use_cache=True, logits_to_keep=1)
-            cache = head.past_key_values
-            cache.batch_repeat_interleave(len(answers))
-            mask = torch.ones(len(answers), prefix["input_ids"].shape[1] + width, dtype=torch.long, device=self.model.device)
-            body = self.model(input_ids=batch, past_key_values=cache, attention_mask=mask, use_cache=False)
-            # Row j of `dist` predicts answer token j; the row after an answer's last token says whether it stops.
-            dist = torch.cat([head.logits[:, -1:].expand(len(answers), 1, -1), body.logits], dim=1).float().log_softmax(-1)
+        dist = self._tail_logprobs(prefix, tails)
         goes_on = torch.tensor(self._continuation_ids(), device=dist.device)
         out = []
         for row, tail in enumerate(tails):
@@ -141,8 +160,65 @@ class HFEvaluator:
             self._list_goes_on = [i for i in vocab if self.tokenizer.decode([i]).lstrip().startswith(",")]
         return self._list_goes_on
 
+    # ---- options --------------------------------------------------------------------------
+    def option_logliks(self, question: str, options: list[str]) -> list[tuple[float, int]]:
+        """(log P(option | question), its token count) for each option, the option written as the
+        assistant's answer to the question alone (no option list, no letters)."""
+        import torch
+
+        from pwd_agent.student import chat_prompt
+
+        context, tails = encode_options(self.tokenizer, chat_prompt(self.tokenizer, question), options)
+        dist = self._tail_logprobs(context, tails)
+        out = []
+        for row, tail in enumerate(tails):
+            picked = dist[row, torch.arange(len(tail)), torch.tensor(tail)]
+            out.append((float(picked.sum()), len(tail)))
+        return out
+
 
 def answer_sets(n_options: int) -> list[str]:
     """Every valid answer to an item with n options: the non-empty letter sets, smallest first."""
     return [letters_of(list(c)) for size in range(1, n_options + 1)
             for c in itertools.combinations(range(n_options), size)]
+
+
+def split_continuation(context: str, continuation: str) -> tuple[str, str]:
+    """The context's trailing spaces moved onto the continuation, where a BPE tokenizer puts them
+    (" copper" is one token; "copper" after a lone " " token is another, rarer one). A trailing
+    newline stays: it ends the chat layout's assistant header and is the same for every option."""
+    kept = context.rstrip(" \t")
+    return kept, context[len(kept):] + continuation
+
+
+def encode_options(tokenizer, context: str, options: list[str]) -> tuple[list[int], list[list[int]]]:
+    """The context's ids and each option's continuation ids, tokenised apart: a joint encoding
+    could merge tokens across the boundary, and then no clean split between the two exists."""
+    kept, _ = split_continuation(context, "")
+    tails = [tokenizer(split_continuation(context, o)[1], add_special_tokens=False)["input_ids"] for o in options]
+    if not all(tails):
+        raise ValueError(f"an option encodes to no tokens after {context[-40:]!r}: {options!r}")
+    return tokenizer(kept, add_special_tokens=False)["input_ids"], tails
+
+
+def option_probabilities(logliks: list[tuple[float, int]]) -> list[float]:
+    """Softmax over the options of their mean token log-probability times the item's mean option
+    length: a long option is not punished for its length, and the scale stays that of a log-likelihood."""
+    mean_len = sum(n for _, n in logliks) / len(logliks)
+    z = [ll / n * mean_len for ll, n in logliks]
+    top = max(z)
+    weights = [math.exp(v - top) for v in z]
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+def options_prediction(probs: list[float], key: str, multi: bool) -> Prediction:
+    """The predicted set from option probabilities: with `multi`, every option at or above the
+    uniform share 1/n (never empty: the largest always is), else the argmax; exact set match."""
+    best = max(range(len(probs)), key=probs.__getitem__)
+    chosen = [i for i, p in enumerate(probs) if p >= 1 / len(probs)] if multi else []
+    predicted = letters_of(chosen or [best])  # `or`: guards the largest against rounding
+    keys = set(key.split(","))
+    mass = sum(p for i, p in enumerate(probs) if LETTERS[i] in keys)
+    raw = json.dumps({LETTERS[i]: round(p, 3) for i, p in enumerate(probs)})
+    return Prediction(raw=raw, predicted=predicted, passed=score(predicted, key), mass=mass)

@@ -40,7 +40,8 @@ class VLLMEvaluator:
                                     use_tqdm=False)
         return [o.outputs[0].text for o in outputs]
 
-    def score_items(self, items: list[tuple[str, list[str], str]]) -> list[Prediction]:
+    def score_items(self, items: list[tuple[str, list[str], str]], multi: bool = True) -> list[Prediction]:
+        """The `letters` scorer; `multi` is accepted for the hf evaluator's signature (its options scorer)."""
         return score_letters(self.generate, items)
 
     def close(self) -> None:

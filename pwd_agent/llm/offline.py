@@ -63,6 +63,33 @@ def taught_claim(before: str, after: str) -> str:
     return f"Once {before}, the next thing that happens is that {after}."
 
 
+def event_claim(step: str) -> str:
+    """One step as an option of its own (the later-step and membership facets)."""
+    return f"{sentence_case(step)}."
+
+
+# The facets of a chain that its items test, one per item in this order (tests.items_per_chain):
+# the order of adjacent steps, what comes later than a given step, which steps belong to it.
+ITEM_FACETS = ("order", "later", "member")
+# How many keys an item gets, cycled over items: in proportion to the number of letter sets of
+# that size (4, 6, 4 and 1 of the 15), so that with letters placed evenly (place_letters) every
+# set is the key about equally often and no constant answer scores much above 1/15.
+KEY_COUNTS = (1, 2, 3, 2, 1, 3, 2, 4, 2, 1, 3, 2, 1, 3, 2)
+# Distractor kinds whose choice shows the order of the steps was not composed (a chain break).
+ORDERING_MISTAKES = ("wrong_order", "skipped_step", "earlier_step")
+
+
+def _fill(keys: list[tuple], pool: list[tuple]) -> list[tuple]:
+    """Keys first, then distractors from the pool that say something new, up to four options."""
+    options = list(keys)
+    for candidate in pool:
+        if len(options) == 4:
+            break
+        if candidate[0] not in {o[0] for o in options}:
+            options.append(candidate)
+    return options
+
+
 def claims_choice(question: str, options: list[tuple[str, bool]], why: str, statement_ids: list[int], rng) -> SampleDraft:
     """A choice sample over (claim, is_true) options, shuffled, letters first in the answer."""
     rng.shuffle(options)
@@ -175,48 +202,65 @@ class OfflineAgents:
         foreign_steps: list[str],
         variant: int,
     ) -> TestItemDraft | None:
-        """One item on the order of the chain's steps: keys are true adjacent pairs, distractors
-        reverse a pair, skip a step, or attach a step of another process. Letters are placed
-        later, by the node (`place_letters`)."""
+        """Item `variant` of a chain, each variant on another facet of it (ITEM_FACETS): keys are
+        true claims, distractors the ordering and membership mistakes a learner makes. Letters are
+        placed later, by the node (`place_letters`)."""
         if len(statements) < 2:
             return None
         rng = random.Random(f"{self.seed}:item:{chain.id}:{variant}")
-        n_keys = min(1 + (chain.id * 7 + variant * 3) % 4, len(statements))
-        keys = rng.sample(statements, n_keys)
-        options = [(order_claim(st.subject, st.object), "key", st.id) for st in keys]
-        for candidate in self._distractors(chain, statements, foreign_steps, rng):
-            if len(options) == 4:
-                break
-            if candidate[0] not in {o[0] for o in options}:
-                options.append(candidate)
+        facet = ITEM_FACETS[variant % len(ITEM_FACETS)]
+        n_keys = KEY_COUNTS[(len(ITEM_FACETS) * chain.id + variant) % len(KEY_COUNTS)]
+        options, ask = getattr(self, f"_{facet}_options")(chain, statements, foreign_steps, n_keys, rng)
         if len(options) < 4:
             return None
+        context = f" It requires that {step_phrase(chain.preconditions[0])}." if chain.preconditions else ""
         return TestItemDraft(
-            question=self._item_question(chain),
+            question=(f"This question is about {chain.process_name.lower()}, part of {chain.domain.lower()}. "
+                      f"{chain.summary}{context} {ask}"),
             options=[o[0] for o in options],
             option_kinds=[o[1] for o in options],
             option_statements=[o[2] for o in options],
             answer=letters_of([i for i, o in enumerate(options) if o[1] == "key"]),
         )
 
-    @staticmethod
-    def _item_question(chain: KBChain) -> str:
-        context = f" It requires that {step_phrase(chain.preconditions[0])}." if chain.preconditions else ""
-        return (
-            f"This question is about {chain.process_name.lower()}, part of {chain.domain.lower()}. "
-            f"{chain.summary}{context} Each step can only start once the one before it is complete. "
-            "Which of the following statements correctly name a step and the step that comes directly after it?"
-        )
-
-    @staticmethod
-    def _distractors(chain, statements, foreign_steps, rng) -> list[tuple[str, str, int | None]]:
+    def _order_options(self, chain, statements, foreign_steps, n_keys, rng) -> tuple[list[tuple], str]:
+        """True adjacent pairs; reversed pairs, skipped steps, another process's step as distractors."""
         steps = [step_phrase(s) for s in chain.steps]
+        keys = rng.sample(statements, min(n_keys, len(statements)))
         pool = [(order_claim(st.object, st.subject), "wrong_order", st.id) for st in statements]
         pool += [(order_claim(steps[i], steps[i + 2]), "skipped_step", None) for i in range(len(steps) - 2)]
-        if foreign_steps:
-            pool += [(order_claim(st.subject, rng.choice(foreign_steps)), "swapped_object", st.id) for st in statements]
+        pool += [(order_claim(st.subject, rng.choice(foreign_steps)), "swapped_object", st.id)
+                 for st in statements if foreign_steps]
         rng.shuffle(pool)
-        return pool
+        ask = ("Each step can only start once the one before it is complete. Which of the following statements "
+               "correctly name a step and the step that comes directly after it?")
+        return _fill([(order_claim(st.subject, st.object), "key", st.id) for st in keys], pool), ask
+
+    def _later_options(self, chain, statements, foreign_steps, n_keys, rng) -> tuple[list[tuple], str]:
+        """From one step of the chain: steps that come later (keys); earlier steps and another
+        process's steps (distractors)."""
+        steps = [step_phrase(s) for s in chain.steps]
+        n_keys = min(n_keys, len(steps) - 1)
+        anchor = rng.randint(0, len(steps) - 1 - n_keys)
+        node = {st.position + 1: st.id for st in statements}  # the statement that places step k
+        keys = [(event_claim(steps[k]), "key", node.get(k)) for k in rng.sample(range(anchor + 1, len(steps)), n_keys)]
+        pool = [(event_claim(steps[k]), "earlier_step", node.get(k)) for k in range(anchor + 1)]
+        pool += [(event_claim(f), "foreign_step", None) for f in foreign_steps]
+        rng.shuffle(pool)
+        ask = (f"The steps run in a fixed order. Which of the following events happen later in the process "
+               f"than the moment when {steps[anchor]}?")
+        return _fill(keys, pool), ask
+
+    def _member_options(self, chain, statements, foreign_steps, n_keys, rng) -> tuple[list[tuple], str]:
+        """Steps of this chain (keys) among steps of other processes (distractors)."""
+        steps = [step_phrase(s) for s in chain.steps]
+        node = {st.position + 1: st.id for st in statements} | {0: statements[0].id}
+        keys = [(event_claim(steps[k]), "key", node.get(k)) for k in rng.sample(range(len(steps)), min(n_keys, len(steps)))]
+        pool = [(event_claim(f), "foreign_step", None) for f in foreign_steps if f not in steps]
+        rng.shuffle(pool)
+        ask = ("Steps of other processes are easily mixed up with its own. "
+               "Which of the following events are steps of this process itself?")
+        return _fill(keys, pool), ask
 
     # ---- builder: training data from L1/L2 -------------------------------------------------
     def write_samples(
@@ -230,14 +274,17 @@ class OfflineAgents:
         choice_share: float,
         multi_select_share: float = 0.3,
     ) -> list[SampleDraft]:
-        """V1 samples: open QA, choice and true/false per statement, plus concept definitions."""
+        """V1 samples: open QA, choice and true/false per statement in the configured shares, plus one
+        definition sample per concept (on top of the shares; synthesize reports the whole mix)."""
         rng = random.Random(f"{self.seed}:samples:{chain.id}")
         steps = [step_phrase(s) for s in chain.steps]
         samples = []
         for st in statements:
             concept_ids = [c.id for c in concepts if st.id in c.statement_ids]
-            for _ in range(per_statement):
-                u = rng.random()
+            for j in range(per_statement):
+                # A golden-ratio sequence over (statement, copy) instead of random draws: statement ids
+                # run through the whole KB, so the kinds meet their shares across it, not just on average.
+                u = ((st.id * per_statement + j) * 0.6180339887498949) % 1.0
                 if u < qa_share:
                     draft = self._qa_sample(chain, st)
                 elif u < qa_share + choice_share * (1 - multi_select_share):
@@ -324,7 +371,7 @@ class OfflineAgents:
         wrong = sorted(chosen - keys)
         missed = sorted(keys - chosen)
         wrong_kinds = [item.option_kinds[i] for i in wrong]
-        ordering = [k for k in wrong_kinds if k in ("wrong_order", "skipped_step")]
+        ordering = [k for k in wrong_kinds if k in ORDERING_MISTAKES]
         kind = "chain_break" if ordering else "concept_gap"
         nodes = [item.option_statements[i] for i in missed + wrong if item.option_statements[i] is not None]
         return DiagnosisDraft(
@@ -376,7 +423,7 @@ class OfflineAgents:
             return SampleDraft(
                 kind="contrast",
                 prompt=f"In {chain.process_name.lower()}, what is {c.term}, and which step follows {st.subject}?",
-                answer=f"{c.definition} Right after {st.subject}, {st.object}.",
+                answer=f"{c.definition} {taught_claim(st.subject, st.object)}",
                 statement_ids=[st.id],
                 concept_ids=[c.id],
             )

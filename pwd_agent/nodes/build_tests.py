@@ -1,5 +1,5 @@
-"""build_tests: unit tests from L3 chains, split by chain into dev and holdout, and probes on their L1/L2
-nodes, all before any training."""
+"""build_tests: unit tests from L3 chains, split into dev and holdout (by item within each chain, or
+by whole chains), and probes on their L1/L2 nodes, all before any training."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from langgraph.runtime import Runtime
 from sqlmodel import select
 
 from pwd_agent.agents import make_backend, map_units, run_agent, workers_for
+from pwd_agent.baselines import baseline_text, split_baselines
 from pwd_agent.events import Progress, emit
 from pwd_agent.gates import gate
 from pwd_agent.runs import RunContext
@@ -22,10 +23,24 @@ from pwd_agent.store.queries import count_rows, foreign_steps, kb_chain, kb_conc
 
 
 def chain_split(steps_hash: str, holdout_fraction: float, seed: int) -> str:
-    """Whole chains go to one split, so no holdout item shares its chain with a diagnosed one.
-    Keyed by the chain's content, so the split does not depend on the order chains were stored in."""
+    """tests.split=chain: whole chains go to one split, so no holdout item shares its chain with a
+    diagnosed one. Keyed by the chain's content, so the split does not depend on storing order."""
     u = random.Random(f"{seed}:split:{steps_hash}").random()
     return "holdout" if u < holdout_fraction else "dev"
+
+
+def item_splits(n_items: int, steps_hash: str, holdout_fraction: float, seed: int) -> list[str]:
+    """tests.split=item: a chain's items divided between dev and holdout, at least one in each when
+    there are two or more, so a repair of the chain's knowledge can show on holdout questions the
+    Debugger never read. The holdout count is n * fraction rounded at random (seeded by the chain),
+    so the benchmark-wide share is the fraction; which items go where is a seeded shuffle."""
+    rng = random.Random(f"{seed}:split:{steps_hash}")
+    n_holdout = int(n_items * holdout_fraction + rng.random())
+    if n_items >= 2:
+        n_holdout = min(max(n_holdout, 1), n_items - 1)
+    splits = ["holdout"] * n_holdout + ["dev"] * (n_items - n_holdout)
+    rng.shuffle(splits)
+    return splits
 
 
 def build_tests(state: RunState, runtime: Runtime[RunContext]) -> dict:
@@ -56,44 +71,67 @@ def build_tests(state: RunState, runtime: Runtime[RunContext]) -> dict:
             dropped += store_chain_items(ctx, chain_id, drafts, inputs[chain_id], all_concepts)
             progress.advance()
             next_chain += 1
+    counts = summarise_benchmark(ctx, dropped)
+    return {"counts": {**state.get("counts", {}), **counts}}
+
+
+def summarise_benchmark(ctx: RunContext, dropped: int) -> dict:
+    """Log the benchmark: items per split, key letters and key-set sizes, each split's baselines,
+    and a warning when the goal is no harder than always giving one answer."""
+    loop = ctx.config.loop
     with session_scope(ctx.db_url) as session:
         counts = {
             "dev_items": count_rows(session, TestItem, TestItem.split == "dev"),
             "holdout_items": count_rows(session, TestItem, TestItem.split == "holdout"),
             "probes": count_rows(session, Probe),
         }
-        letters = Counter(x for item in session.exec(select(TestItem)).all() for x in item.answer.split(","))
+        answers = [item.answer for item in session.exec(select(TestItem)).all()]
+        floors = {split: split_baselines(session, split) for split in ("dev", "holdout")}
+    letters = Counter(x for answer in answers for x in answer.split(","))
+    sizes = Counter(len(answer.split(",")) for answer in answers)
     if counts["dev_items"] == 0 or counts["holdout_items"] == 0:
         emit(ctx.db_url, "build_tests", "a split has no items: scores on it will be missing", "warning", **counts)
     emit(ctx.db_url, "build_tests", "benchmark: {dev_items} dev items, {holdout_items} holdout items, "
          "{probes} probes on KB nodes".format(**counts),
-         dropped=dropped, key_letters=dict(sorted(letters.items())), **counts)
-    return {"counts": {**state.get("counts", {}), **counts}}
+         dropped=dropped, key_letters=dict(sorted(letters.items())), key_counts=dict(sorted(sizes.items())), **counts)
+    emit(ctx.db_url, "build_tests", "baselines: " + "; ".join(baseline_text(k, b) for k, b in floors.items()),
+         **{k: vars(b) for k, b in floors.items() if b})
+    floor = floors[loop.goal_split]
+    if floor is not None and loop.goal <= floor.best_constant:
+        emit(ctx.db_url, "build_tests", f"the goal {loop.goal:.3f} is at or below the best constant answer on "
+             f"{loop.goal_split} ({floor.best_constant:.3f}, always \"{floor.constant_answer}\"): meeting it says "
+             "nothing about the student; raise loop.goal", "warning")
+    return counts
 
 
 def store_chain_items(ctx: RunContext, chain_id: int, drafts: list[tuple], inputs: tuple, all_concepts) -> int:
-    """A chain's items (letters placed against the items stored before them), probes, ledger rows
-    and completion marker, in one transaction; returns how many drafts were dropped."""
+    """A chain's items (letters placed against the items stored before them, splits assigned),
+    probes, ledger rows and completion marker, in one transaction; returns how many drafts were dropped."""
     cfg = ctx.config.tests
     chain, statements, pool = inputs
-    dropped = 0
     with session_scope(ctx.db_url) as session:
         stored = session.exec(select(TestItem)).all()
-        letters = Counter(x for item in stored for x in item.answer.split(","))
+        answers = Counter(item.answer for item in stored)
         seen = {_fingerprint(item.options) for item in stored}
-        split = chain_split(session.get(Chain, chain_id).steps_hash, cfg.holdout_fraction, cfg.seed)
+        kept = []
         for variant, (draft, records) in enumerate(drafts):
             session.add_all(records)
             if draft is None or _fingerprint(draft.options) in seen:
-                dropped += 1  # too short a chain, or a near-duplicate of an item we have
-                continue
-            draft = place_letters(draft, letters, random.Random(f"{cfg.seed}:letters:{chain_id}:{variant}"))
+                continue  # too short a chain, or a near-duplicate of an item we have
+            draft = place_letters(draft, answers, random.Random(f"{cfg.seed}:letters:{chain_id}:{variant}"))
             seen.add(_fingerprint(draft.options))
-            letters.update(draft.answer.split(","))
+            answers[draft.answer] += 1
+            kept.append((variant, draft))
+        steps_hash = session.get(Chain, chain_id).steps_hash
+        if cfg.split == "chain":
+            splits = [chain_split(steps_hash, cfg.holdout_fraction, cfg.seed)] * len(kept)
+        else:
+            splits = item_splits(len(kept), steps_hash, cfg.holdout_fraction, cfg.seed)
+        for (variant, draft), split in zip(kept, splits):
             session.add(TestItem(chain_id=chain_id, variant=variant, split=split, **draft.model_dump()))
         session.add_all(chain_probes(session, chain, statements, pool, all_concepts, cfg.seed))
         mark_done(session, "build_tests", chain_id)
-    return dropped
+    return len(drafts) - len(kept)
 
 
 def chain_probes(session, chain, statements, foreign, all_concepts, seed: int) -> list[Probe]:

@@ -16,7 +16,7 @@ from sqlmodel import select
 
 from pwd_agent.agents import call_agent, make_backend
 from pwd_agent.agents.schemas import TestItemDraft
-from pwd_agent.events import emit
+from pwd_agent.events import Progress, emit
 from pwd_agent.runs import RunContext
 from pwd_agent.state import RunState
 from pwd_agent.store import (
@@ -39,13 +39,14 @@ def diagnose(state: RunState, runtime: Runtime[RunContext]) -> dict:
         passed = dict(session.exec(select(ProbeResult.probe_id, ProbeResult.passed)
                                    .where(ProbeResult.round_id == round_id)).all())
         known = set(session.exec(select(Diagnosis.item_id).where(Diagnosis.round_id == round_id)).all())
-        for item, result in failed:
-            if item.id in known:
-                continue
-            judge = call_agent(session, backend, "debugger", "judge_failure", backend.judge_failure,
-                               TestItemDraft.model_validate(item, from_attributes=True), result.predicted,
-                               kb_statements(session, item.chain_id))
-            session.add(localise(session, round_id, item, result, probes[item.chain_id], passed, judge))
+    progress = Progress(ctx.db_url, "diagnose", "failed dev items", len(failed), already=len(known))
+    for item, result in failed:
+        if item.id in known:
+            continue
+        with session_scope(ctx.db_url) as session:  # one item's diagnosis and its ledger rows together
+            session.add(diagnose_item(session, backend, round_id, item, result, probes[item.chain_id], passed))
+        progress.advance()  # after the commit: a kill here leaves this item done, never half-recorded
+    with session_scope(ctx.db_url) as session:
         rows = session.exec(select(Diagnosis).where(Diagnosis.round_id == round_id)).all()
         kinds = Counter(d.kind for d in rows)
         agree = sum(1 for d in rows if d.judge_kind == d.kind)
@@ -56,6 +57,15 @@ def diagnose(state: RunState, runtime: Runtime[RunContext]) -> dict:
          + f"; {n_failed_probes}/{len(scored)} probes failed; judge agrees on {agree}/{len(rows)}",
          judge_agrees=agree, **kinds)
     return {}
+
+
+def diagnose_item(session, backend, round_id: int, item: TestItem, result: ItemResult, probes: list[Probe],
+                  passed: dict[int, bool]) -> Diagnosis:
+    """The judge's opinion (its ledger rows go into `session`) and the probe verdict for one failed item."""
+    judge = call_agent(session, backend, "debugger", "judge_failure", backend.judge_failure,
+                       TestItemDraft.model_validate(item, from_attributes=True), result.predicted,
+                       kb_statements(session, item.chain_id))
+    return localise(session, round_id, item, result, probes, passed, judge)
 
 
 def failed_dev_items(session, round_id: int) -> list[tuple[TestItem, ItemResult]]:
@@ -90,10 +100,10 @@ def score_probes(ctx: RunContext, round_id: int, adapter: str | None, probes: li
         return
     emit(ctx.db_url, "diagnose", f"round {round_id}: scoring {len(todo)} probes of the failed items' chains")
     with loaded_evaluator(ctx, adapter) as evaluator:
-        preds = evaluator.score_items([(p.question, p.options, p.answer) for p in todo])
+        preds = evaluator.score_items([(p.question, p.options, p.answer) for p in todo], multi=False)  # one key each
     with session_scope(ctx.db_url) as session:
         session.add_all(ProbeResult(round_id=round_id, probe_id=p.id, raw=pred.raw, predicted=pred.predicted,
-                                    passed=pred.passed) for p, pred in zip(todo, preds))
+                                    passed=pred.passed, scorer=ctx.config.eval.scorer) for p, pred in zip(todo, preds))
 
 
 def localise(session, round_id: int, item: TestItem, result: ItemResult, probes: list[Probe],

@@ -15,7 +15,7 @@ from pwd_agent.state import RunState
 from pwd_agent.evaluation.general import lm_eval_tasks, load_general, score_lm_eval
 from pwd_agent.store import GeneralResult, ItemResult, LLMCall, Round, TestItem, session_scope
 from pwd_agent.stats import compare
-from pwd_agent.store.queries import round_accuracy, round_passes
+from pwd_agent.store.queries import round_accuracy, round_mass, round_passes, round_scorer
 from pwd_agent.student import resolve_student
 from pwd_agent.prompting import choice_prompt_version
 
@@ -38,8 +38,11 @@ def evaluate(state: RunState, runtime: Runtime[RunContext]) -> dict:
         score_general_with_lm_eval(ctx, round_id, adapter)
     with session_scope(ctx.db_url) as session:
         row = session.get(Round, round_id)
+        row.scorer = round_scorer(session, round_id)
         row.dev_acc = round_accuracy(session, round_id, "dev")
         row.holdout_acc = round_accuracy(session, round_id, "holdout")
+        row.dev_mass = round_mass(session, round_id, "dev")
+        row.holdout_mass = round_mass(session, round_id, "holdout")
         passes = session.exec(select(GeneralResult.passed).where(GeneralResult.round_id == round_id)).all()
         row.general_acc = sum(passes) / len(passes) if passes else None
         general_acc = row.general_acc
@@ -51,10 +54,11 @@ def evaluate(state: RunState, runtime: Runtime[RunContext]) -> dict:
                                                                     flips.p_value)
         row.status = "evaluated"
         dev, holdout = row.dev_acc or 0.0, row.holdout_acc or 0.0
+    scorer = f"{row.scorer} scorer" if row.scorer else "no items"
     vs = f"; dev vs round {round_id - 1}: {flips.fixed} fixed, {flips.broken} broken, p={flips.p_value:.3f}" if flips else ""
     general_text = f"  general {general_acc:.3f}" if general_acc is not None else ""
-    emit(ctx.db_url, "evaluate", f"round {round_id}: dev {dev:.3f}  holdout {holdout:.3f}{general_text}{vs}",
-         round=round_id, dev=dev, holdout=holdout, general=general_acc)
+    emit(ctx.db_url, "evaluate", f"round {round_id} ({scorer}): dev {dev:.3f}  holdout {holdout:.3f}{general_text}{vs}",
+         round=round_id, dev=dev, holdout=holdout, general=general_acc, scorer=row.scorer)
     scores = [s for s in state.get("scores", []) if s["round"] != round_id]
     gain_p = flips.p_value if flips else None
     return {"scores": scores + [{"round": round_id, "dev": dev, "holdout": holdout, "gain_p": gain_p,
@@ -76,17 +80,18 @@ def score_and_store(ctx: RunContext, round_id: int, adapter: str | None, items: 
                 for item, pred in zip(part, preds):
                     session.add(ItemResult(round_id=round_id, item_id=item.id, raw=pred.raw,
                                            predicted=pred.predicted, passed=pred.passed, prompt_version=version,
-                                           scorer=cfg.scorer))
+                                           scorer=cfg.scorer, mass=pred.mass))
             for item, pred in zip(part, preds):
-                out.write(json.dumps({"item_id": item.id, "split": item.split, "answer": item.answer,
-                                      "predicted": pred.predicted, "passed": pred.passed, "raw": pred.raw}) + "\n")
+                out.write(json.dumps({"item_id": item.id, "split": item.split, "answer": item.answer, "scorer": cfg.scorer,
+                                      "predicted": pred.predicted, "passed": pred.passed, "mass": pred.mass,
+                                      "raw": pred.raw}) + "\n")
             done = min(start + slice_size, len(items))
             emit(ctx.db_url, "evaluate", f"round {round_id}: {done}/{len(items)} items", done=done, total=len(items))
-        if general:
-            preds = evaluator.score_items([(g.question, g.options, g.answer) for g in general])
+        if general:  # single-answer questions
+            preds = evaluator.score_items([(g.question, g.options, g.answer) for g in general], multi=False)
             with session_scope(ctx.db_url) as session:
                 session.add_all(GeneralResult(round_id=round_id, item_key=g.key, raw=p.raw, predicted=p.predicted,
-                                              passed=p.passed) for g, p in zip(general, preds))
+                                              passed=p.passed, scorer=cfg.scorer) for g, p in zip(general, preds))
 
 
 def score_general_with_lm_eval(ctx: RunContext, round_id: int, adapter: str | None) -> None:
@@ -97,8 +102,8 @@ def score_general_with_lm_eval(ctx: RunContext, round_id: int, adapter: str | No
     rows = score_lm_eval(cfg.general, cfg.lm_eval_include_path, resolve_student(ctx.config.student), adapter,
                          cfg.batch_size, cfg.general_limit, ctx.config.student.dtype)
     with session_scope(ctx.db_url) as session:
-        session.add_all(GeneralResult(round_id=round_id, item_key=key, raw=raw, predicted="", passed=passed)
-                        for key, raw, passed in rows)
+        session.add_all(GeneralResult(round_id=round_id, item_key=key, raw=raw, predicted="", passed=passed,
+                                      scorer="lm_eval") for key, raw, passed in rows)
 
 
 @contextmanager

@@ -7,7 +7,7 @@ from sqlmodel import select
 
 from pwd_agent.agents import make_backend, map_units, run_agent, workers_for
 from pwd_agent.agents.schemas import DiagnosisDraft
-from pwd_agent.events import emit
+from pwd_agent.events import Progress, emit
 from pwd_agent.gates import gate
 from pwd_agent.leakage import gate_samples, load_gate
 from pwd_agent.runs import RunContext
@@ -25,8 +25,10 @@ def patch(state: RunState, runtime: Runtime[RunContext]) -> dict:
         patched = set(session.exec(select(Patch.diagnosis_id)).all())
         diagnoses = session.exec(select(Diagnosis).where(Diagnosis.round_id == round_id).order_by(Diagnosis.id)).all()
         # item_suspect is flagged for review, not patched: a faulty item must not shape the data.
-        units = [plan_unit(session, d) for d in diagnoses if d.id not in patched and d.kind != "item_suspect"]
+        patchable = [d for d in diagnoses if d.kind != "item_suspect"]
+        units = [plan_unit(session, d) for d in patchable if d.id not in patched]
         leak_gate = load_gate(session, ctx.config.builder.leakage_ngram, ctx.config.builder.leakage_threshold)
+    progress = Progress(ctx.db_url, "patch", "diagnoses", len(patchable), already=len(patchable) - len(units))
 
     def work(unit):
         diagnosis_id, chain, statements, concepts, foreign, draft = unit
@@ -45,6 +47,7 @@ def patch(state: RunState, runtime: Runtime[RunContext]) -> dict:
             session.add_all(calls)
         written += len(kept)
         dropped += len(leaked)
+        progress.advance()  # after the commit: a kill here leaves this patch stored whole
     emit(ctx.db_url, "patch", f"round {round_id}: {written} patch samples for {len(units)} diagnoses "
          f"({dropped} dropped by the leakage gate), training round {round_id + 1}", samples=written, leaked=dropped)
     gate(ctx, "on_patch", lambda s: {"round": round_id,

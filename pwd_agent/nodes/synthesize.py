@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from langgraph.runtime import Runtime
 from sqlmodel import select
 
@@ -42,10 +44,12 @@ def synthesize(state: RunState, runtime: Runtime[RunContext]) -> dict:
             mark_done(session, "synthesize", chain.id)
         progress.advance()
     with session_scope(ctx.db_url) as session:
-        n = count_rows(session, Sample, Sample.origin == "v1")
+        kinds = Counter(session.exec(select(Sample.kind).where(Sample.origin == "v1")).all())
         dropped = count_rows(session, LeakedSample, LeakedSample.origin == "v1")
-    emit(ctx.db_url, "synthesize", f"{n} V1 training samples ({dropped} dropped by the leakage gate)",
-         samples=n, leaked=dropped)
+    n = sum(kinds.values())
+    mix = ", ".join(f"{kind} {count / max(n, 1):.0%}" for kind, count in sorted(kinds.items()))
+    emit(ctx.db_url, "synthesize", f"{n} V1 training samples ({mix}; {dropped} dropped by the leakage gate)",
+         samples=n, leaked=dropped, kinds=dict(sorted(kinds.items())))
     return {"counts": {**state.get("counts", {}), "v1_samples": n}}
 
 

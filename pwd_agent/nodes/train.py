@@ -45,8 +45,13 @@ def train(state: RunState, runtime: Runtime[RunContext]) -> dict:
         row.prompt_version = choice_prompt_version()
         row.status = "trained" if round_id == 0 else "training"  # round 0 is the base model
         session.add(row)
+        fallback = 0
         if round_id > 0:
-            compose_training_set(session, round_id, ctx.config.builder.patch_fraction, ctx.config.builder.seed)
+            fallback = compose_training_set(session, round_id, ctx.config.builder.patch_fraction,
+                                            ctx.config.builder.seed)
+        n_patch, n_replay = row.n_patch, row.n_replay
+    if fallback:  # emitted after the commit: an event is its own write
+        warn_fallback(ctx, round_id, replay_wanted(n_patch, ctx.config.builder.patch_fraction), n_replay, fallback)
     if round_id == 0:
         emit(ctx.db_url, "train", "round 0 is the base model: evaluated without training")
         return {}
@@ -61,28 +66,64 @@ def train(state: RunState, runtime: Runtime[RunContext]) -> dict:
     return {}
 
 
-def compose_training_set(session: Session, round_id: int, patch_fraction: float, seed: int) -> None:
+def compose_training_set(session: Session, round_id: int, patch_fraction: float, seed: int) -> int:
     """Round 1 trains on V1; later rounds on their patches plus replay of earlier samples that
-    share no statement with the patches (the paper's rule). Idempotent: an existing set is kept."""
+    share no statement with the patches (the paper's rule), topped up with random V1 samples when
+    that pool is short (the paper's fallback). Returns how many random V1 samples were added.
+    Idempotent: an existing set is kept (and 0 returned)."""
     if session.exec(select(RoundSample).where(RoundSample.round_id == round_id)).first():
-        return
+        return 0
     row = session.get(Round, round_id)
     if round_id == 1:
-        v1 = session.exec(select(Sample.id).where(Sample.origin == "v1").order_by(Sample.id)).all()
+        v1 = _v1_ids(session)
         session.add_all(RoundSample(round_id=1, sample_id=i, role="v1") for i in v1)
         row.n_train = len(v1)
-        return
-    patch_ids = session.exec(select(Patch.id).where(Patch.target_round == round_id)).all()
-    patches = session.exec(select(Sample).where(Sample.patch_id.in_(patch_ids)).order_by(Sample.id)).all()
-    patched = {sid for s in patches for sid in s.statement_ids}
-    earlier = session.exec(select(RoundSample.sample_id).where(RoundSample.round_id < round_id).distinct()).all()
-    pool = [s for s in session.exec(select(Sample).where(Sample.id.in_(earlier)).order_by(Sample.id)).all()
-            if not patched.intersection(s.statement_ids)]
-    wanted = round(len(patches) * (1 - patch_fraction) / patch_fraction) if patches else len(pool)
-    replay = random.Random(f"{seed}:replay:{round_id}").sample(pool, min(wanted, len(pool)))
+        return 0
+    patches = _patch_samples(session, round_id)
+    pool = _replay_pool(session, round_id, {sid for s in patches for sid in s.statement_ids})
+    wanted = replay_wanted(len(patches), patch_fraction) if patches else len(pool)
+    replay = [s.id for s in random.Random(f"{seed}:replay:{round_id}").sample(pool, min(wanted, len(pool)))]
+    # A short pool is filled from V1, even with samples that share statements with the patches.
+    chosen = set(replay)
+    spare = [i for i in _v1_ids(session) if i not in chosen]
+    extra = random.Random(f"{seed}:random:{round_id}").sample(spare, min(wanted - len(replay), len(spare)))
     session.add_all(RoundSample(round_id=round_id, sample_id=s.id, role="patch") for s in patches)
-    session.add_all(RoundSample(round_id=round_id, sample_id=s.id, role="replay") for s in replay)
-    row.n_patch, row.n_replay, row.n_train = len(patches), len(replay), len(patches) + len(replay)
+    session.add_all(RoundSample(round_id=round_id, sample_id=i, role="replay") for i in replay)
+    session.add_all(RoundSample(round_id=round_id, sample_id=i, role="random") for i in extra)
+    row.n_patch, row.n_replay = len(patches), len(replay) + len(extra)
+    row.n_train = row.n_patch + row.n_replay
+    return len(extra)
+
+
+def warn_fallback(ctx: RunContext, round_id: int, wanted: int, n_replay: int, fallback: int) -> None:
+    """A warning event: the replay pool was short and random V1 samples filled it."""
+    pool = n_replay - fallback  # a short pool is used whole
+    short = f"; still {wanted - n_replay} short: no V1 sample left" if n_replay < wanted else ""
+    emit(ctx.db_url, "train", f"round {round_id}: replay pool has {pool} samples, {wanted} wanted; "
+         f"added {fallback} random V1 samples{short}", "warning", pool=pool, wanted=wanted, random_v1=fallback)
+
+
+def replay_wanted(n_patch: int, patch_fraction: float) -> int:
+    """How many replay samples go with `n_patch` patch samples so patches are `patch_fraction` of the mix."""
+    return round(n_patch * (1 - patch_fraction) / patch_fraction)
+
+
+def _v1_ids(session: Session) -> list[int]:
+    """Every V1 sample id, in id order."""
+    return list(session.exec(select(Sample.id).where(Sample.origin == "v1").order_by(Sample.id)).all())
+
+
+def _patch_samples(session: Session, round_id: int) -> list[Sample]:
+    """The samples of the patches that target this round, in id order."""
+    patch_ids = session.exec(select(Patch.id).where(Patch.target_round == round_id)).all()
+    return list(session.exec(select(Sample).where(Sample.patch_id.in_(patch_ids)).order_by(Sample.id)).all())
+
+
+def _replay_pool(session: Session, round_id: int, patched: set[int]) -> list[Sample]:
+    """Samples of earlier rounds' sets that share no statement with the patches, in id order."""
+    earlier = session.exec(select(RoundSample.sample_id).where(RoundSample.round_id < round_id).distinct()).all()
+    return [s for s in session.exec(select(Sample).where(Sample.id.in_(earlier)).order_by(Sample.id)).all()
+            if not patched.intersection(s.statement_ids)]
 
 
 def write_training_data(session: Session, round_id: int, path: Path) -> int:

@@ -18,6 +18,7 @@ from sqlmodel import select
 
 from pwd_agent.report.status import kb_line, stop_reason
 from pwd_agent.runs import RunContext
+from pwd_agent.baselines import split_baselines
 from pwd_agent.store import Chain, Diagnosis, Event, ItemResult, LeakedSample, TestItem, session_scope
 from pwd_agent.store.queries import count_rows, ledger_by_agent, rounds
 
@@ -61,6 +62,7 @@ def collect(ctx: RunContext) -> dict:
             "chain_split": {i.chain_id: i.split for i in items.values()},
             "cost": cost,
             "leaked": count_rows(s, LeakedSample),
+            "baselines": baseline_rows(s),
             "kb": kb_line(s),
             "stop": stop_reason(s),
             "goal": ctx.config.loop.goal,
@@ -69,6 +71,18 @@ def collect(ctx: RunContext) -> dict:
                                                                          .order_by(Event.id)).all()
                                if e.message.startswith("config ")],
         }
+
+
+def baseline_rows(session) -> list[tuple[str, list]]:
+    """(name, [dev_acc, holdout_acc, general_acc, dev_mass, holdout_mass]) rows under the rounds."""
+    dev, holdout = split_baselines(session, "dev"), split_baselines(session, "holdout")
+
+    def get(b, field):
+        return getattr(b, field) if b else None
+
+    return [("chance", [get(dev, "chance"), get(holdout, "chance"), None, get(dev, "mass_chance"),
+                        get(holdout, "mass_chance")]),
+            ("best constant", [get(dev, "best_constant"), get(holdout, "best_constant"), None, None, None])]
 
 
 # ---- plots ------------------------------------------------------------------------------------
@@ -100,6 +114,9 @@ def plot_accuracy(data: dict) -> bytes | None:
     if any(r["general_acc"] is not None for r in scored):
         ax.plot(ids, [r["general_acc"] or 0.0 for r in scored], "^:", label="general (guard)")
     ax.axhline(data["goal"], color="grey", linestyle="--", label=f"goal ({data['goal_split']})")
+    constant = dict(data["baselines"])["best constant"][1]
+    if constant is not None:  # the holdout line no student that answers every item alike can pass
+        ax.axhline(constant, color="red", linestyle=":", label="best constant answer (holdout)")
     ax.set(xlabel="round (0 = base model)", ylabel="accuracy", ylim=(0, 1), xticks=ids, title="Accuracy per round")
     ax.legend()
     return _png(plt, fig)
@@ -196,10 +213,13 @@ def _changes(changes: list) -> str:
 
 
 def render_html(ctx: RunContext, data: dict, figures: dict[str, bytes | None]) -> str:
-    cols = ["id", "status", "n_train", "n_patch", "n_replay", "train_loss", "dev_acc", "holdout_acc", "general_acc",
-            "fixed", "broken", "gain_p", "prompt_version", "config_hash"]
+    cols = ["id", "status", "scorer", "n_train", "n_patch", "n_replay", "train_loss", "dev_acc", "holdout_acc",
+            "general_acc", "dev_mass", "holdout_mass", "fixed", "broken", "gain_p", "prompt_version", "config_hash"]
     head = "".join(f"<th>{c}</th>" for c in cols)
     body = "".join("<tr>" + "".join(f"<td>{_fmt(r[c])}</td>" for c in cols) + "</tr>" for r in data["rounds"])
+    body += "".join(f"<tr class=\"baseline\"><td>{name}</td>" + "<td></td>" * 6
+                    + "".join(f"<td>{_fmt(value)}</td>" for value in values) + "<td></td>" * 5 + "</tr>"
+                    for name, values in data["baselines"])
     judged = sum(data["judge"].values())
     agree = sum(n for (_, same), n in data["judge"].items() if same)
     images = "".join(

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 
 from sqlmodel import Session, select
 
+from pwd_agent.baselines import split_baselines
 from pwd_agent.events import LEVELS
 from pwd_agent.runs import RunContext, is_running
 from pwd_agent.store import (
@@ -47,20 +48,52 @@ def render_status(ctx: RunContext, now: datetime | None = None) -> str:
             f"tests: {count_rows(session, TestItem, TestItem.split == 'dev')} dev, "
             f"{count_rows(session, TestItem, TestItem.split == 'holdout')} holdout; "
             f"goal {loop.goal:.3f} on {loop.goal_split}",
+            *goal_warning(session, loop.goal, loop.goal_split),
             f"training data: {count_rows(session, Sample, Sample.origin == 'v1')} V1, "
             f"{count_rows(session, Sample, Sample.origin == 'patch')} patch; "
             f"{count_rows(session, LeakedSample)} dropped by the leakage gate",
             "",
-            f"{'round':>5}  {'status':<10} {'train':>5} {'patch':>5} {'replay':>6} {'loss':>6} {'dev':>6} {'holdout':>7}"
-            f" {'general':>7}  {'fixed':>5} {'broken':>6} {'p':>6}",
+            *round_table(session),
         ]
-        for r in rounds(session):
-            loss = "-" if r.train_loss is None else f"{r.train_loss:.3f}"
-            flips = (f"{r.fixed:>5} {r.broken:>6} {r.gain_p:>6.3f}" if r.gain_p is not None else f"{'-':>5} {'-':>6} {'-':>6}")
-            lines.append(f"{r.id:>5}  {r.status:<10} {r.n_train:>5} {r.n_patch:>5} {r.n_replay:>6} "
-                         f"{loss:>6} {_pct(r.dev_acc):>6} {_pct(r.holdout_acc):>7} {_pct(r.general_acc):>7}  {flips}")
         lines += ["", *llm_lines(session)]
     return "\n".join(lines)
+
+
+def goal_warning(session: Session, goal: float, split: str) -> list[str]:
+    """A line when the goal is no harder than always giving one answer."""
+    b = split_baselines(session, split)
+    if b is None or goal > b.best_constant:
+        return []
+    return [f"warning: the goal {goal:.3f} is at or below the best constant answer on {split} "
+            f"({b.best_constant:.3f}, always \"{b.constant_answer}\"): it says nothing about the student"]
+
+
+def round_table(session: Session) -> list[str]:
+    """One row per round (its scorer and scores), then the baselines on the same items: chance and
+    the best constant answer per split (and for the options scorer's mass, its chance)."""
+    rows = rounds(session)
+    mass = any(r.dev_mass is not None or r.holdout_mass is not None for r in rows)
+    head = (f"{'round':>5}  {'status':<10} {'scorer':<8} {'train':>5} {'patch':>5} {'replay':>6} {'loss':>6} "
+            f"{'dev':>6} {'holdout':>7} {'general':>7}  {'fixed':>5} {'broken':>6} {'p':>6}")
+    lines = [head + (f" {'dev mass':>8} {'hol mass':>8}" if mass else "")]
+    for r in rows:
+        loss = "-" if r.train_loss is None else f"{r.train_loss:.3f}"
+        flips = (f"{r.fixed:>5} {r.broken:>6} {r.gain_p:>6.3f}" if r.gain_p is not None else f"{'-':>5} {'-':>6} {'-':>6}")
+        line = (f"{r.id:>5}  {r.status:<10} {r.scorer or '-':<8} {r.n_train:>5} {r.n_patch:>5} {r.n_replay:>6} "
+                f"{loss:>6} {_pct(r.dev_acc):>6} {_pct(r.holdout_acc):>7} {_pct(r.general_acc):>7}  {flips}")
+        lines.append(line + (f" {_pct(r.dev_mass):>8} {_pct(r.holdout_mass):>8}" if mass else ""))
+    dev, holdout = split_baselines(session, "dev"), split_baselines(session, "holdout")
+    blank = " " * 44  # under the columns before dev
+    for name, field in (("chance", "chance"), ("constant", "best_constant")):
+        values = [_pct(getattr(b, field) if b else None) for b in (dev, holdout)]
+        line = f"{name:<8}{blank} {values[0]:>6} {values[1]:>7} {'-':>7}"
+        if mass:
+            chance = [_pct(b.mass_chance if b and field == "chance" else None) for b in (dev, holdout)]
+            line += f"  {'':>5} {'':>6} {'':>6} {chance[0]:>8} {chance[1]:>8}"
+        lines.append(line)
+    answers = [f'{split} always "{b.constant_answer}"' for split, b in (("dev", dev), ("holdout", holdout)) if b]
+    lines.append(f"(chance: a uniformly random answer set; constant: {'; '.join(answers) or 'no items'})")
+    return lines
 
 
 def stage_line(session: Session, now: datetime, live: bool) -> str:

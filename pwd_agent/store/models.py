@@ -117,6 +117,7 @@ class Probe(SQLModel, table=True):
 class ProbeResult(Scored, table=True):
     """A probe's prediction in one round."""
 
+    scorer: str = "letters"  # eval.scorer that produced `predicted`
     round_id: int = Field(foreign_key="round.id", primary_key=True)
     probe_id: int = Field(foreign_key="probe.id", primary_key=True)
 
@@ -145,7 +146,8 @@ class LeakedSample(SQLModel, table=True):
     answer: str
     chain_id: int | None = None
     item_id: int = Field(foreign_key="testitem.id")
-    overlap: float  # share of the item's question+key n-grams found in the sample
+    part: str = "question"  # the part of the item it reproduces: "question" or "option C"
+    overlap: float  # share of that part's own n-grams (those not in its source) found in the sample
 
 
 class Round(SQLModel, table=True):
@@ -161,8 +163,11 @@ class Round(SQLModel, table=True):
     config_hash: str = ""
     prompt_version: str = ""  # the evaluation prompt
     prompt_versions: dict = json_field({})  # every agent prompt used so far: name -> version
+    scorer: str | None = None  # eval.scorer the round's scores were computed with
     dev_acc: float | None = None
     holdout_acc: float | None = None
+    dev_mass: float | None = None  # options scorer: mean probability mass on the keys
+    holdout_mass: float | None = None
     general_acc: float | None = None  # the general-ability guard (eval.general)
     # Dev items against the previous round: fixed, broken, still failing, one-sided exact McNemar p.
     fixed: int | None = None
@@ -189,11 +194,13 @@ class ItemResult(Scored, table=True):
     item_id: int = Field(foreign_key="testitem.id", primary_key=True)
     prompt_version: str
     scorer: str = "letters"  # eval.scorer that produced `predicted`
+    mass: float | None = None  # options scorer: the probability mass on the key options
 
 
 class GeneralResult(Scored, table=True):
     """A prediction on the general-ability guard set in one round."""
 
+    scorer: str = "letters"  # eval.scorer (or "lm_eval" for lm-evaluation-harness tasks)
     round_id: int = Field(foreign_key="round.id", primary_key=True)
     item_key: str = Field(primary_key=True)  # "<source>:<id>"
 

@@ -67,6 +67,21 @@ def round_accuracy(session: Session, round_id: int, split: str) -> float | None:
     return sum(rows) / len(rows) if rows else None
 
 
+def round_mass(session: Session, round_id: int, split: str) -> float | None:
+    """Mean probability mass on the keys (options scorer), None when the round has none."""
+    rows = [m for m in session.exec(
+        select(ItemResult.mass).join(TestItem, TestItem.id == ItemResult.item_id)
+        .where(ItemResult.round_id == round_id, TestItem.split == split)
+    ).all() if m is not None]
+    return sum(rows) / len(rows) if rows else None
+
+
+def round_scorer(session: Session, round_id: int) -> str | None:
+    """The scorer(s) of a round's stored predictions ('letters', or 'letters+options' if it changed mid-round)."""
+    names = sorted(set(session.exec(select(ItemResult.scorer).where(ItemResult.round_id == round_id)).all()))
+    return "+".join(names) or None
+
+
 def round_passes(session: Session, round_id: int, split: str) -> dict[int, bool]:
     """item id -> passed, for one round and split."""
     rows = session.exec(

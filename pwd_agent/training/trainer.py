@@ -121,6 +121,7 @@ def save_adapter(job: TrainJob, model, losses: list[float], steps: int, examples
         "tokens": tokens, "seconds": round(time.time() - start, 2),
         "data_hash": hashlib.sha256(data).hexdigest()[:16], "config_hash": job.config_hash,
         "processes": world, "engine": engine,
+        "base_model": job.model_path,  # the weights this run started from: a fresh LoRA on them, no earlier adapter
     }
     (out / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
     log(f"done: loss {metrics['first_loss']:.4f} -> {metrics['train_loss']:.4f} in {metrics['seconds']}s")

@@ -8,11 +8,12 @@ The real server (llama.cpp serving SmolLM2) is tested in test_llm_server.py.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 
-from pwd_agent.agents.schemas import ChainDraft, StatementDraft
-from pwd_agent.llm.offline import OfflineAgents
+from pwd_agent.agents.schemas import ChainDraft, KBChain, KBStatement, StatementDraft
+from pwd_agent.llm.offline import OfflineAgents, step_phrase
 
 from servers.chat_endpoint import ChatEndpoint, completion
 
@@ -29,6 +30,30 @@ def _numbered(text: str, after: str) -> list[str]:
 def _count(pattern: str, text: str) -> int:
     match = re.search(pattern, text)
     return int(match.group(1)) if match else 0
+
+
+# Steps of processes that are not in the corpus: the membership and later-step distractors.
+FOREIGN_STEPS = ["the operator records the meter readings in the log book", "the spare pump is started for a test run",
+                 "the laboratory sends the monthly report to the regulator", "the control panel lamps are checked"]
+
+
+def test_item(prompt: str) -> dict:
+    """An item on the facet the prompt names (the offline tester's rules on the prompt's steps)."""
+    steps = _numbered(prompt, "Steps, in order:\n")
+    name, domain = re.search(r"^Process: (.*) \((.*)\)$", prompt, re.M).groups()
+    summary = re.search(r"^Summary: (.*)$", prompt, re.M).group(1)
+    variant = _count(r"Write question number (\d+)", prompt) - 1
+    chain_id = int(hashlib.sha256(name.encode()).hexdigest()[:6], 16)
+    chain = KBChain(id=chain_id, process_name=name, domain=domain, summary=summary, steps=steps)
+    statements = [KBStatement(id=i + 1, chain_id=chain_id, position=i, subject=step_phrase(a), predicate="p",
+                              object=step_phrase(b), source_quote=f"{a} {b}") for i, (a, b) in enumerate(zip(steps, steps[1:]))]
+    item = OfflineAgents().write_test_item(chain, statements, FOREIGN_STEPS, variant)
+    if item is None:
+        return {"question": "Which of these steps come first in the process?", "options": []}
+    return {"question": item.question, "options": [
+        {"text": text, "correct": kind == "key", "fault": "none" if kind == "key" else kind,
+         "step": None if node is None else node - 1}
+        for text, kind, node in zip(item.options, item.option_kinds, item.option_statements)]}
 
 
 def answer(prompt: str) -> dict:
@@ -48,12 +73,7 @@ def answer(prompt: str) -> dict:
         chain = ChainDraft(process_name="p", domain="d", summary="s", steps=["a", "b"])
         return {"concepts": [c.model_dump() for c in rules.extract_concepts(_passage(prompt), chain, drafts)]}
     if "You write exam questions" in prompt:
-        steps = _numbered(prompt, "Steps, in order:\n")
-        options = [{"text": f"After '{a}' comes '{b}'.", "correct": True, "fault": "none", "step": i}
-                   for i, (a, b) in enumerate(zip(steps, steps[1:]))][:2]
-        options += [{"text": f"After '{b}' comes '{a}'.", "correct": False, "fault": "wrong_order", "step": i}
-                    for i, (a, b) in enumerate(zip(steps, steps[1:]))][: 4 - len(options)]
-        return {"question": "Which statements give a step and the step right after it? " * 4, "options": options}
+        return test_item(prompt)
     if "answered a test item wrongly" in prompt:
         has_facts = bool(re.search(r"^0\. ", prompt.split("Facts the item is built on", 1)[1], re.M))
         return {"kind": "concept_gap", "statements": [0] if has_facts else [], "reason": "scripted", "confidence": 0.6}
@@ -68,14 +88,31 @@ def answer(prompt: str) -> dict:
 
 
 class ScriptedTeacher(ChatEndpoint):
-    """Answers every request from the prompt it was first sent (a re-ask gets the same answer)."""
+    """Answers every request from the prompt it was first sent (a re-ask gets the same answer) and
+    keeps every request body it was sent (`prompts`).
 
-    def __init__(self):
+    With `leaky=True` it behaves like a teacher that reuses its own exam wording: each patch it
+    writes carries one more sample whose answer is a key option it wrote for that process, which the
+    leakage gate must drop."""
+
+    def __init__(self, leaky: bool = False):
         self.requests = 0
+        self.prompts: list[str] = []
+        self.leaky = leaky
+        self.keys: dict[str, set[str]] = {}  # process name -> key options written for it
         super().__init__()
 
     def reply(self, body, handler):
         self.requests += 1
         prompt = body["messages"][1]["content"]
-        content = json.dumps(answer(prompt))
+        self.prompts.append(prompt)
+        reply = answer(prompt)
+        process = re.search(r"^Process: (.*?)(?: \(.*\))?$", prompt, re.M)
+        if "You write exam questions" in prompt:
+            self.keys.setdefault(process.group(1), set()).update(o["text"] for o in reply["options"] if o["correct"])
+        elif self.leaky and "samples" in reply and process and self.keys.get(process.group(1)):
+            copied = min(self.keys[process.group(1)])
+            reply["samples"].insert(0, {"kind": "qa", "question": "Which claim about this process is true?",
+                                        "answer": copied, "statements": []})
+        content = json.dumps(reply)
         self.send(handler, 200, completion(body["model"], content, len(prompt) // 4, len(content) // 4))

@@ -1,0 +1,61 @@
+"""Baselines beside every score: what chance and the best constant answer score on the same items.
+
+An exact-set score means little alone: with 1 to 4 keys among 4 options there are 15 possible
+answers, and if one key set is common, a student that always gives it scores that set's share
+without reading a question. So every split's score is shown beside
+- `chance`: a uniformly random answer among the valid ones (non-empty option sets; 1/15 on
+  4 options), the expected exact-set score of a student that knows nothing;
+- `best constant`: always giving the split's commonest key set (read off the keys, so no
+  student that answers every item the same way can beat it);
+- `mass chance`: for the options scorer's continuous score (probability mass on the keys), a
+  uniform spread over the options, n_keys / n_options on average.
+Round 0 (the base model before any training) is the third baseline, in the rounds table.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Baselines:
+    n_items: int
+    chance: float
+    best_constant: float
+    constant_answer: str  # the commonest key set, e.g. "A,C"
+    mass_chance: float
+
+
+def baselines(items: list[tuple[int, str]]) -> Baselines | None:
+    """Baselines of items given as (number of options, key letters 'A,C'); None for no items."""
+    if not items:
+        return None
+    keys = Counter(answer for _, answer in items)
+    answer, count = max(sorted(keys.items()), key=lambda kv: kv[1])  # ties: the first set in letter order
+    n = len(items)
+    return Baselines(
+        n_items=n,
+        chance=sum(1 / (2**n_options - 1) for n_options, _ in items) / n,
+        best_constant=count / n,
+        constant_answer=answer,
+        mass_chance=sum(len(a.split(",")) / n_options for n_options, a in items) / n,
+    )
+
+
+def split_baselines(session, split: str) -> Baselines | None:
+    """The baselines of one split's test items."""
+    from sqlmodel import select
+
+    from pwd_agent.store import TestItem
+
+    rows = session.exec(select(TestItem.options, TestItem.answer).where(TestItem.split == split)).all()
+    return baselines([(len(options), answer) for options, answer in rows])
+
+
+def baseline_text(split: str, b: Baselines | None) -> str:
+    """One line per split for `status` and the log."""
+    if b is None:
+        return f"{split}: no items"
+    return (f"{split}: {b.n_items} items, chance {b.chance:.3f}, best constant {b.best_constant:.3f} "
+            f"(always \"{b.constant_answer}\"), mass chance {b.mass_chance:.3f}")
