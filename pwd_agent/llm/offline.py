@@ -213,7 +213,7 @@ class OfflineAgents:
         options, ask = getattr(self, f"_{facet}_options")(chain, statements, foreign_steps, n_keys, rng)
         if len(options) < 4:
             return None
-        context = f" It requires that {step_phrase(chain.preconditions[0])}." if chain.preconditions else ""
+        context = f" Precondition: {sentence_case(step_phrase(chain.preconditions[0]))}." if chain.preconditions else ""
         return TestItemDraft(
             question=(f"This question is about {chain.process_name.lower()}, part of {chain.domain.lower()}. "
                       f"{chain.summary}{context} {ask}"),
