@@ -61,3 +61,16 @@ def step_data(path: Path, n: int) -> Path:
     rows = [{"prompt": f"What follows step {i}?", "answer": f"Step {i + 1} follows."} for i in range(n)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def add_chain(session, steps: tuple[str, ...] = ("a", "b", "c")) -> None:
+    """Document 1, chunk 1 and chain 1 in a test store, parents flushed first (the tables declare
+    foreign keys but no ORM relationships, so the unit of work does not order them)."""
+    from pwd_agent.store import Chain, Chunk, Document
+
+    session.add(Document(id=1, path="d.md", title="d", content_hash="h", n_chars=1))
+    session.flush()
+    session.add(Chunk(id=1, document_id=1, position=0, text="t", content_hash="c"))
+    session.flush()
+    session.add(Chain(id=1, chunk_id=1, process_name="p", domain="d", summary="s", steps=list(steps), steps_hash="x"))
+    session.flush()

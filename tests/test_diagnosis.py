@@ -7,8 +7,10 @@ from pwd_agent.agents.schemas import DiagnosisDraft, KBChain, KBConcept, KBState
 from pwd_agent.nodes.diagnose import localise
 from pwd_agent.probes import concept_probe, statement_probe
 from pwd_agent.store import (
-    Chain, Chunk, Concept, ConceptStatement, Document, ItemResult, Probe, Round, Statement, TestItem, session_scope,
+    Concept, ConceptStatement, ItemResult, Probe, Round, Statement, TestItem, session_scope,
 )
+
+from conftest import add_chain
 
 JUDGE = DiagnosisDraft(kind="chain_break", evidence={"rule": "ordering distractor chosen"})
 
@@ -17,11 +19,7 @@ JUDGE = DiagnosisDraft(kind="chain_break", evidence={"rule": "ordering distracto
 def store(tmp_path):
     url = f"sqlite:///{tmp_path / 'run.db'}"
     with session_scope(url) as s:
-        s.add(Document(id=1, path="d.md", title="d", content_hash="h", n_chars=1))
-        s.flush()  # parents first: the tables declare foreign keys but no ORM relationships
-        s.add(Chunk(id=1, document_id=1, position=0, text="t", content_hash="c"))
-        s.flush()
-        s.add(Chain(id=1, chunk_id=1, process_name="p", domain="d", summary="s", steps=["a", "b", "c"], steps_hash="x"))
+        add_chain(s)
         for i in (1, 2):
             s.add(Statement(id=i, chain_id=1, position=i - 1, subject=f"s{i}", predicate="then", object=f"o{i}",
                             source_quote="q", spo_key=f"k{i}"))

@@ -5,6 +5,8 @@ from pwd_agent.report.status import render_status
 from pwd_agent.runs import create_run
 from pwd_agent.store import Event, LLMCall, Round, session_scope
 
+from conftest import add_chain
+
 EXPECTED = """\
 run fixed: stopped (max_rounds)
 KB: 1 documents, 1 chunks, 1 chains, 0 statements, 0 concepts
@@ -24,15 +26,10 @@ extractor       3      0      1        900        300   0.0015"""
 
 
 def add_items(s, dev: list[str], holdout: list[str]) -> None:
-    """A document, chunk and chain, and test items with the given key sets."""
-    from pwd_agent.store import Chain, Chunk, Document, TestItem
+    """A chain and test items on it with the given key sets."""
+    from pwd_agent.store import TestItem
 
-    s.add(Document(id=1, path="d.md", title="d", content_hash="d", n_chars=1))
-    s.flush()
-    s.add(Chunk(id=1, document_id=1, position=0, text="t", content_hash="c"))
-    s.flush()
-    s.add(Chain(id=1, chunk_id=1, process_name="p", domain="d", summary="s", steps=["a", "b"], steps_hash="h"))
-    s.flush()
+    add_chain(s)
     for variant, (split, answer) in enumerate([("dev", a) for a in dev] + [("holdout", a) for a in holdout]):
         s.add(TestItem(chain_id=1, variant=variant, split=split, question="q", options=["a", "b", "c", "d"],
                        answer=answer))

@@ -9,8 +9,10 @@ from sqlmodel import select
 
 from pwd_agent.nodes.train import compose_training_set, replay_wanted, warn_fallback
 from pwd_agent.store import (
-    Chain, Chunk, Diagnosis, Document, Event, Patch, Round, RoundSample, Sample, TestItem, session_scope,
+    Diagnosis, Event, Patch, Round, RoundSample, Sample, TestItem, session_scope,
 )
+
+from conftest import add_chain
 
 FRACTION, SEED = 0.35, 0
 N_PATCH = 7  # one diagnosis' patch samples, all teaching statement 1
@@ -21,11 +23,7 @@ def build_store(url: str, free: int, sharing: int) -> None:
     """V1: `free` samples on statement 2 (replayable) and `sharing` on statement 1 (what the patch
     teaches); round 1 trained on them; one patch for round 2."""
     with session_scope(url) as s:
-        s.add(Document(id=1, path="d.md", title="d", content_hash="h", n_chars=1))
-        s.flush()  # parents first: the tables declare foreign keys but no ORM relationships
-        s.add(Chunk(id=1, document_id=1, position=0, text="t", content_hash="c"))
-        s.flush()
-        s.add(Chain(id=1, chunk_id=1, process_name="p", domain="d", summary="s", steps=["a", "b", "c"], steps_hash="x"))
+        add_chain(s)
         s.flush()
         s.add(TestItem(id=1, chain_id=1, split="dev", question="q", options=["a", "b", "c", "d"], answer="A"))
         s.add_all(Round(id=r, status="evaluated") for r in (0, 1))

@@ -105,29 +105,31 @@ def summarise_benchmark(ctx: RunContext, dropped: int) -> dict:
 
 
 def store_chain_items(ctx: RunContext, chain_id: int, drafts: list[tuple], inputs: tuple, all_concepts) -> int:
-    """A chain's items (letters placed against the items stored before them, splits assigned),
-    probes, ledger rows and completion marker, in one transaction; returns how many drafts were dropped."""
+    """A chain's items (near-duplicates dropped, splits assigned, letters placed against the items
+    of the same split stored before them), probes, ledger rows and completion marker, in one
+    transaction; returns how many drafts were dropped."""
     cfg = ctx.config.tests
     chain, statements, pool = inputs
     with session_scope(ctx.db_url) as session:
         stored = session.exec(select(TestItem)).all()
-        answers = Counter(item.answer for item in stored)
         seen = {_fingerprint(item.options) for item in stored}
         kept = []
         for variant, (draft, records) in enumerate(drafts):
             session.add_all(records)
             if draft is None or _fingerprint(draft.options) in seen:
                 continue  # too short a chain, or a near-duplicate of an item we have
-            draft = place_letters(draft, answers, random.Random(f"{cfg.seed}:letters:{chain_id}:{variant}"))
             seen.add(_fingerprint(draft.options))
-            answers[draft.answer] += 1
             kept.append((variant, draft))
         steps_hash = session.get(Chain, chain_id).steps_hash
         if cfg.split == "chain":
             splits = [chain_split(steps_hash, cfg.holdout_fraction, cfg.seed)] * len(kept)
         else:
             splits = item_splits(len(kept), steps_hash, cfg.holdout_fraction, cfg.seed)
+        # Key sets balanced within each split: the best constant answer is a per-split baseline.
+        answers = {split: Counter(i.answer for i in stored if i.split == split) for split in ("dev", "holdout")}
         for (variant, draft), split in zip(kept, splits):
+            draft = place_letters(draft, answers[split], random.Random(f"{cfg.seed}:letters:{chain_id}:{variant}"))
+            answers[split][draft.answer] += 1
             session.add(TestItem(chain_id=chain_id, variant=variant, split=split, **draft.model_dump()))
         session.add_all(chain_probes(session, chain, statements, pool, all_concepts, cfg.seed))
         mark_done(session, "build_tests", chain_id)
