@@ -301,7 +301,7 @@ class OfflineAgents:
     def _qa_sample(chain: KBChain, st: KBStatement) -> SampleDraft:
         return SampleDraft(
             kind="qa",
-            prompt=f"In {chain.process_name.lower()}, what happens right after {st.subject}?",
+            prompt=f"In {chain.process_name.lower()}, what is the next step once {st.subject}?",
             answer=f"{sentence_case(st.object)}. The source says: \"{clean(st.source_quote)}\"",
             statement_ids=[st.id],
         )
