@@ -30,8 +30,11 @@ NO_GUARD = ("--set", "eval.general=none")
 
 
 def tiny_args(tiny_model: Path, corpus: Path, run_id: str, *extra: str) -> list[str]:
+    """A run on the tiny model; two items per chain (one per split) keep these tests fast, the
+    facets are tested in test_offline_agents and with three items in test_llm_loop."""
     return ["run", "--corpus", str(corpus), "--run-id", run_id, "-q",
-            "--set", f"student.model={tiny_model}", "--set", "eval.batch_size=16", *extra]
+            "--set", f"student.model={tiny_model}", "--set", "eval.batch_size=16", "--set", "tests.items_per_chain=2",
+            *extra]
 
 
 def test_two_rounds_store_every_step(tiny_model, small_corpus):
