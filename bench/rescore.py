@@ -42,7 +42,7 @@ def main() -> None:
     with session_scope(ctx.db_url) as s:
         rounds = [(r.id, r.adapter_path) for r in s.exec(select(Round).order_by(Round.id)).all() if r.status == "evaluated"]
         items = list(s.exec(select(TestItem).order_by(TestItem.id)).all())
-        floors = {split: vars(split_baselines(s, split)) for split in ("dev", "holdout")}
+        floors = {split: vars(b) for split, b in split_baselines(s).items() if b}
     report = {"run": ctx.run_id, "scorer": args.scorer, "baselines": floors, "rounds": []}
     passes, masses_of = {}, {}
     for round_id, adapter in rounds:

@@ -43,14 +43,33 @@ def baselines(items: list[tuple[int, str]]) -> Baselines | None:
     )
 
 
-def split_baselines(session, split: str) -> Baselines | None:
-    """The baselines of one split's test items."""
+SPLITS = ("dev", "holdout")
+
+
+def split_baselines(session) -> dict[str, Baselines | None]:
+    """The baselines of each split's test items, read once: {"dev": ..., "holdout": ...}."""
     from sqlmodel import select
 
     from pwd_agent.store import TestItem
 
-    rows = session.exec(select(TestItem.options, TestItem.answer).where(TestItem.split == split)).all()
-    return baselines([(len(options), answer) for options, answer in rows])
+    rows = session.exec(select(TestItem.split, TestItem.options, TestItem.answer)).all()
+    return {split: baselines([(len(options), answer) for s, options, answer in rows if s == split]) for split in SPLITS}
+
+
+def goal_warning(goal: float, split: str, floors: dict[str, Baselines | None]) -> str | None:
+    """Why a goal says nothing, when it is at or below the best constant answer on its split."""
+    b = floors.get(split)
+    if b is None or goal > b.best_constant:
+        return None
+    return (f"the goal {goal:.3f} is at or below the best constant answer on {split} ({b.best_constant:.3f}, "
+            f"always \"{b.constant_answer}\"): meeting it says nothing about the student; raise loop.goal")
+
+
+def beside(score: float | None, b: Baselines | None) -> str:
+    """A score with its split's chance and best constant answer, for log lines."""
+    if score is None:
+        return "-"
+    return f"{score:.3f}" + (f" (chance {b.chance:.3f}, constant {b.best_constant:.3f})" if b else "")
 
 
 def baseline_text(split: str, b: Baselines | None) -> str:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from pwd_agent.prompting import LETTERS
+
 _WORD = re.compile(r"[a-z0-9]+")
 _SENTENCE_END = re.compile(r"[.!?;]+(?:\s+|$)|\n+")
 MIN_WORDS = 3  # a part shorter than this ("Yes.") says nothing a sample could be caught copying
@@ -55,7 +57,7 @@ class Leak:
 
 def key_options(options: list[str], answer: str) -> list[tuple[str, str]]:
     """(letter, text) of each key option."""
-    return [(letter, options["ABCD".index(letter)]) for letter in answer.split(",") if letter]
+    return [(letter, options[LETTERS.index(letter)]) for letter in answer.split(",") if letter]
 
 
 class LeakageGate:
@@ -67,11 +69,16 @@ class LeakageGate:
         self.threshold = threshold
         # part: (item id, part name, gram size, the part's own n-grams)
         self.parts: list[tuple[int, str, int, set]] = []
+        source_grams: dict[tuple[str, int], set] = {}  # a chain's items share one source: read it once per size
         for item in items:
             texts = [("question", item.question)] + [(f"option {letter}", text) for letter, text in item.keys]
             for name, text in texts:
                 size = min(n, len(words(text)))  # a short option is one gram: the whole of it
-                own = ngrams(text, size) - ngrams(item.source, size) if size >= MIN_WORDS else set()
+                if size < MIN_WORDS:
+                    continue
+                if (item.source, size) not in source_grams:
+                    source_grams[(item.source, size)] = ngrams(item.source, size)
+                own = ngrams(text, size) - source_grams[(item.source, size)]
                 if own:
                     self.parts.append((item.item_id, name, size, own))
         self.index: dict[tuple[str, ...], list[int]] = {}

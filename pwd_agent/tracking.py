@@ -132,8 +132,7 @@ def round_metrics(row: Round) -> dict[str, float]:
 def baseline_metrics(session) -> dict[str, float]:
     """Chance and the best constant answer per split, sent with every round so a chart can show them."""
     out = {}
-    for split in ("dev", "holdout"):
-        b = split_baselines(session, split)
+    for split, b in split_baselines(session).items():
         if b is not None:
             out |= {f"{split}_chance": b.chance, f"{split}_best_constant": b.best_constant,
                     f"{split}_mass_chance": b.mass_chance}

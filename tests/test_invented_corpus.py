@@ -7,7 +7,7 @@ import pytest
 
 from pwd_agent.corpus import chunk_document, read_corpus
 from pwd_agent.agents.schemas import KBChain, KBStatement
-from pwd_agent.llm.offline import ITEM_FACETS, OfflineAgents, clean, step_phrase
+from pwd_agent.llm.offline import RULE_FACETS, OfflineAgents, clean, step_phrase
 
 from conftest import ROOT
 
@@ -76,6 +76,6 @@ def test_every_chain_yields_an_item_on_each_facet(extracted):
         chains.append((KBChain(id=i + 1, **chain.model_dump()), kb_sts))
     for i, (chain, statements) in enumerate(chains):
         foreign = [step_phrase(chains[(i + j) % len(chains)][0].steps[0]) for j in range(1, 5)]
-        for variant in range(len(ITEM_FACETS)):
+        for variant in range(len(RULE_FACETS)):
             item = agents.write_test_item(chain, statements, foreign, variant)
             assert item is not None and len(set(item.options)) == 4

@@ -9,7 +9,7 @@ import sys
 import pytest
 from sqlmodel import select
 
-from pwd_agent.leakage import key_options, load_gate, words
+from pwd_agent.leakage import key_options, load_gate, sample_text, words
 from pwd_agent.runs import open_run
 from pwd_agent.store import Chain, Chunk, LeakedSample, LLMCall, Round, Sample, Statement, TestItem, session_scope
 
@@ -75,7 +75,7 @@ def test_openai_backend_runs_the_loop_and_a_second_run_hits_the_cache(teacher, t
         leaked = s.exec(select(LeakedSample)).all()
         assert {x.origin for x in leaked} == {"v1", "patch"} and all(x.part.startswith("option ") for x in leaked)
         gate = load_gate(s, 8, 0.4)
-        assert not [x.id for x in s.exec(select(Sample)).all() if gate.check(f"{x.prompt} {x.answer}")]
+        assert not [x.id for x in s.exec(select(Sample)).all() if gate.check(sample_text(x))]
         calls = s.exec(select(LLMCall)).all()
         assert {c.agent for c in calls} == {"extractor", "tester", "builder", "debugger"}
         assert all(c.model == "scripted" and c.input_tokens > 0 for c in calls)

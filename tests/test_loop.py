@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from pwd_agent.leakage import load_gate
+from pwd_agent.leakage import load_gate, sample_text
 from pwd_agent.runs import open_run
 from pwd_agent.store import (
     Chain, Chunk, ConceptStatement, Diagnosis, Event, GeneralResult, ItemResult, LeakedSample, LLMCall, Patch, Probe, ProbeResult, Round,
@@ -85,7 +85,7 @@ def test_two_rounds_store_every_step(tiny_model, small_corpus):
         assert rounds[2].n_train == rounds[2].n_patch + rounds[2].n_replay == len(members)
 
         gate = load_gate(s, 8, 0.4)  # the config's defaults: no stored sample reproduces a test item
-        assert not [x.id for x in by_id.values() if gate.check(f"{x.prompt} {x.answer}")]
+        assert not [x.id for x in by_id.values() if gate.check(sample_text(x))]
         assert all(leak.overlap >= 0.4 for leak in s.exec(select(LeakedSample)).all())
 
         agents = {c.agent for c in s.exec(select(LLMCall)).all()}

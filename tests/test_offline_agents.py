@@ -7,7 +7,7 @@ import pytest
 
 from pwd_agent.agents.schemas import KBChain, KBConcept, KBStatement, TestItemDraft
 from pwd_agent.corpus import chunk_document, read_corpus
-from pwd_agent.llm.offline import ITEM_FACETS, OfflineAgents, order_claim, step_phrase
+from pwd_agent.llm.offline import RULE_FACETS, OfflineAgents, order_claim, step_phrase
 from pwd_agent.prompting import LETTERS, parse_letters, place_letters
 
 from conftest import EXAMPLES
@@ -56,7 +56,7 @@ def _items(kb):
     agents, answers, items = OfflineAgents(), Counter(), []
     for i, (chain, statements, _, _) in enumerate(kb):
         foreign = [step_phrase(kb[(i + j) % len(kb)][0].steps[0]) for j in range(1, 5)]
-        for variant in range(len(ITEM_FACETS)):
+        for variant in range(len(RULE_FACETS)):
             item = place_letters(agents.write_test_item(chain, statements, foreign, variant), answers,
                                  random.Random(f"{chain.id}:{variant}"))
             answers[item.answer] += 1

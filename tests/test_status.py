@@ -59,7 +59,7 @@ def test_status_warns_when_the_goal_is_no_harder_than_a_constant_answer(small_co
     with session_scope(ctx.db_url) as s:
         add_items(s, dev=["A"], holdout=["B", "B", "C"])
     assert ('warning: the goal 0.500 is at or below the best constant answer on holdout (0.667, always "B"): '
-            'it says nothing about the student') in render_status(ctx).splitlines()
+            'meeting it says nothing about the student; raise loop.goal') in render_status(ctx).splitlines()
 
 
 def test_status_of_an_unfinished_run_shows_its_stage_rate_and_eta(small_corpus):

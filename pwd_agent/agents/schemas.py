@@ -9,6 +9,20 @@ from pydantic import BaseModel, Field, StringConstraints, field_validator
 from pwd_agent.prompting import LETTERS
 
 
+# The facets of a chain that its test items ask about, item `variant` on facet `variant % 6`, so a
+# chain's dev and holdout items test the same knowledge from different sides. Both backends use
+# this order: the LLM tester gets the description, the offline rules write the first three.
+ITEM_FACETS = {
+    "order": "the order of the steps: which step comes directly after which",
+    "later": "what follows from a given step: which events happen later in the process, and which happen before it",
+    "member": "which steps belong to this process, against steps of similar processes",
+    "precondition": "the preconditions: what must hold before the process or a step can start, and what goes "
+                    "wrong if it does not",
+    "pitfall": "the common confusions and what the process excludes",
+    "application": "applying the process to a concrete situation: what happens next, or what an operator must do",
+}
+
+
 # Bounds on every list and string: an LLM answer always ends (llama.cpp turns them into its
 # grammar), and nothing unbounded reaches the store.
 Short = Annotated[str, StringConstraints(min_length=1, max_length=200)]

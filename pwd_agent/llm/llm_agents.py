@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from pwd_agent.agents.quotes import anchor_quote
 from pwd_agent.agents.schemas import (
+    ITEM_FACETS,
     ChainDraft,
     Passage,
     Sentence,
@@ -79,18 +80,6 @@ class JudgeAnswer(BaseModel):
     statements: list[int] = Field([], max_length=12)
     reason: Sentence
     confidence: float = Field(ge=0, le=1)
-
-
-# The facets a chain's items test, one per item (tests.items_per_chain), so that a chain's dev and
-# holdout items ask about the same knowledge from different sides.
-ITEM_FACETS = (
-    "the order of the steps: which step comes directly after which",
-    "what follows from a given step: which events happen later in the process, and which happen before it",
-    "which steps belong to this process, against steps of similar processes",
-    "the preconditions: what must hold before the process or a step can start, and what goes wrong if it does not",
-    "the common confusions and what the process excludes",
-    "applying the process to a concrete situation: what happens next, or what an operator must do",
-)
 
 
 def strip_label(text: str) -> str:
@@ -182,7 +171,7 @@ class LLMAgents:
             "process_name": chain.process_name, "domain": chain.domain, "summary": chain.summary,
             "preconditions": "; ".join(chain.preconditions) or "none stated",
             "negative_constraints": "; ".join(chain.negative_constraints) or "none stated",
-            "steps": numbered(chain.steps), "variant": variant + 1, "facet": ITEM_FACETS[variant % len(ITEM_FACETS)],
+            "steps": numbered(chain.steps), "variant": variant + 1, "facet": list(ITEM_FACETS.values())[variant % len(ITEM_FACETS)],
         }
         answer = self.client.ask("tester", self._prompt("tests/test_item"), variables, ItemAnswer, check)
         if answer is None:

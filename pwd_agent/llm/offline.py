@@ -10,6 +10,7 @@ import random
 import re
 
 from pwd_agent.agents.schemas import (
+    ITEM_FACETS,
     ChainDraft,
     ConceptDraft,
     DiagnosisDraft,
@@ -68,15 +69,22 @@ def event_claim(step: str) -> str:
     return f"{sentence_case(step)}."
 
 
-# The facets of a chain that its items test, one per item in this order (tests.items_per_chain):
-# the order of adjacent steps, what comes later than a given step, which steps belong to it.
-ITEM_FACETS = ("order", "later", "member")
+# The facets of ITEM_FACETS the rules can write, cycled over a chain's items in this order: the
+# order of adjacent steps, what comes later than a given step, which steps belong to it.
+RULE_FACETS = tuple(ITEM_FACETS)[:3]
 # How many keys an item gets, cycled over items: in proportion to the number of letter sets of
 # that size (4, 6, 4 and 1 of the 15), so that with letters placed evenly (place_letters) every
 # set is the key about equally often and no constant answer scores much above 1/15.
 KEY_COUNTS = (1, 2, 3, 2, 1, 3, 2, 4, 2, 1, 3, 2, 1, 3, 2)
 # Distractor kinds whose choice shows the order of the steps was not composed (a chain break).
 ORDERING_MISTAKES = ("wrong_order", "skipped_step", "earlier_step")
+
+
+def step_nodes(statements: list[KBStatement]) -> dict[int, int]:
+    """Step position -> the statement that places that step: the pair it ends (the first step: the
+    pair it starts)."""
+    first = min(statements, key=lambda st: st.position)
+    return {first.position: first.id} | {st.position + 1: st.id for st in statements}
 
 
 def _fill(keys: list[tuple], pool: list[tuple]) -> list[tuple]:
@@ -202,14 +210,14 @@ class OfflineAgents:
         foreign_steps: list[str],
         variant: int,
     ) -> TestItemDraft | None:
-        """Item `variant` of a chain, each variant on another facet of it (ITEM_FACETS): keys are
+        """Item `variant` of a chain, each variant on another facet of it (RULE_FACETS): keys are
         true claims, distractors the ordering and membership mistakes a learner makes. Letters are
         placed later, by the node (`place_letters`)."""
         if len(statements) < 2:
             return None
         rng = random.Random(f"{self.seed}:item:{chain.id}:{variant}")
-        facet = ITEM_FACETS[variant % len(ITEM_FACETS)]
-        n_keys = KEY_COUNTS[(len(ITEM_FACETS) * chain.id + variant) % len(KEY_COUNTS)]
+        facet = RULE_FACETS[variant % len(RULE_FACETS)]
+        n_keys = KEY_COUNTS[(len(RULE_FACETS) * chain.id + variant) % len(KEY_COUNTS)]
         options, ask = getattr(self, f"_{facet}_options")(chain, statements, foreign_steps, n_keys, rng)
         if len(options) < 4:
             return None
@@ -242,7 +250,7 @@ class OfflineAgents:
         steps = [step_phrase(s) for s in chain.steps]
         n_keys = min(n_keys, len(steps) - 1)
         anchor = rng.randint(0, len(steps) - 1 - n_keys)
-        node = {st.position + 1: st.id for st in statements}  # the statement that places step k
+        node = step_nodes(statements)
         keys = [(event_claim(steps[k]), "key", node.get(k)) for k in rng.sample(range(anchor + 1, len(steps)), n_keys)]
         pool = [(event_claim(steps[k]), "earlier_step", node.get(k)) for k in range(anchor + 1)]
         pool += [(event_claim(f), "foreign_step", None) for f in foreign_steps]
@@ -254,7 +262,7 @@ class OfflineAgents:
     def _member_options(self, chain, statements, foreign_steps, n_keys, rng) -> tuple[list[tuple], str]:
         """Steps of this chain (keys) among steps of other processes (distractors)."""
         steps = [step_phrase(s) for s in chain.steps]
-        node = {st.position + 1: st.id for st in statements} | {0: statements[0].id}
+        node = step_nodes(statements)
         keys = [(event_claim(steps[k]), "key", node.get(k)) for k in rng.sample(range(len(steps)), min(n_keys, len(steps)))]
         pool = [(event_claim(f), "foreign_step", None) for f in foreign_steps if f not in steps]
         rng.shuffle(pool)

@@ -11,7 +11,7 @@ from langgraph.runtime import Runtime
 from sqlmodel import select
 
 from pwd_agent.agents import make_backend, map_units, run_agent, workers_for
-from pwd_agent.baselines import baseline_text, split_baselines
+from pwd_agent.baselines import baseline_text, goal_warning, split_baselines
 from pwd_agent.events import Progress, emit
 from pwd_agent.gates import gate
 from pwd_agent.runs import RunContext
@@ -86,7 +86,7 @@ def summarise_benchmark(ctx: RunContext, dropped: int) -> dict:
             "probes": count_rows(session, Probe),
         }
         answers = [item.answer for item in session.exec(select(TestItem)).all()]
-        floors = {split: split_baselines(session, split) for split in ("dev", "holdout")}
+        floors = split_baselines(session)
     letters = Counter(x for answer in answers for x in answer.split(","))
     sizes = Counter(len(answer.split(",")) for answer in answers)
     if counts["dev_items"] == 0 or counts["holdout_items"] == 0:
@@ -96,11 +96,8 @@ def summarise_benchmark(ctx: RunContext, dropped: int) -> dict:
          dropped=dropped, key_letters=dict(sorted(letters.items())), key_counts=dict(sorted(sizes.items())), **counts)
     emit(ctx.db_url, "build_tests", "baselines: " + "; ".join(baseline_text(k, b) for k, b in floors.items()),
          **{k: vars(b) for k, b in floors.items() if b})
-    floor = floors[loop.goal_split]
-    if floor is not None and loop.goal <= floor.best_constant:
-        emit(ctx.db_url, "build_tests", f"the goal {loop.goal:.3f} is at or below the best constant answer on "
-             f"{loop.goal_split} ({floor.best_constant:.3f}, always \"{floor.constant_answer}\"): meeting it says "
-             "nothing about the student; raise loop.goal", "warning")
+    if warning := goal_warning(loop.goal, loop.goal_split, floors):
+        emit(ctx.db_url, "build_tests", warning, "warning")
     return counts
 
 

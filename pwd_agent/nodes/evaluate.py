@@ -9,6 +9,7 @@ from typing import Iterator
 from langgraph.runtime import Runtime
 from sqlmodel import select
 
+from pwd_agent.baselines import beside, split_baselines
 from pwd_agent.events import emit
 from pwd_agent.runs import RunContext
 from pwd_agent.state import RunState
@@ -54,10 +55,12 @@ def evaluate(state: RunState, runtime: Runtime[RunContext]) -> dict:
                                                                     flips.p_value)
         row.status = "evaluated"
         dev, holdout = row.dev_acc or 0.0, row.holdout_acc or 0.0
+        floors = split_baselines(session)
     scorer = f"{row.scorer} scorer" if row.scorer else "no items"
     vs = f"; dev vs round {round_id - 1}: {flips.fixed} fixed, {flips.broken} broken, p={flips.p_value:.3f}" if flips else ""
     general_text = f"  general {general_acc:.3f}" if general_acc is not None else ""
-    emit(ctx.db_url, "evaluate", f"round {round_id} ({scorer}): dev {dev:.3f}  holdout {holdout:.3f}{general_text}{vs}",
+    emit(ctx.db_url, "evaluate", f"round {round_id} ({scorer}): dev {beside(row.dev_acc, floors['dev'])}  "
+         f"holdout {beside(row.holdout_acc, floors['holdout'])}{general_text}{vs}",
          round=round_id, dev=dev, holdout=holdout, general=general_acc, scorer=row.scorer)
     scores = [s for s in state.get("scores", []) if s["round"] != round_id]
     gain_p = flips.p_value if flips else None

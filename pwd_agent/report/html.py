@@ -75,7 +75,7 @@ def collect(ctx: RunContext) -> dict:
 
 def baseline_rows(session) -> list[tuple[str, list]]:
     """(name, [dev_acc, holdout_acc, general_acc, dev_mass, holdout_mass]) rows under the rounds."""
-    dev, holdout = split_baselines(session, "dev"), split_baselines(session, "holdout")
+    dev, holdout = split_baselines(session).values()
 
     def get(b, field):
         return getattr(b, field) if b else None

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 from sqlmodel import Session, select
 
-from pwd_agent.baselines import split_baselines
+from pwd_agent.baselines import beside, goal_warning, split_baselines
 from pwd_agent.events import LEVELS
 from pwd_agent.runs import RunContext, is_running
 from pwd_agent.store import (
@@ -36,6 +36,7 @@ def render_status(ctx: RunContext, now: datetime | None = None) -> str:
     loop = ctx.config.loop
     with session_scope(ctx.db_url) as session:
         reason = stop_reason(session)
+        floors = split_baselines(session)
         if reason:
             state = [f"run {ctx.run_id}: stopped ({reason})"]
         else:
@@ -48,27 +49,18 @@ def render_status(ctx: RunContext, now: datetime | None = None) -> str:
             f"tests: {count_rows(session, TestItem, TestItem.split == 'dev')} dev, "
             f"{count_rows(session, TestItem, TestItem.split == 'holdout')} holdout; "
             f"goal {loop.goal:.3f} on {loop.goal_split}",
-            *goal_warning(session, loop.goal, loop.goal_split),
+            *([f"warning: {warning}"] if (warning := goal_warning(loop.goal, loop.goal_split, floors)) else []),
             f"training data: {count_rows(session, Sample, Sample.origin == 'v1')} V1, "
             f"{count_rows(session, Sample, Sample.origin == 'patch')} patch; "
             f"{count_rows(session, LeakedSample)} dropped by the leakage gate",
             "",
-            *round_table(session),
+            *round_table(session, floors),
         ]
         lines += ["", *llm_lines(session)]
     return "\n".join(lines)
 
 
-def goal_warning(session: Session, goal: float, split: str) -> list[str]:
-    """A line when the goal is no harder than always giving one answer."""
-    b = split_baselines(session, split)
-    if b is None or goal > b.best_constant:
-        return []
-    return [f"warning: the goal {goal:.3f} is at or below the best constant answer on {split} "
-            f"({b.best_constant:.3f}, always \"{b.constant_answer}\"): it says nothing about the student"]
-
-
-def round_table(session: Session) -> list[str]:
+def round_table(session: Session, floors: dict) -> list[str]:
     """One row per round (its scorer and scores), then the baselines on the same items: chance and
     the best constant answer per split (and for the options scorer's mass, its chance)."""
     rows = rounds(session)
@@ -82,7 +74,7 @@ def round_table(session: Session) -> list[str]:
         line = (f"{r.id:>5}  {r.status:<10} {r.scorer or '-':<8} {r.n_train:>5} {r.n_patch:>5} {r.n_replay:>6} "
                 f"{loss:>6} {_pct(r.dev_acc):>6} {_pct(r.holdout_acc):>7} {_pct(r.general_acc):>7}  {flips}")
         lines.append(line + (f" {_pct(r.dev_mass):>8} {_pct(r.holdout_mass):>8}" if mass else ""))
-    dev, holdout = split_baselines(session, "dev"), split_baselines(session, "holdout")
+    dev, holdout = floors["dev"], floors["holdout"]
     blank = " " * 44  # under the columns before dev
     for name, field in (("chance", "chance"), ("constant", "best_constant")):
         values = [_pct(getattr(b, field) if b else None) for b in (dev, holdout)]
@@ -167,9 +159,12 @@ def event_shown(event: Event, level: str, nodes: list[str]) -> bool:
 
 
 def run_summary(ctx: RunContext) -> tuple[str, str, str]:
-    """(run id, state, best goal-split score) for `pwd-agent list`."""
+    """(run id, state, best goal-split score beside that split's chance and best constant answer)
+    for `pwd-agent list`."""
+    split = ctx.config.loop.goal_split
     with session_scope(ctx.db_url) as session:
         reason = stop_reason(session) or "not finished"
-        scores = [getattr(r, f"{ctx.config.loop.goal_split}_acc") for r in rounds(session)]
+        floor = split_baselines(session)[split]
+        scores = [getattr(r, f"{split}_acc") for r in rounds(session)]
     scores = [s for s in scores if s is not None]
-    return ctx.run_id, reason, _pct(max(scores)) if scores else "-"
+    return ctx.run_id, reason, beside(max(scores), floor) if scores else "-"
