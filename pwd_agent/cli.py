@@ -111,14 +111,14 @@ def run(
 ) -> None:
     """Start a run: corpus -> KB -> tests -> data -> train -> test -> debug -> retrain, until the goal."""
     from pwd_agent.config import load_config
-    from pwd_agent.corpus import read_corpus
+    from pwd_agent.nodes.ingest import checked_scan
     from pwd_agent.evaluation.general import load_general
     from pwd_agent.runs import create_run
     from pwd_agent.preflight import check_run
 
     cfg = load_config(config, set_, **{"corpus.path": corpus, "loop.goal": goal, "run_id": run_id,
                                         "runs_dir": runs_dir, "db_url": db_url})
-    read_corpus(cfg.corpus.path, cfg.corpus.extensions)  # fail before a run folder exists
+    checked_scan(cfg.corpus)  # fail before a run folder exists (corpus.on_skip=error: on any skipped file)
     load_general(cfg.eval.general)
     check_run(cfg)  # trackers, backends, the student: before a run folder exists
     ctx = create_run(cfg)

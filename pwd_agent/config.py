@@ -21,9 +21,18 @@ class Section(BaseModel):
 
 
 class CorpusConfig(Section):
-    path: str = Field("examples/corpus", description="A folder or a single .txt/.md file.")
-    extensions: list[str] = Field([".txt", ".md"], description="File suffixes read from a folder.")
+    path: str = Field("examples/corpus", description="A folder or a single document.")
+    extensions: list[str] = Field(
+        [".txt", ".md", ".markdown", ".html", ".htm", ".xhtml", ".pdf", ".docx"],
+        description="File suffixes read from a folder: .pdf, .html/.htm/.xhtml and .docx are converted to Markdown, "
+        "any other listed suffix is read as text in its detected encoding; other files are skipped (and recorded).",
+    )
     max_chunk_chars: int = Field(1500, ge=200, description="Paragraphs are packed into chunks up to this size.")
+    max_file_mb: float = Field(50.0, gt=0, description="Files larger than this are skipped (and recorded).")
+    on_skip: Literal["warn", "error"] = Field(
+        "warn", description="A file that is skipped (unsupported type, unreadable, empty, duplicate, too large): warn "
+        "and go on, or error: stop before anything is stored, naming the files.",
+    )
 
 
 class LLMConfig(Section):

@@ -33,7 +33,7 @@ def test_missing_empty_and_unreadable_corpora(tmp_path):
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "a.pdf").write_bytes(b"%PDF-1.4")
-    (junk / "b.txt").write_bytes(b"\xff\xfe\x00bad")
+    (junk / "b.txt").write_bytes(b"\x00\x01bad\xff")  # binary: NUL bytes, no BOM
     (junk / "c.md").write_text("   \n")
     with pytest.raises(CorpusError, match="no readable text"):
         read_corpus(junk, [".md", ".txt"])

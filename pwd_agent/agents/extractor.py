@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pydantic import ValidationError
+
 from pwd_agent.agents import run_agent
 from pwd_agent.agents.schemas import ChainDraft, ConceptDraft, StatementDraft
+from pwd_agent.store import LLMCall
+
+SHORT_CHARS = 200  # agents.schemas.Short: a heading or title the chain is named after is cut to fit
 
 
 @dataclass
@@ -15,14 +20,51 @@ class Extraction:
     concepts: list[ConceptDraft] = field(default_factory=list)
     rejected_quotes: int = 0
     calls: list = field(default_factory=list)  # unsaved LLMCall rows, written with the chunk's KB nodes
+    failure: str | None = None  # why the unit failed (an answer that failed its schema or checks for good)
+
+
+class UnitFailed(Exception):
+    """An agent answer failed its schema or checks, and re-asks (if any) did not mend it."""
 
 
 def extract_chunk(backend, text: str, heading: str, title: str) -> Extraction:
-    """Top-down extraction; a statement whose source_quote is not an exact span of the chunk is dropped."""
-    chain, calls = run_agent(backend, "extractor", "l3_chain", backend.extract_chain, text, heading, title)
-    if chain is None:
-        return Extraction(chain=None, calls=calls)
-    drafted, more = run_agent(backend, "extractor", "l2_statements", backend.extract_statements, text, chain)
-    statements = [s for s in drafted if s.source_quote in text]
-    concepts, rest = run_agent(backend, "extractor", "l1_concepts", backend.extract_concepts, text, chain, statements)
-    return Extraction(chain, statements, concepts, len(drafted) - len(statements), calls + more + rest)
+    """Top-down extraction; a statement whose source_quote is not an exact span of the chunk is
+    dropped. An answer that fails its schema or checks fails the unit: nothing of it is kept but
+    its ledger rows and the reason."""
+    calls: list[LLMCall] = []
+    try:
+        chain = _ask(backend, calls, "l3_chain", backend.extract_chain, text, fit(heading), fit(title))
+        if chain is None:
+            return Extraction(chain=None, calls=calls)
+        drafted = _ask(backend, calls, "l2_statements", backend.extract_statements, text, chain)
+        statements = [s for s in drafted if s.source_quote in text]
+        concepts = _ask(backend, calls, "l1_concepts", backend.extract_concepts, text, chain, statements)
+    except UnitFailed as failed:
+        return Extraction(chain=None, calls=calls, failure=str(failed))
+    return Extraction(chain, statements, concepts, len(drafted) - len(statements), calls)
+
+
+def _ask(backend, calls: list, task: str, fn, *args):
+    """One agent call; its ledger rows go to `calls`. Raises UnitFailed when the answer failed its
+    schema (the offline rules raise) or every re-ask was rejected (the LLM client's last row)."""
+    try:
+        result, records = run_agent(backend, "extractor", task, fn, *args)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        reason = f"{task}: {'.'.join(str(p) for p in first['loc']) or exc.title}: {first['msg']}"
+        model = "offline-rules" if backend.name == "offline" else backend.name
+        calls.append(LLMCall(agent="extractor", prompt_name=f"{backend.name}/{task}", model=model, ok=False, error=reason,
+                             prompt_version=getattr(backend, "version", ""), prompt_hash=""))
+        raise UnitFailed(reason) from exc
+    calls.extend(records)
+    if records and not records[-1].ok:
+        raise UnitFailed(f"{task}: {records[-1].error or 'rejected'}")
+    return result
+
+
+def fit(text: str, limit: int = SHORT_CHARS) -> str:
+    """`text` cut at a word boundary to at most `limit` characters (an ellipsis marks the cut)."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1].rsplit(" ", 1)[0] if " " in text[: limit - 1] else text[: limit - 1]
+    return cut.rstrip() + "…"

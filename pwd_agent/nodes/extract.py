@@ -14,7 +14,7 @@ from pwd_agent.events import Progress, emit
 from pwd_agent.runs import RunContext
 from pwd_agent.state import RunState
 from pwd_agent.store import (
-    Chain, Chunk, Concept, ConceptStatement, Document, Statement, done_keys, mark_done, session_scope,
+    Chain, Chunk, Concept, ConceptStatement, Document, Statement, WorkUnit, done_keys, mark_done, session_scope,
 )
 from pwd_agent.store.queries import count_rows
 
@@ -31,12 +31,15 @@ def extract(state: RunState, runtime: Runtime[RunContext]) -> dict:
     progress = Progress(ctx.db_url, "extract", "chunks", len(todo) + len(finished), len(finished))
     rejected = 0
     work = lambda unit: extract_chunk(backend, unit[1], unit[2], unit[3])  # noqa: E731
-    for (chunk_id, *_), result in map_units(work, todo, workers_for(backend, ctx.config)):
+    for (chunk_id, _, heading, title), result in map_units(work, todo, workers_for(backend, ctx.config)):
         with session_scope(ctx.db_url) as session:  # the chunk's KB nodes, its ledger rows and its marker
             store_extraction(session, chunk_id, result)
             session.add_all(result.calls)
             rejected += result.rejected_quotes
-            mark_done(session, "extract", chunk_id)
+            mark_done(session, "extract", chunk_id, error=result.failure)
+        if result.failure:  # recorded, not retried on resume; the run goes on
+            emit(ctx.db_url, "extract", f"chunk {chunk_id} ({title} / {heading[:80]}) failed: {result.failure}",
+                 level="warning", chunk_id=chunk_id, failure=result.failure)
         progress.advance()
     with session_scope(ctx.db_url) as session:
         counts = {
@@ -44,8 +47,10 @@ def extract(state: RunState, runtime: Runtime[RunContext]) -> dict:
             "statements": count_rows(session, Statement),
             "concepts": count_rows(session, Concept),
         }
-    emit(ctx.db_url, "extract", "KB: {chains} chains, {statements} statements, {concepts} concepts".format(**counts),
-         rejected_quotes=rejected, **counts)
+        failed = count_rows(session, WorkUnit, WorkUnit.stage == "extract", WorkUnit.error.is_not(None))
+    emit(ctx.db_url, "extract", "KB: {chains} chains, {statements} statements, {concepts} concepts".format(**counts)
+         + (f"; {failed} chunks failed (pwd-agent logs RUN --level warning)" if failed else ""),
+         rejected_quotes=rejected, failed_units=failed, **counts)
     return {"counts": {**state.get("counts", {}), **counts}}
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlmodel import Session, select
+from sqlmodel import Session, func, select
 
 from pwd_agent.baselines import beside, goal_warning, split_baselines
 from pwd_agent.events import LEVELS
 from pwd_agent.runs import RunContext, is_running
 from pwd_agent.store import (
-    Chain, Chunk, Concept, Document, Event, LeakedSample, Sample, Statement, TestItem, session_scope,
+    Chain, Chunk, Concept, Document, Event, LeakedSample, Sample, SourceFile, Statement, TestItem, WorkUnit, session_scope,
 )
 from pwd_agent.store.queries import count_rows, ledger_by_agent, rounds
 
@@ -30,6 +30,25 @@ def kb_line(session: Session) -> str:
             f"{count_rows(session, Concept)} concepts")
 
 
+def ingest_lines(session: Session) -> list[str]:
+    """Files converted and skipped (by reason) and units that failed (by stage); nothing when
+    there are none to show."""
+    lines = []
+    files = session.exec(select(SourceFile.status, SourceFile.reason, func.count())
+                         .group_by(SourceFile.status, SourceFile.reason)).all()
+    if files:
+        converted = sum(n for status, _, n in files if status == "converted")
+        skipped = sorted(((reason, n) for status, reason, n in files if status == "skipped"), key=lambda x: -x[1])
+        detail = f" ({', '.join(f'{n} {reason}' for reason, n in skipped)})" if skipped else ""
+        lines.append(f"files: {converted} converted, {sum(n for _, n in skipped)} skipped{detail}")
+    failed = session.exec(select(WorkUnit.stage, func.count()).where(WorkUnit.error.is_not(None))
+                          .group_by(WorkUnit.stage)).all()
+    if failed:
+        lines.append("failed units: " + ", ".join(f"{stage} {n}" for stage, n in failed)
+                     + " (the reasons: pwd-agent logs RUN --level warning)")
+    return lines
+
+
 def render_status(ctx: RunContext, now: datetime | None = None) -> str:
     """The run at a glance: state, the stage with its progress and ETA, KB counts, benchmark, one
     row per round, LLM calls and cost per agent, the stop reason."""
@@ -46,6 +65,7 @@ def render_status(ctx: RunContext, now: datetime | None = None) -> str:
         lines = [
             *state,
             kb_line(session),
+            *ingest_lines(session),
             f"tests: {count_rows(session, TestItem, TestItem.split == 'dev')} dev, "
             f"{count_rows(session, TestItem, TestItem.split == 'holdout')} holdout; "
             f"goal {loop.goal:.3f} on {loop.goal_split}",

@@ -19,6 +19,7 @@ from pwd_agent.store.models import (
     Round,
     RoundSample,
     Sample,
+    SourceFile,
     Statement,
     TestItem,
     WorkUnit,
@@ -26,6 +27,6 @@ from pwd_agent.store.models import (
 
 __all__ = [
     "Chain", "Chunk", "Concept", "ConceptStatement", "Diagnosis", "Document", "Event", "GeneralResult", "ItemResult", "LeakedSample",
-    "LLMCall", "Patch", "Probe", "ProbeResult", "Round", "RoundSample", "Sample", "Statement", "TestItem", "WorkUnit",
+    "LLMCall", "Patch", "Probe", "ProbeResult", "Round", "RoundSample", "Sample", "SourceFile", "Statement", "TestItem", "WorkUnit",
     "dispose_engines", "done_keys", "get_engine", "is_done", "mark_done", "session_scope",
 ]

@@ -98,6 +98,7 @@ def done_keys(session: Session, stage: str) -> set[str]:
     return set(session.exec(select(WorkUnit.key).where(WorkUnit.stage == stage)).all())
 
 
-def mark_done(session: Session, stage: str, key: str | int) -> None:
-    """Record a finished unit; call it in the same transaction as the unit's rows."""
-    session.add(WorkUnit(stage=stage, key=str(key)))
+def mark_done(session: Session, stage: str, key: str | int, error: str | None = None) -> None:
+    """Record a finished unit (or, with `error`, a failed one); call it in the same transaction as
+    the unit's rows."""
+    session.add(WorkUnit(stage=stage, key=str(key), error=error))

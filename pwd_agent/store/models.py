@@ -34,6 +34,21 @@ class Chunk(SQLModel, table=True):
     heading: str = ""
     text: str
     content_hash: str = Field(index=True, unique=True)
+    page: int | None = None  # the PDF page the chunk stands on (1-based)
+    anchor: str | None = None  # the HTML id of its section (path.html#anchor)
+
+
+class SourceFile(SQLModel, table=True):
+    """What ingest did with one file of the corpus: converted, or skipped with its reason."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    path: str = Field(index=True, unique=True)
+    status: str = Field(index=True)  # converted | skipped
+    reason: str | None = None  # unsupported type | over max_file_mb | unreadable | empty | duplicate content
+    detail: str | None = None  # the reason in words: the parse error, the file it duplicates...
+    converter: str | None = None  # e.g. pdf:pypdf, html:markdownify, docx:mammoth, text:cp1252
+    n_bytes: int = 0
+    n_chars: int = 0  # Markdown characters after conversion
 
 
 class Chain(SQLModel, table=True):
@@ -263,3 +278,4 @@ class WorkUnit(SQLModel, table=True):
     stage: str = Field(primary_key=True)
     key: str = Field(primary_key=True)
     created_at: datetime = Field(default_factory=utcnow)
+    error: str | None = None  # a failed unit: why (an answer that failed its schema or checks); not retried
