@@ -94,6 +94,14 @@ class BuilderConfig(Section):
     choice_share: float = Field(0.3, ge=0, le=1, description="Share of multiple-choice samples (30%).")
     multi_select_share: float = Field(0.3, ge=0, le=1, description="Share of choice samples that are multi-select (30%).")
     concept_samples: bool = Field(True, description="Also write one definition sample per L1 concept.")
+    paraphrases: int = Field(
+        0, ge=0, le=24, description="Extra chat QA samples per L2 statement, each in another wording (the next step "
+        "as the answer, the process named): more varied exposures of each fact (recipes.WORDINGS).",
+    )
+    text_passages: int = Field(
+        0, ge=0, le=24, description="Plain-text passages per chain, each walking the process in another wording with "
+        "the process named in every sentence; trained with the loss on every token, no chat layout.",
+    )
     patch_samples_per_failure: int = Field(7, ge=1, description="Patch samples per diagnosed failure (paper: 7).")
     patch_fraction: float = Field(0.35, gt=0, le=1, description="Patches' share of a repair round's mix (the rest is replay).")
     seed: int = Field(0, description="Seed for sample types and replay selection.")

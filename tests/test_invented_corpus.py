@@ -1,13 +1,16 @@
-"""The invented corpus (examples/invented/corpus/): a world no model knows, still readable by the offline extractor."""
+"""The invented corpus (examples/invented/corpus/): a world no model knows, readable by the offline extractor,
+and the knowledge-injection recipe written from its KB."""
 
 import re
 from collections import Counter
 
 import pytest
 
-from pwd_agent.corpus import chunk_document, read_corpus
 from pwd_agent.agents.schemas import KBChain, KBStatement
+from pwd_agent.corpus import chunk_document, read_corpus
+from pwd_agent.leakage import GateItem, LeakageGate, key_options, sample_text
 from pwd_agent.llm.offline import RULE_FACETS, OfflineAgents, clean, step_phrase
+from pwd_agent.recipes import PASSAGES, WORDINGS, paraphrase_samples, text_passages
 
 from conftest import ROOT
 
@@ -79,3 +82,61 @@ def test_every_chain_yields_an_item_on_each_facet(extracted):
         for variant in range(len(RULE_FACETS)):
             item = agents.write_test_item(chain, statements, foreign, variant)
             assert item is not None and len(set(item.options)) == 4
+
+
+@pytest.fixture(scope="module")
+def kb_with_items(extracted):
+    """[(chain, statements, items, source)] with KB ids, each chain's items on every facet."""
+    _, _, kb = extracted
+    agents, chains, next_id = OfflineAgents(), [], 1
+    for i, (chain, statements, _, text) in enumerate(kb):
+        kb_sts = [KBStatement(id=next_id + j, chain_id=i + 1, **st.model_dump()) for j, st in enumerate(statements)]
+        next_id += len(kb_sts)
+        chains.append((KBChain(id=i + 1, **chain.model_dump()), kb_sts, text))
+    out = []
+    for i, (chain, statements, text) in enumerate(chains):
+        foreign = [step_phrase(chains[(i + j) % len(chains)][0].steps[0]) for j in range(1, 5)]
+        items = [agents.write_test_item(chain, statements, foreign, v) for v in range(len(RULE_FACETS))]
+        source = "\n".join([text, chain.process_name, chain.domain, chain.summary, *chain.preconditions,
+                            *chain.negative_constraints, *chain.steps,
+                            *(f"{s.subject}\n{s.predicate}\n{s.object}" for s in statements)])
+        out.append((chain, statements, items, source))
+    return out
+
+
+def test_passages_walk_every_step_in_order_naming_the_process(kb_with_items):
+    for chain, statements, _, _ in kb_with_items:
+        steps = [step_phrase(s) for s in chain.steps]
+        texts = set()
+        for draft in text_passages(chain, statements, len(PASSAGES)):
+            assert (draft.kind, draft.prompt) == ("text", "")
+            assert draft.statement_ids == [st.id for st in statements]
+            where = [draft.answer.lower().find(step.lower()) for step in steps]
+            assert -1 not in where and where == sorted(where), chain.process_name
+            assert draft.answer.lower().count(chain.process_name.lower()) >= len(steps)
+            texts.add(draft.answer)
+        assert len(texts) == len(PASSAGES)  # every passage in its own wording
+
+
+def test_paraphrases_ask_each_fact_in_other_words(kb_with_items):
+    chain, statements, _, _ = kb_with_items[0]
+    drafts = paraphrase_samples(chain, statements, len(WORDINGS))
+    assert len(drafts) == len(WORDINGS) * len(statements)
+    for st in statements:
+        mine = [d for d in drafts if d.statement_ids == [st.id]]
+        assert len({d.prompt for d in mine}) == len({d.answer for d in mine}) == len(WORDINGS)
+        assert all(st.subject in d.prompt and chain.process_name.lower() in d.prompt.lower() for d in mine)
+        assert all(st.object.lower() in d.answer.lower() for d in mine)
+
+
+def test_no_recipe_sample_trips_the_leakage_gate(kb_with_items):
+    """The recipe teaches the facts the items test, in frames the items do not use."""
+    gate_items = [GateItem(n, item.question, key_options(item.options, item.answer), source)
+                  for n, (_, _, items, source) in enumerate(kb_with_items) for item in items]
+    gate = LeakageGate(gate_items, n=8, threshold=0.4)
+    for chain, statements, _, _ in kb_with_items:
+        drafts = text_passages(chain, statements, len(PASSAGES)) + paraphrase_samples(chain, statements, len(WORDINGS))
+        assert [gate.check(sample_text(d)) for d in drafts] == [None] * len(drafts), chain.process_name
+    # The gate is live on these items: a key option copied into a sample is caught.
+    item = kb_with_items[0][2][0]
+    assert gate.check(f"Note: {item.options['ABCD'.index(item.answer[0])]}") is not None

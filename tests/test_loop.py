@@ -5,7 +5,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
+from statistics import median
 
 import pytest
 from sqlmodel import select
@@ -136,6 +138,14 @@ def check_blame_and_coverage() -> None:
     assert table.returncode == 0 and "pass rates: round 2" in table.stdout
     rows = [line for line in table.stdout.splitlines() if line[:5].strip().isdigit()]
     assert len(rows) == n_chains and "untaught statements" in table.stdout
+    # Exposures: round 2's set (patches + replay), each sample once per statement it cites, x epochs.
+    with session_scope(open_run("loop").db_url) as s:
+        members = set(s.exec(select(RoundSample.sample_id).where(RoundSample.round_id == 2)).all())
+        cited = Counter(sid for x in s.exec(select(Sample)).all() if x.id in members for sid in x.statement_ids)
+        epochs = open_run("loop").config.train.epochs
+        counts = sorted(cited[st] * epochs for st in s.exec(select(Statement.id)).all())
+    assert counts[-1] > 0 and (f"round 2's training set x {epochs:g} epochs" in table.stdout)
+    assert f"min {counts[0]:g}, median {median(counts):g}, max {counts[-1]:g}" in table.stdout
 
 
 def check_report() -> None:

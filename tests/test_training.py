@@ -21,6 +21,15 @@ def test_prompt_tokens_are_masked(tiny_model):
     assert tokenizer.decode(ids[n_prompt:]).strip() == "B<eos>"
 
 
+def test_plain_text_is_learned_whole_without_the_chat_layout(tiny_model):
+    """A "text" sample (empty prompt): its own tokens only, the loss on all but the first."""
+    tokenizer = load_tokenizer(str(tiny_model))
+    text = "In coagulation, once alum is dosed, the next step is that flocs form."
+    ids, labels = encode(tokenizer, "", text, max_length=512)
+    assert tokenizer.decode(ids).startswith(text)  # no role markers before it
+    assert labels[0] == IGNORE and labels[1:] == ids[1:]
+
+
 def test_overlong_prompt_leaves_nothing_to_learn(tiny_model):
     tokenizer = load_tokenizer(str(tiny_model))
     assert encode(tokenizer, "word " * 400, "A", max_length=16) is None
@@ -72,7 +81,8 @@ def test_answer_loss_equals_full_sequence_loss(tiny_model):
     tokenizer = load_tokenizer(str(tiny_model))
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model)).eval()
     examples = [encode(tokenizer, "Which step follows dosing?", "B", 512),
-                encode(tokenizer, "Short?", "The alum dissolves quickly.", 512)]
+                encode(tokenizer, "Short?", "The alum dissolves quickly.", 512),
+                encode(tokenizer, "", "In coagulation, once alum is dosed, the next step is that flocs form.", 512)]
     ids, labels, mask, positions, keep = collate(examples, tokenizer.pad_token_id)
     with torch.no_grad():
         ours = answer_loss(model, ids, labels, mask, positions, keep)

@@ -96,8 +96,8 @@ class TestItemDraft(BaseModel):
 class SampleDraft(BaseModel):
     """A training sample: the answer comes first, then a short explanation."""
 
-    kind: Literal["qa", "choice", "tf", "concept", "walk", "counterfactual", "contrast"]
-    prompt: str
+    kind: Literal["qa", "choice", "tf", "concept", "walk", "counterfactual", "contrast", "text"]
+    prompt: str  # empty for kind "text": plain text, trained without the chat layout
     answer: str
     statement_ids: list[int] = []
     concept_ids: list[int] = []

@@ -11,6 +11,7 @@ from pwd_agent.agents import make_backend, map_units, run_agent, workers_for
 from pwd_agent.events import Progress, emit
 from pwd_agent.gates import gate
 from pwd_agent.leakage import gate_samples, load_gate
+from pwd_agent.recipes import paraphrase_samples, text_passages
 from pwd_agent.runs import RunContext
 from pwd_agent.state import RunState
 from pwd_agent.store import Chain, LeakedSample, Probe, Sample, TestItem, done_keys, mark_done, session_scope
@@ -32,8 +33,10 @@ def synthesize(state: RunState, runtime: Runtime[RunContext]) -> dict:
 
     def work(unit):
         chain, statements, concepts, foreign = unit
-        return run_agent(backend, "builder", "v1_samples", backend.write_samples, chain, statements, concepts,
-                         foreign, cfg.samples_per_statement, cfg.qa_share, cfg.choice_share, cfg.multi_select_share)
+        drafts, calls = run_agent(backend, "builder", "v1_samples", backend.write_samples, chain, statements, concepts,
+                                  foreign, cfg.samples_per_statement, cfg.qa_share, cfg.choice_share,
+                                  cfg.multi_select_share)
+        return drafts + recipe_samples(chain, statements, cfg), calls
 
     for (chain, *_), (drafts, calls) in map_units(work, units, workers_for(backend, ctx.config)):
         kept, leaked = gate_samples(leak_gate, drafts, "v1", chain.id)
@@ -51,6 +54,12 @@ def synthesize(state: RunState, runtime: Runtime[RunContext]) -> dict:
     emit(ctx.db_url, "synthesize", f"{n} V1 training samples ({mix}; {dropped} dropped by the leakage gate)",
          samples=n, leaked=dropped, kinds=dict(sorted(kinds.items())))
     return {"counts": {**state.get("counts", {}), "v1_samples": n}}
+
+
+def recipe_samples(chain, statements, cfg) -> list:
+    """The knowledge-injection part of V1 (builder.paraphrases, builder.text_passages), written from
+    the KB by code for every backend."""
+    return paraphrase_samples(chain, statements, cfg.paraphrases) + text_passages(chain, statements, cfg.text_passages)
 
 
 def plan_units(session, chain_ids: list[int], concept_samples: bool) -> list[tuple]:

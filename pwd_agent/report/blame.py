@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from statistics import median
 
-from sqlmodel import select
+from sqlmodel import func, select
 
 from pwd_agent.errors import PwdAgentError
 from pwd_agent.runs import RunContext
 from pwd_agent.store import (
-    Chain, Concept, ConceptStatement, Diagnosis, ItemResult, Patch, Probe, ProbeResult, Sample, Statement, TestItem,
+    Chain, Concept, ConceptStatement, Diagnosis, ItemResult, Patch, Probe, ProbeResult, RoundSample, Sample, Statement,
+    TestItem,
     session_scope,
 )
 from pwd_agent.store.queries import rounds
@@ -73,7 +75,8 @@ def render_coverage(ctx: RunContext) -> str:
                                                         .where(ItemResult.round_id == last)).all())
         items = s.exec(select(TestItem)).all()
         tested_st = {sid for i in items for sid in i.option_statements if sid}
-        per_chain = defaultdict(lambda: {"items": [], "statements": 0, "concepts": set(), "probes": [], "samples": 0})
+        per_chain = defaultdict(lambda: {"items": [], "statements": 0, "concepts": set(), "probes": [], "samples": 0,
+                                         "exposures": []})
         for i in items:
             per_chain[i.chain_id]["items"].append(i)
         for st in statements:
@@ -87,19 +90,24 @@ def render_coverage(ctx: RunContext) -> str:
                 per_chain[x.chain_id]["samples"] += 1
         chains = {c.id: c for c in s.exec(select(Chain).order_by(Chain.id)).all()}
         concepts = {c.id: c.term for c in s.exec(select(Concept)).all()}
+        trained_round, exposures = exposures_per_statement(s, samples, ctx.config.train.epochs)
+        for st in statements:
+            per_chain[st.chain_id]["exposures"].append(exposures[st.id])
 
     def rate(ids, passed) -> str:
         scored = [passed[i] for i in ids if i in passed]
         return f"{sum(scored)}/{len(scored)}" if scored else "-"
 
     lines = [f"coverage of run {ctx.run_id} (pass rates: round {last if last is not None else '-'})", "",
-             f"{'chain':>5}  {'split':<7} {'items':>5} {'stmts':>5} {'concepts':>8} {'probes':>6} {'samples':>7}  "
-             f"{'items pass':>10} {'probes pass':>11}  process"]
+             f"{'chain':>5}  {'split':<7} {'items':>5} {'stmts':>5} {'concepts':>8} {'probes':>6} {'samples':>7} "
+             f"{'exposures':>9}  {'items pass':>10} {'probes pass':>11}  process"]
     for cid, c in chains.items():
         row = per_chain[cid]
         split = row["items"][0].split if row["items"] else "-"
+        low = f"{min(row['exposures']):g}" if row["exposures"] else "-"
         lines.append(f"{cid:>5}  {split:<7} {len(row['items']):>5} {row['statements']:>5} {len(row['concepts']):>8} "
-                     f"{len(row['probes']):>6} {row['samples']:>7}  {rate([i.id for i in row['items']], item_pass):>10} "
+                     f"{len(row['probes']):>6} {row['samples']:>7} {low:>9}  "
+                     f"{rate([i.id for i in row['items']], item_pass):>10} "
                      f"{rate([p.id for p in row['probes']], probe_pass):>11}  {_short(c.process_name, 40)}")
     untaught_st = [st.id for st in statements if not taught_st[st.id]]
     untaught_c = sorted(cid for cid in {link.concept_id for link in links} if not taught_c[cid])
@@ -108,4 +116,22 @@ def render_coverage(ctx: RunContext) -> str:
               f"untaught statements (no training sample): {untaught_st or 'none'}",
               f"untaught concepts (no sample names them): {[concepts[c] for c in untaught_c] or 'none'}",
               f"statements no test item option covers (probes only): {len(untested)} of {len(statements)}"]
+    if statements:
+        counts = sorted(exposures[st.id] for st in statements)
+        source = f"round {trained_round}'s training set" if trained_round is not None else "the V1 data"
+        lines.append(f"exposures per statement ({source} x {ctx.config.train.epochs:g} epochs; the column shows "
+                     f"each chain's least taught statement): min {counts[0]:g}, median {median(counts):g}, "
+                     f"max {counts[-1]:g}")
     return "\n".join(lines)
+
+
+def exposures_per_statement(session, samples: list[Sample], epochs: float) -> tuple[int | None, Counter]:
+    """(the last round with a training set or None, statement id -> samples that teach it in that
+    set x epochs); before any set is composed, the V1 data stands in (round 1's set is V1)."""
+    last = session.exec(select(func.max(RoundSample.round_id))).one()
+    if last is None:
+        members = {x.id for x in samples if x.origin == "v1"}
+    else:
+        members = set(session.exec(select(RoundSample.sample_id).where(RoundSample.round_id == last)).all())
+    return last, Counter({sid: n * epochs for sid, n in
+                          Counter(sid for x in samples if x.id in members for sid in x.statement_ids).items()})

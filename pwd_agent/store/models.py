@@ -142,7 +142,7 @@ class Sample(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     origin: str = Field(index=True)  # v1 | patch
-    kind: str  # qa | choice | tf | concept | walk | counterfactual | contrast
+    kind: str  # qa | choice | tf | concept | walk | counterfactual | contrast | text (plain text, empty prompt)
     prompt: str
     answer: str
     chain_id: int | None = Field(default=None, index=True)

@@ -26,9 +26,14 @@ def log(message: str) -> None:
 
 
 def encode(tokenizer, prompt: str, answer: str, max_length: int) -> tuple[list[int], list[int]] | None:
-    """Token ids and labels; prompt tokens are masked so only the answer is learned."""
+    """Token ids and labels; prompt tokens are masked so only the answer is learned. An empty prompt
+    is a plain-text sample (kind "text"): no chat layout, the loss on every token but the first
+    (which nothing before it predicts)."""
     from pwd_agent.student import chat_prompt, end_of_answer
 
+    if not prompt:
+        ids = tokenizer(answer + (tokenizer.eos_token or ""), add_special_tokens=False)["input_ids"][:max_length]
+        return (ids, [IGNORE] + ids[1:]) if len(ids) > 1 else None
     prefix = tokenizer(chat_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"]
     target = tokenizer(answer + end_of_answer(tokenizer), add_special_tokens=False)["input_ids"]
     ids = (prefix + target)[:max_length]

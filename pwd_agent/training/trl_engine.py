@@ -29,8 +29,10 @@ def train_trl(job: TrainJob) -> dict:
         torch.set_num_threads(job.threads)
     rows, data = read_rows(job)
     tokenizer = load_tokenizer(job.model_path, job.chat_template)
-    dataset = Dataset.from_list([{"prompt": chat_prompt(tokenizer, r["prompt"]),
-                               "completion": r["answer"] + end_of_answer(tokenizer)} for r in rows])
+    # A plain-text sample (empty prompt) stays plain: no chat layout, the whole text is the completion.
+    dataset = Dataset.from_list([{"prompt": chat_prompt(tokenizer, r["prompt"]) if r["prompt"] else "",
+                                  "completion": r["answer"] + (end_of_answer(tokenizer) if r["prompt"]
+                                                               else tokenizer.eos_token or "")} for r in rows])
     on_gpu = torch.cuda.is_available()
     dtype = torch_dtype(job.dtype)
     model = AutoModelForCausalLM.from_pretrained(job.model_path, dtype=dtype)

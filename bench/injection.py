@@ -1,0 +1,188 @@
+"""Does the student learn the corpus's facts? Accuracy on test items of taught chains against untaught ones.
+
+    python bench/injection.py -c examples/invented.yaml \\
+        --recipe "v1:train.epochs=2" --recipe "mixed:builder.paraphrases=3,builder.text_passages=4,train.epochs=3"
+
+The config runs up to its benchmark (KB and test items, no training); its chains are then cut in
+two halves at random (`--seed`): *taught* and *untaught*. For each recipe (config overrides, the
+builder's and the trainer's), V1 data is written for the taught chains only, exactly as
+`synthesize` writes it (the backend's samples, the recipe samples, the leakage gate), the student
+is trained on it from the base, and every item of both halves is scored with the run's scorer
+(`eval.scorer`; use `options` for a small student). The base student is scored once, on the same
+items, as each recipe's paired baseline.
+
+A recipe taught something when its taught half rises above the base (one-sided exact McNemar on
+exact answer sets, a sign test on the options scorer's mass on the keys) and above the untaught
+half, which no sample names: the untaught half measures what training alone does to the scores
+(format, a shift in option lengths), so taught minus untaught is what the facts themselves add.
+Prints one JSON line per recipe and a Markdown table; the README quotes the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def prepare(config: str, run_id: str) -> None:
+    """The config's run up to the after_tests gate: KB and benchmark stored, no data, no training."""
+    cmd = [str(Path(sys.executable).with_name("pwd-agent")), "run", "-c", config, "--run-id", run_id, "-q",
+           "--set", "gates.after_tests=true"]
+    code = subprocess.run(cmd).returncode
+    if code != 6:
+        sys.exit(f"expected the run to wait at the after_tests gate (exit 6), got {code}")
+
+
+def parse_recipe(text: str) -> tuple[str, list[str]]:
+    """"name:a.b=1,c.d=2" -> ("name", ["a.b=1", "c.d=2"])."""
+    name, _, sets = text.partition(":")
+    return name, [s for s in sets.split(",") if s]
+
+
+def halves(chain_ids: list[int], seed: int) -> tuple[set[int], set[int]]:
+    ids = sorted(chain_ids)
+    random.Random(f"injection:{seed}").shuffle(ids)
+    return set(ids[: len(ids) // 2]), set(ids[len(ids) // 2 :])
+
+
+def write_data(ctx, cfg, taught: set[int], path: Path) -> dict:
+    """The taught chains' V1 data under `cfg` (as synthesize writes it), as train.jsonl; its counts."""
+    from pwd_agent.agents import make_backend
+    from pwd_agent.leakage import gate_samples, load_gate, sample_text
+    from pwd_agent.nodes.synthesize import plan_units, recipe_samples
+    from pwd_agent.runs import RunContext
+    from pwd_agent.store import session_scope
+
+    b = cfg.builder
+    backend = make_backend(RunContext(cfg, ctx.run_dir, ctx.db_url))
+    with session_scope(ctx.db_url) as s:
+        units = plan_units(s, sorted(taught), b.concept_samples)
+        leak_gate = load_gate(s, b.leakage_ngram, b.leakage_threshold)
+    kept, dropped = [], 0
+    for chain, statements, concepts, foreign in units:
+        drafts = backend.write_samples(chain, statements, concepts, foreign, b.samples_per_statement, b.qa_share,
+                                       b.choice_share, b.multi_select_share)
+        ok, leaked = gate_samples(leak_gate, drafts + recipe_samples(chain, statements, b), "v1", chain.id)
+        kept += ok
+        dropped += len(leaked)
+    path.write_text("".join(json.dumps({"id": n, "prompt": d.prompt, "answer": d.answer}) + "\n"
+                            for n, d in enumerate(kept)))
+    exposures = Counter(sid for d in kept for sid in d.statement_ids)
+    n_statements = sum(len(u[1]) for u in units)
+    return {"samples": len(kept), "leaked": dropped, "kinds": dict(Counter(d.kind for d in kept)),
+            "words": sum(len(sample_text(d).split()) for d in kept),
+            "exposures_per_statement": round(cfg.train.epochs * sum(exposures.values()) / max(n_statements, 1), 1)}
+
+
+def score(ctx, cfg, adapter: str | None, items: list) -> list:
+    from pwd_agent.nodes.evaluate import loaded_evaluator
+    from pwd_agent.runs import RunContext
+
+    with loaded_evaluator(RunContext(cfg, ctx.run_dir, ctx.db_url), adapter) as evaluator:
+        return evaluator.score_items([(i.question, i.options, i.answer) for i in items])
+
+
+def summary(items: list, preds: list, group: set[int]) -> dict:
+    mine = [p for i, p in zip(items, preds) if i.chain_id in group]
+    masses = [p.mass for p in mine if p.mass is not None]
+    return {"n": len(mine), "acc": round(statistics.mean(p.passed for p in mine), 4),
+            "mass": round(statistics.mean(masses), 4) if masses else None}
+
+
+def paired(items: list, base: list, preds: list, group: set[int]) -> dict:
+    """One-sided exact tests of this recipe against the base on the group's items."""
+    from pwd_agent.stats import exact_mcnemar_p
+
+    pairs = [(b, p) for i, b, p in zip(items, base, preds) if i.chain_id in group]
+    fixed = sum(p.passed and not b.passed for b, p in pairs)
+    broken = sum(b.passed and not p.passed for b, p in pairs)
+    out = {"fixed": fixed, "broken": broken, "p": round(exact_mcnemar_p(fixed, broken), 4)}
+    if all(p.mass is not None for _, p in pairs):
+        up = sum(p.mass > b.mass for b, p in pairs)
+        down = sum(p.mass < b.mass for b, p in pairs)
+        out |= {"mass_up": up, "mass_down": down, "mass_p": round(exact_mcnemar_p(up, down), 4)}
+    return out
+
+
+def main() -> None:
+    from sqlmodel import select
+
+    from pwd_agent.baselines import baselines
+    from pwd_agent.config import load_config
+    from pwd_agent.nodes.train import train_job, trainer_command
+    from pwd_agent.runs import open_run
+    from pwd_agent.store import Chain, TestItem, session_scope
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-c", "--config", default="examples/invented.yaml")
+    parser.add_argument("--recipe", action="append", default=[], help='"name:key=value,key=value" (repeatable)')
+    parser.add_argument("--seed", type=int, default=0, help="Which chains are taught; also the training seed.")
+    parser.add_argument("--run-id", default=None, help="A run waiting at its after_tests gate (skips the setup).")
+    parser.add_argument("--runs-dir", default="runs")
+    args = parser.parse_args()
+    recipes = [parse_recipe(r) for r in args.recipe] or [("config", [])]
+    run_id = args.run_id or f"injection-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.run_id is None:
+        prepare(args.config, run_id)
+    ctx = open_run(run_id, args.runs_dir)
+    with session_scope(ctx.db_url) as s:
+        items = list(s.exec(select(TestItem).order_by(TestItem.id)).all())
+        taught, untaught = halves(list(s.exec(select(Chain.id)).all()), args.seed)
+    floor = baselines([(len(i.options), i.answer) for i in items])
+    head = {"run": run_id, "seed": args.seed, "items": len(items), "chance": round(floor.chance, 4),
+            "best_constant": round(floor.best_constant, 4), "mass_chance": round(floor.mass_chance, 4)}
+    print(json.dumps(head), flush=True)
+    start = time.time()
+    base = score(ctx, ctx.config, None, items)
+    rows = [{"recipe": "base (no training)", "taught": summary(items, base, taught),
+             "untaught": summary(items, base, untaught), "seconds": round(time.time() - start)}]
+    print(json.dumps(rows[0]), flush=True)
+    for name, sets in recipes:
+        cfg = load_config(ctx.run_dir / "config.yaml", sets=sets)
+        folder = ctx.run_dir / "injection" / f"{name}-seed{args.seed}"
+        folder.mkdir(parents=True, exist_ok=True)
+        start = time.time()
+        data = write_data(ctx, cfg, taught, folder / "train.jsonl")
+        job = train_job(cfg, folder / "train.jsonl", folder / "adapter", seed=args.seed)
+        (folder / "job.json").write_text(job.model_dump_json(indent=2))
+        with open(folder / "train.log", "w") as log:
+            subprocess.run(trainer_command(cfg.train, folder / "job.json"), stdout=log, stderr=subprocess.STDOUT,
+                           check=True)
+        trained = round(time.time() - start)
+        preds = score(ctx, cfg, str(folder / "adapter"), items)
+        row = {"recipe": name, "sets": sets, **data, "taught": summary(items, preds, taught),
+               "untaught": summary(items, preds, untaught), "taught_vs_base": paired(items, base, preds, taught),
+               "untaught_vs_base": paired(items, base, preds, untaught), "train_s": trained,
+               "seconds": round(time.time() - start)}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    print(table(head, rows))
+
+
+def table(head: dict, rows: list[dict]) -> str:
+    lines = [f"run {head['run']}, seed {head['seed']}: {head['items']} items; chance {head['chance']}, best constant "
+             f"{head['best_constant']}, mass chance {head['mass_chance']}", "",
+             "| recipe | samples | exposures/fact | taught acc | taught mass | untaught acc | untaught mass | "
+             "taught vs base (fixed/broken, p; mass up/down, p) | seconds |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        t, u = r["taught"], r["untaught"]
+        vs = r.get("taught_vs_base")
+        test = (f"{vs['fixed']}/{vs['broken']}, p {vs['p']}; {vs.get('mass_up', '-')}/{vs.get('mass_down', '-')}, "
+                f"p {vs.get('mass_p', '-')}" if vs else "-")
+        lines.append(f"| {r['recipe']} | {r.get('samples', 0)} | {r.get('exposures_per_statement', 0)} | {t['acc']} | "
+                     f"{t['mass']} | {u['acc']} | {u['mass']} | {test} | {r['seconds']} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
