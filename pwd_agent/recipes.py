@@ -11,9 +11,10 @@ so both backends get them and they cost no LLM calls:
 - `text_passages`: plain text per chain (kind "text", empty prompt: the trainer puts the loss on
   every token, no chat layout), each walking the whole process in the next passage wording.
 
-Every wording keeps the source direction (earlier step first) and puts words between the two
-steps: the tests state adjacent steps as "Right after A, B.", and the leakage gate would drop a
-sample that repeats that frame.
+Every wording keeps the source direction (earlier step first) and puts words or a sentence end
+between two steps: the tests state adjacent steps as "Right after A, B.", and the leakage gate
+would drop a sample that repeats that frame. Passages name each step once (the order is the text's
+own), which keeps them short: training time goes by tokens.
 """
 
 from __future__ import annotations
@@ -32,14 +33,13 @@ WORDINGS = (
     ("What does {p} go on with when {a}?", "When {a}, the following step of {p} is that {b}."),
 )
 
-# Plain-text walks through one process: (opening, first step, each later step given the one before).
+# Plain-text walks through one process, each step named once and in order, the process named in
+# every sentence: (opening, first step, each later step).
 PASSAGES = (
-    ("{P}. {summary}", "In {p}, the first step is that {b}.", "In {p}, once {a}, the next step is that {b}."),
-    ("How {p} is done, step by step.", "Step 1 of {p}: {b}.", "Step {n} of {p} follows the step where {a}, and in it {b}."),
-    ("The order of the steps of {p}.", "{P} begins when {b}.", "In {p}, the step where {a} is followed by the step "
-     "where {b}."),
-    ("Questions and answers on {p}.", "Question: how does {p} begin? Answer: {B}.",
-     "Question: in {p}, what follows once {a}? Answer: {B}."),
+    ("{P}. {summary}", "In {p}, first {b}.", "In {p}, next {b}."),
+    ("How {p} is done, step by step.", "Step 1 of {p}: {b}.", "Step {n} of {p}: {b}."),
+    ("The steps of {p} in their order.", "{P} begins when {b}.", "Then, in {p}, {b}."),
+    ("{P}, told from start to finish.", "At the start of {p}, {b}.", "After that in {p}, {b}."),
 )
 
 
@@ -67,7 +67,7 @@ def passage(chain: KBChain, statements: list[KBStatement], variant: int) -> Samp
     lines = [_fill(opening, chain)]
     lines += [f"Before {chain.process_name.lower()} starts: {step_phrase(c)}." for c in chain.preconditions]
     lines.append(_fill(first, chain, b=steps[0], n=1))
-    lines += [_fill(later, chain, a=steps[k - 1], b=steps[k], n=k + 1) for k in range(1, len(steps))]
+    lines += [_fill(later, chain, b=steps[k], n=k + 1) for k in range(1, len(steps))]
     return SampleDraft(kind="text", prompt="", answer=" ".join(lines), statement_ids=[st.id for st in statements])
 
 

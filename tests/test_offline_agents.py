@@ -52,6 +52,22 @@ def test_intro_without_steps_is_not_a_chain():
     assert OfflineAgents().extract_chain(text, "", "Coagulation") is None
 
 
+def test_a_numbered_procedure_is_a_chain_in_list_order():
+    """Manuals write procedures as numbered lists, without cue words: each item's first sentence is a step."""
+    text = ("To create a cluster, follow these steps. A cluster **is** a set of databases.\n\n"
+            "1. Create the data directory as root. It must be empty.\n"
+            "2. Change its owner to the postgres user.\n"
+            "3) Run initdb with the data directory as argument.\n"
+            "10. Start the server with pg_ctl.\n\nThe cluster is now ready.")
+    agents = OfflineAgents()
+    chain = agents.extract_chain(text, "Creating a cluster", "Server setup")
+    assert [step_phrase(s) for s in chain.steps] == [
+        "create the data directory as root", "change its owner to the postgres user",
+        "run initdb with the data directory as argument", "start the server with pg_ctl"]
+    statements = agents.extract_statements(text, chain)
+    assert [(st.position, st.source_quote in text) for st in statements] == [(0, True), (1, True), (2, True)]
+
+
 def _items(kb):
     agents, answers, items = OfflineAgents(), Counter(), []
     for i, (chain, statements, _, _) in enumerate(kb):

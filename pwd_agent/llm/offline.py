@@ -34,6 +34,7 @@ _NEGATIVE = re.compile(r"\b(not|never|mistake|confus\w*|avoid\w*|wrong)\b", re.I
 _PRECONDITION = re.compile(r"^(before|only)\b|\b(requires?|must first|only if|only when)\b", re.I)
 _DEFINITION = re.compile(r"\b(is|are|refers to|means)\b")
 _BOLD = re.compile(r"\*\*(.+?)\*\*")
+_ORDERED_ITEM = re.compile(r"^\s*\d{1,3}[.)]\s+$")  # what precedes an item's first sentence on its line
 
 
 def clean(text: str) -> str:
@@ -139,10 +140,13 @@ class OfflineAgents:
         )
 
     def _sentence_roles(self, text: str) -> list[tuple[str, tuple[int, int]]]:
+        """Each sentence's role; a step is a sentence opening with a sequence cue or the first
+        sentence of a numbered list item ("1. Run initdb."), the form manuals write procedures in."""
         roles = []
         for span in split_sentences(text):
             sentence = clean(text[span[0] : span[1]])
-            if _CUE.match(sentence):
+            line_start = text.rfind("\n", 0, span[0]) + 1
+            if _CUE.match(sentence) or _ORDERED_ITEM.match(text[line_start : span[0]]):
                 role = "step"
             elif _NEGATIVE.search(sentence):
                 role = "negative"
