@@ -1,16 +1,25 @@
-"""Do targeted patches beat the same number of random samples? (issue 5's benchmark)
+"""Do targeted patches beat the same number of random samples? Equal budgets, several seeds, paired tests.
 
-From one run's V1 round (round 1) and its diagnoses, round 2 is trained three ways, from the base
-model as every round is, each over several training seeds:
-  targeted  the Debugger's patches + replay (what a run does)
-  random    as many samples drawn at random from the V1 data as there are patches + the same replay
-  none      the replay alone
-and each is scored on dev and holdout with the run's evaluator.
+    python bench/repair_vs_random.py -c examples/invented.yaml --seeds 0 1 2 [--multiples 2 4] [--run-id ID]
 
-Usage: python bench/repair_vs_random.py [-c examples/demo.yaml] [--seeds 0 1 2] [--run-id ID]
-Without --run-id it first runs the config up to the gate before round 2's training (the KB,
-tests, V1 round, diagnoses and patches), so the setup is a real run. Prints one JSON line per
-arm and seed, then a summary line; the README quotes the summary.
+From one run's V1 round (round 1) and its diagnoses and patches, round 2 is trained several ways,
+from the base model as every round is, once per training seed:
+  targeted   the Debugger's patch samples + the replay (what a run does)
+  random     as many V1 samples drawn at random as there are patch samples + the same replay
+             (the same sample budget: the arms differ only in which samples fill the patch slots)
+  random-xK  K times as many random V1 samples + the same replay (`--multiples`): how many random
+             samples it takes to match the targeted ones (the sample-efficiency ratio)
+  replay     the replay alone (what the patch slots add at all)
+The draws depend on the seed, so every arm and seed is its own training. Each is scored on every
+item of both splits with the run's scorer (`eval.scorer`).
+
+Paired tests, one-sided, per split, of targeted against each other arm, on the same items: an
+exact McNemar test on the items' exact-set passes pooled over seeds (an item x seed is one pair),
+and, for the options scorer, a sign test on each item's mass on the keys averaged over seeds. The
+holdout split is the one that counts: the Debugger never read it. Without --run-id the config is
+first run up to the gate before round 2's training (the KB, tests, V1 round, diagnoses, patches),
+so the setup is a real run. Prints one JSON line per arm and seed, then a summary and a Markdown
+table; the README quotes the table.
 """
 
 from __future__ import annotations
@@ -30,20 +39,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pwd_agent.runs import open_run  # noqa: E402
-from pwd_agent.store import Patch, Round, RoundSample, Sample, TestItem, session_scope  # noqa: E402
+from pwd_agent.store import Round, RoundSample, Sample, TestItem, session_scope  # noqa: E402
 
 
 def prepare(config: str, run_id: str) -> None:
-    """The demo up to the before_train gate of round 2: patches written, nothing trained on them."""
+    """The config's run up to the before_train gate of round 2: patches written, nothing trained on them."""
     cmd = [str(Path(sys.executable).with_name("pwd-agent")), "run", "-c", config, "--run-id", run_id, "-q",
-           "--set", "loop.max_rounds=2", "--set", "loop.goal=0.99", "--set", "gates.before_train=true"]
+           "--set", "loop.max_rounds=2", "--set", "loop.goal=1.0", "--set", "gates.before_train=true"]
     code = subprocess.run(cmd).returncode
     if code != 6:
         sys.exit(f"expected the run to wait at the before_train gate (exit 6), got {code}")
 
 
-def arms(ctx, seed: int) -> dict[str, list[Sample]]:
-    """The three training sets of round 2; `seed` only varies which random samples are drawn."""
+def arms(ctx, seed: int, multiples: list[int]) -> dict[str, list[Sample]]:
+    """Round 2's training sets; `seed` varies which random samples are drawn."""
     from pwd_agent.nodes.train import compose_training_set
 
     with session_scope(ctx.db_url) as s:
@@ -54,66 +63,127 @@ def arms(ctx, seed: int) -> dict[str, list[Sample]]:
         members = s.exec(select(RoundSample).where(RoundSample.round_id == 2)).all()
         by_id = {x.id: x for x in s.exec(select(Sample)).all()}
         patches = [by_id[m.sample_id] for m in members if m.role == "patch"]
-        replay = [by_id[m.sample_id] for m in members if m.role == "replay"]
+        replay = [by_id[m.sample_id] for m in members if m.role != "patch"]
         v1 = [x for x in by_id.values() if x.origin == "v1"]
-        n_patches = len(s.exec(select(Patch).where(Patch.target_round == 2)).all())
-    drawn = random.Random(f"random-arm:{seed}").sample(v1, min(len(patches), len(v1)))
-    print(f"# {n_patches} patches, {len(patches)} patch samples, {len(replay)} replay samples", file=sys.stderr)
-    return {"targeted": patches + replay, "random": drawn + replay, "none": replay}
+    rng = random.Random(f"random-arm:{seed}")
+    out = {"targeted": patches + replay, "random": rng.sample(v1, min(len(patches), len(v1))) + replay}
+    for k in multiples:
+        out[f"random-x{k}"] = rng.sample(v1, min(k * len(patches), len(v1))) + replay
+    out["replay"] = replay
+    print(f"# {len(patches)} patch samples, {len(replay)} replay samples, {len(v1)} V1 samples", file=sys.stderr)
+    return out
 
 
-def train_and_score(ctx, name: str, seed: int, samples: list[Sample], folder: Path) -> dict:
+def train_and_score(ctx, samples: list[Sample], seed: int, folder: Path, items: list[TestItem]) -> tuple[list, float]:
+    """Train from the base on `samples` with training seed `seed`; every item's prediction; seconds."""
     from pwd_agent.nodes.evaluate import loaded_evaluator
-    from pwd_agent.student import resolve_student
-    from pwd_agent.training.job import TrainJob
+    from pwd_agent.nodes.train import train_job, trainer_command
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "train.jsonl").write_text("".join(json.dumps({"id": x.id, "prompt": x.prompt, "answer": x.answer}) + "\n"
                                                 for x in samples))
-    cfg = ctx.config
-    job = TrainJob(model_path=resolve_student(cfg.student), data_path=str(folder / "train.jsonl"),
-                   output_dir=str(folder / "adapter"), lora_r=cfg.student.lora_r, lora_alpha=cfg.student.lora_alpha,
-                   lora_dropout=cfg.student.lora_dropout, target_modules=cfg.student.target_modules,
-                   max_length=cfg.student.max_length, epochs=cfg.train.epochs, learning_rate=cfg.train.learning_rate,
-                   batch_size=cfg.train.batch_size, grad_accum=cfg.train.grad_accum, seed=seed,
-                   cpu_bf16=cfg.train.cpu_bf16)
+    job = train_job(ctx.config, folder / "train.jsonl", folder / "adapter", seed=seed)
     (folder / "job.json").write_text(job.model_dump_json(indent=2))
     start = time.time()
     with open(folder / "train.log", "w") as log:
-        subprocess.run([sys.executable, "-m", "pwd_agent.training", str(folder / "job.json")], stdout=log,
-                       stderr=subprocess.STDOUT, check=True)
-    with session_scope(ctx.db_url) as s:
-        items = s.exec(select(TestItem).order_by(TestItem.id)).all()
-        rows = [(i.question, i.options, i.answer, i.split) for i in items]
+        subprocess.run(trainer_command(ctx.config.train, folder / "job.json"), stdout=log, stderr=subprocess.STDOUT,
+                       check=True)
     with loaded_evaluator(ctx, str(folder / "adapter")) as evaluator:
-        preds = evaluator.score_items([(q, o, a) for q, o, a, _ in rows])
-    acc = {split: statistics.mean(p.passed for p, r in zip(preds, rows) if r[3] == split) for split in ("dev", "holdout")}
-    return {"arm": name, "seed": seed, "samples": len(samples), "dev": round(acc["dev"], 4),
-            "holdout": round(acc["holdout"], 4), "seconds": round(time.time() - start)}
+        preds = evaluator.score_items([(i.question, i.options, i.answer) for i in items])
+    return preds, time.time() - start
+
+
+def split_scores(items: list[TestItem], preds: list) -> dict:
+    out = {}
+    for split in ("dev", "holdout"):
+        mine = [p for i, p in zip(items, preds) if i.split == split]
+        out[f"{split}_acc"] = round(statistics.mean(p.passed for p in mine), 4)
+        masses = [p.mass for p in mine if p.mass is not None]
+        out[f"{split}_mass"] = round(statistics.mean(masses), 4) if masses else None
+    return out
+
+
+def paired(items: list[TestItem], results: dict, arm: str, other: str, seeds: list[int], split: str) -> dict:
+    """Targeted-style arm `arm` against `other`: McNemar over (item, seed) pairs, sign test on mean mass."""
+    from pwd_agent.stats import exact_mcnemar_p
+
+    idx = [k for k, i in enumerate(items) if i.split == split]
+    wins = sum(results[(arm, s)][k].passed and not results[(other, s)][k].passed for s in seeds for k in idx)
+    losses = sum(results[(other, s)][k].passed and not results[(arm, s)][k].passed for s in seeds for k in idx)
+    out = {"wins": wins, "losses": losses, "p": round(exact_mcnemar_p(wins, losses), 4)}
+    if all(results[(arm, s)][k].mass is not None for s in seeds for k in idx):
+        diff = [statistics.mean(results[(arm, s)][k].mass - results[(other, s)][k].mass for s in seeds) for k in idx]
+        up, down = sum(d > 0 for d in diff), sum(d < 0 for d in diff)
+        out |= {"mass_up": up, "mass_down": down, "mass_p": round(exact_mcnemar_p(up, down), 4)}
+    return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-c", "--config", default="examples/demo.yaml")
+    from pwd_agent.baselines import split_baselines
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-c", "--config", default="examples/invented.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--multiples", type=int, nargs="*", default=[], help="Random arms K x the patch count.")
     parser.add_argument("--run-id", default=None, help="A run waiting at round 2's before_train gate.")
     args = parser.parse_args()
     run_id = args.run_id or f"repair-vs-random-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.run_id is None:
         prepare(args.config, run_id)
     ctx = open_run(run_id)
-    results = []
+    with session_scope(ctx.db_url) as s:
+        items = list(s.exec(select(TestItem).order_by(TestItem.id)).all())
+        floors = {k: (round(b.chance, 4), round(b.best_constant, 4), round(b.mass_chance, 4))
+                  for k, b in split_baselines(s).items() if b}
+        round1 = s.get(Round, 1)
+        first = {"dev_acc": round1.dev_acc, "holdout_acc": round1.holdout_acc}
+    results, rows = {}, []
     for seed in args.seeds:
-        for name, samples in arms(ctx, seed).items():
-            result = train_and_score(ctx, name, seed, samples, ctx.run_dir / "repair_vs_random" / f"{name}-{seed}")
-            print(json.dumps(result), flush=True)
-            results.append(result)
-    summary = {"run_id": run_id, "seeds": args.seeds}
-    for name in ("targeted", "random", "none"):
-        for split in ("dev", "holdout"):
-            values = [r[split] for r in results if r["arm"] == name]
-            summary[f"{name}_{split}"] = [round(statistics.mean(values), 4), round(max(values) - min(values), 4)]
-    print(json.dumps({"summary (mean, max-min over seeds)": summary}))
+        for name, samples in arms(ctx, seed, args.multiples).items():
+            preds, seconds = train_and_score(ctx, samples, seed, ctx.run_dir / "repair_vs_random" / f"{name}-{seed}",
+                                             items)
+            results[(name, seed)] = preds
+            row = {"arm": name, "seed": seed, "samples": len(samples), **split_scores(items, preds),
+                   "seconds": round(seconds)}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    names = list(dict.fromkeys(r["arm"] for r in rows))
+    summary = {"run_id": run_id, "seeds": args.seeds, "baselines (chance, best constant, mass chance)": floors,
+               "round 1 (V1)": first, "arms": {}, "targeted vs": {}}
+    for name in names:
+        mine = [r for r in rows if r["arm"] == name]
+        summary["arms"][name] = {"samples": mine[0]["samples"], **{
+            key: round(statistics.mean(r[key] for r in mine), 4) for key in mine[0]
+            if key.endswith(("_acc", "_mass")) and mine[0][key] is not None}}
+    for other in names[1:]:
+        summary["targeted vs"][other] = {split: paired(items, results, "targeted", other, args.seeds, split)
+                                         for split in ("dev", "holdout")}
+    summary["sample_efficiency"] = efficiency(summary["arms"])
+    print(json.dumps(summary))
+    print(table(summary))
+
+
+def efficiency(arms_mean: dict) -> str:
+    """The smallest random arm whose mean holdout score (mass, else accuracy) reaches targeted's."""
+    key = "holdout_mass" if "holdout_mass" in arms_mean["targeted"] else "holdout_acc"
+    goal, n = arms_mean["targeted"][key], arms_mean["targeted"]["samples"]
+    matched = [(a["samples"], name) for name, a in arms_mean.items() if name.startswith("random") and a[key] >= goal]
+    if not matched:
+        return f"no random arm reached targeted's {key} {goal} (largest tried: see arms)"
+    samples, name = min(matched)
+    return f"{name} ({samples} samples) matches targeted ({n} samples) on {key}"
+
+
+def table(summary: dict) -> str:
+    lines = ["| arm | samples | dev acc | holdout acc | dev mass | holdout mass | targeted vs arm, holdout "
+             "(wins/losses, p; mass up/down, p) |", "|---|---|---|---|---|---|---|"]
+    for name, a in summary["arms"].items():
+        vs = summary["targeted vs"].get(name, {}).get("holdout")
+        test = (f"{vs['wins']}/{vs['losses']}, p {vs['p']}; {vs.get('mass_up', '-')}/{vs.get('mass_down', '-')}, "
+                f"p {vs.get('mass_p', '-')}" if vs else "-")
+        lines.append(f"| {name} | {a['samples']} | {a.get('dev_acc')} | {a.get('holdout_acc')} | {a.get('dev_mass', '-')} "
+                     f"| {a.get('holdout_mass', '-')} | {test} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,10 @@ class CorpusConfig(Section):
         description="File suffixes read from a folder: .pdf, .html/.htm/.xhtml and .docx are converted to Markdown, "
         "any other listed suffix is read as text in its detected encoding; other files are skipped (and recorded).",
     )
+    include: list[str] = Field(
+        ["*"], description="Glob patterns on a file's path inside the corpus folder (e.g. [\"0[1-4]_*.md\"]); other "
+        "files are left out, unrecorded, as hidden ones are.",
+    )
     max_chunk_chars: int = Field(1500, ge=200, description="Paragraphs are packed into chunks up to this size.")
     max_file_mb: float = Field(50.0, gt=0, description="Files larger than this are skipped (and recorded).")
     on_skip: Literal["warn", "error"] = Field(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import re
 from collections import Counter
@@ -74,20 +75,32 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def read_corpus(path: str | Path, extensions: list[str], max_file_mb: float | None = None) -> list[RawDocument]:
+def read_corpus(path: str | Path, extensions: list[str], max_file_mb: float | None = None,
+                include: list[str] | None = None) -> list[RawDocument]:
     """All convertible documents under `path`, sorted by path; raises CorpusError when none."""
-    return scan_corpus(path, extensions, max_file_mb).documents
+    return scan_corpus(path, extensions, max_file_mb, include).documents
 
 
-def scan_corpus(path: str | Path, extensions: list[str], max_file_mb: float | None = None) -> CorpusScan:
-    """Every file under `path` (hidden files and folders aside) converted or skipped with its
-    reason; raises CorpusError when the path is missing or no file yields text."""
+def _included(relative: str, include: list[str] | None) -> bool:
+    """Whether a file's path relative to the corpus folder matches one of the glob patterns."""
+    return include is None or any(fnmatch.fnmatchcase(relative, pattern) for pattern in include)
+
+
+def scan_corpus(path: str | Path, extensions: list[str], max_file_mb: float | None = None,
+                include: list[str] | None = None) -> CorpusScan:
+    """Every file under `path` (hidden files and folders aside, and those no `include` pattern
+    matches) converted or skipped with its reason; raises CorpusError when the path is missing or
+    no file yields text."""
     root = Path(path)
     if not root.exists():
         raise CorpusError(f"corpus not found: {root}", "set corpus.path (or --corpus) to a folder of documents")
     files = [root] if root.is_file() else sorted(
-        p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+        p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        and _included(p.relative_to(root).as_posix(), include))
     if root.is_dir() and not files:
+        if include and include != ["*"]:
+            raise CorpusError(f"corpus folder has no files matching {include}: {root}",
+                              "widen corpus.include, or point --corpus elsewhere")
         raise CorpusError(f"corpus folder is empty: {root}", "add documents to it, or point --corpus elsewhere")
     suffixes = {e.lower() for e in extensions}
     scan, seen = CorpusScan(), {}

@@ -1,5 +1,7 @@
 """Ingest helpers: reading, chunking, sentence spans."""
 
+from pathlib import Path
+
 import pytest
 
 from pwd_agent.corpus import chunk_document, read_corpus, split_sentences
@@ -44,3 +46,13 @@ def test_title_from_heading_or_file_name(tmp_path):
     (tmp_path / "b.md").write_text("# Sand filters\n\nText.")
     docs = read_corpus(tmp_path, [".txt", ".md"])
     assert [d.title for d in docs] == ["Sand filters", "water cycle"]
+
+
+def test_include_patterns_pick_files_by_their_path_in_the_folder(tmp_path):
+    for name in ("01_a.md", "02_b.md", "03_c.md", "sub/04_d.md"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(f"# {name}\n\nText of {name}.")
+    picked = read_corpus(tmp_path, [".md"], include=["0[13]_*.md", "sub/*"])
+    assert [Path(d.path).name for d in picked] == ["01_a.md", "03_c.md", "04_d.md"]
+    with pytest.raises(CorpusError, match=r"no files matching \['9\*'\]"):
+        read_corpus(tmp_path, [".md"], include=["9*"])

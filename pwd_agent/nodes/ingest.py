@@ -48,7 +48,7 @@ def ingest(state: RunState, runtime: Runtime[RunContext]) -> dict:
 
 def checked_scan(cfg: CorpusConfig) -> CorpusScan:
     """The corpus scanned; with `corpus.on_skip: error` a skipped file is a CorpusError naming them all."""
-    scan = scan_corpus(cfg.path, cfg.extensions, cfg.max_file_mb)
+    scan = scan_corpus(cfg.path, cfg.extensions, cfg.max_file_mb, cfg.include)
     if scan.skipped and cfg.on_skip == "error":
         raise CorpusError(
             f"{scan.skip_summary()}: " + "; ".join(f"{f.path} ({f.reason}: {f.detail})" for f in scan.skipped[:20])
