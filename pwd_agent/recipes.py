@@ -7,7 +7,9 @@ EntiGraph's synthetic continued pretraining). These samples are written by code 
 so both backends get them and they cost no LLM calls:
 
 - `paraphrase_samples`: chat QA per L2 statement, each in the next wording of WORDINGS (the step
-  that follows, as the answer), the process named in the question.
+  that follows, as the answer), the process named in the question. V1 gets `builder.paraphrases`
+  of them per statement; a patch gets as many again for each statement its diagnosis located, in
+  the wordings V1 did not use (repair spends its budget on the nodes that failed).
 - `text_passages`: plain text per chain (kind "text", empty prompt: the trainer puts the loss on
   every token, no chat layout), each walking the whole process in the next passage wording.
 
@@ -48,12 +50,14 @@ def _fill(template: str, chain: KBChain, a: str = "", b: str = "", n: int = 0) -
     return template.format(p=p, P=sentence_case(p), a=a, b=b, B=sentence_case(b), n=n, summary=chain.summary)
 
 
-def paraphrase_samples(chain: KBChain, statements: list[KBStatement], per_statement: int) -> list[SampleDraft]:
+def paraphrase_samples(chain: KBChain, statements: list[KBStatement], per_statement: int,
+                       offset: int = 0) -> list[SampleDraft]:
     """`per_statement` chat QA samples per statement, each in another wording (cycling WORDINGS,
-    offset per statement so that every wording is used across the chain)."""
+    shifted per statement so that every wording is used across the chain); `offset` starts further
+    along the cycle (patches use the wordings V1 did not)."""
     samples = []
     for st in statements:
-        for j in range(per_statement):
+        for j in range(offset, offset + per_statement):
             question, answer = WORDINGS[(st.position + j) % len(WORDINGS)]
             samples.append(SampleDraft(kind="qa", prompt=_fill(question, chain, st.subject, st.object),
                                        answer=_fill(answer, chain, st.subject, st.object), statement_ids=[st.id]))

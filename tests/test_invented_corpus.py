@@ -140,3 +140,10 @@ def test_no_recipe_sample_trips_the_leakage_gate(kb_with_items):
     # The gate is live on these items: a key option copied into a sample is caught.
     item = kb_with_items[0][2][0]
     assert gate.check(f"Note: {item.options['ABCD'.index(item.answer[0])]}") is not None
+
+
+def test_patch_paraphrases_use_the_wordings_v1_did_not(kb_with_items):
+    chain, statements, _, _ = kb_with_items[0]
+    v1 = {d.prompt for d in paraphrase_samples(chain, statements, 3)}
+    patch = {d.prompt for d in paraphrase_samples(chain, statements, 3, offset=3)}
+    assert len(v1) == len(patch) == 3 * len(statements) and not v1 & patch

@@ -40,7 +40,8 @@ def tiny_args(tiny_model: Path, corpus: Path, run_id: str, *extra: str) -> list[
 
 
 def test_two_rounds_store_every_step(tiny_model, small_corpus):
-    result = cli(*tiny_args(tiny_model, small_corpus, "loop", "--goal", "0.99", "--set", "loop.max_rounds=2"))
+    result = cli(*tiny_args(tiny_model, small_corpus, "loop", "--goal", "0.99", "--set", "loop.max_rounds=2",
+                            "--set", "builder.paraphrases=1", "--set", "builder.text_passages=1"))
     assert result.returncode == 3, result.stderr  # goal not met: the documented "stopped short" code
     assert "stopped short of the goal (max_rounds)" in result.stdout
 
@@ -69,9 +70,14 @@ def test_two_rounds_store_every_step(tiny_model, small_corpus):
 
         patches = s.exec(select(Patch)).all()
         assert {p.diagnosis_id for p in patches} == {d.id for d in diagnoses if d.kind != "item_suspect"}
-        assert all(p.target_round == 2 and p.n_samples == 7 for p in patches)
         patch_samples = s.exec(select(Sample).where(Sample.origin == "patch")).all()
-        assert len(patch_samples) == 7 * len(patches) and all(x.statement_ids for x in patch_samples)
+        assert all(x.statement_ids for x in patch_samples)
+        for p in patches:  # 7 from the writer, then one paraphrase (builder.paraphrases) per located statement
+            d = s.get(Diagnosis, p.diagnosis_id)
+            own = set(s.exec(select(Statement.id).where(Statement.chain_id == s.get(TestItem, d.item_id).chain_id)).all())
+            assert p.target_round == 2 and p.n_samples == 7 + len(set(d.statement_ids) & own or own)
+        texts = s.exec(select(Sample).where(Sample.kind == "text")).all()  # builder.text_passages: one per chain
+        assert len(texts) == len(s.exec(select(Chain)).all()) and all(x.prompt == "" for x in texts)
 
         members = s.exec(select(RoundSample).where(RoundSample.round_id == 2)).all()
         roles = {m.role for m in members}

@@ -10,6 +10,7 @@ from pwd_agent.agents.schemas import DiagnosisDraft
 from pwd_agent.events import Progress, emit
 from pwd_agent.gates import gate
 from pwd_agent.leakage import gate_samples, load_gate
+from pwd_agent.recipes import paraphrase_samples
 from pwd_agent.runs import RunContext
 from pwd_agent.state import RunState
 from pwd_agent.store import Chain, Diagnosis, Patch, Sample, TestItem, session_scope
@@ -30,10 +31,15 @@ def patch(state: RunState, runtime: Runtime[RunContext]) -> dict:
         leak_gate = load_gate(session, ctx.config.builder.leakage_ngram, ctx.config.builder.leakage_threshold)
     progress = Progress(ctx.db_url, "patch", "diagnoses", len(patchable), already=len(patchable) - len(units))
 
+    paraphrases = ctx.config.builder.paraphrases
+
     def work(unit):
         diagnosis_id, chain, statements, concepts, foreign, draft = unit
-        return run_agent(backend, "debugger", f"patch_{draft.kind}", backend.write_patch, draft, chain, statements,
-                         concepts, foreign, n_samples, f"{round_id}:{diagnosis_id}")
+        drafts, calls = run_agent(backend, "debugger", f"patch_{draft.kind}", backend.write_patch, draft, chain,
+                                  statements, concepts, foreign, n_samples, f"{round_id}:{diagnosis_id}")
+        located = [st for st in statements if st.id in draft.statement_ids] or statements
+        # The injection recipe on the located nodes, in the wordings V1 did not use.
+        return drafts + paraphrase_samples(chain, located, paraphrases, offset=paraphrases), calls
 
     written = dropped = 0
     for (diagnosis_id, chain, *_), (drafts, calls) in map_units(work, units, workers_for(backend, ctx.config)):
