@@ -1,6 +1,7 @@
 """Do targeted patches beat the same number of random samples? Equal budgets, several seeds, paired tests.
 
-    python bench/repair_vs_random.py -c examples/invented.yaml --seeds 0 1 2 [--multiples 2 4] [--run-id ID]
+    python bench/repair_vs_random.py -c examples/invented.yaml --seeds 0 1 2 [--multiples 2 4] [--set k=v ...]
+                                     [--run-id ID]
 
 From one run's V1 round (round 1) and its diagnoses and patches, round 2 is trained several ways,
 from the base model as every round is, once per training seed:
@@ -42,9 +43,10 @@ from pwd_agent.runs import open_run  # noqa: E402
 from pwd_agent.store import Round, RoundSample, Sample, TestItem, session_scope  # noqa: E402
 
 
-def prepare(config: str, run_id: str) -> None:
+def prepare(config: str, run_id: str, sets: list[str]) -> None:
     """The config's run up to the before_train gate of round 2: patches written, nothing trained on them."""
     cmd = [str(Path(sys.executable).with_name("pwd-agent")), "run", "-c", config, "--run-id", run_id, "-q",
+           *[arg for s in sets for arg in ("--set", s)],
            "--set", "loop.max_rounds=2", "--set", "loop.goal=1.0", "--set", "gates.before_train=true"]
     code = subprocess.run(cmd).returncode
     if code != 6:
@@ -125,11 +127,12 @@ def main() -> None:
     parser.add_argument("-c", "--config", default="examples/invented.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--multiples", type=int, nargs="*", default=[], help="Random arms K x the patch count.")
+    parser.add_argument("--set", dest="sets", action="append", default=[], help="Config override for the setup run.")
     parser.add_argument("--run-id", default=None, help="A run waiting at round 2's before_train gate.")
     args = parser.parse_args()
     run_id = args.run_id or f"repair-vs-random-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.run_id is None:
-        prepare(args.config, run_id)
+        prepare(args.config, run_id, args.sets)
     ctx = open_run(run_id)
     with session_scope(ctx.db_url) as s:
         items = list(s.exec(select(TestItem).order_by(TestItem.id)).all())
