@@ -68,6 +68,19 @@ def test_a_numbered_procedure_is_a_chain_in_list_order():
     assert [(st.position, st.source_quote in text) for st in statements] == [(0, True), (1, True), (2, True)]
 
 
+def test_cue_only_and_repeated_sentences_give_no_empty_nodes():
+    """Manual text the rules met in the PostgreSQL docs: "Next." (a cue and nothing else) and a step
+    sentence that occurs twice; neither may yield an empty subject or quote."""
+    text = ("First, stop the server. Then:\n\nNext.\n\n"
+            "Then copy the data directory. Next, start the server. Then copy the data directory.")
+    agents = OfflineAgents()
+    chain = agents.extract_chain(text, "Moving a cluster", "Admin")
+    assert chain is not None and [step_phrase(s) for s in chain.steps] == [
+        "stop the server", "copy the data directory", "start the server", "copy the data directory"]
+    statements = agents.extract_statements(text, chain)
+    assert statements and all(st.subject and st.object and st.source_quote for st in statements)
+
+
 def _items(kb):
     agents, answers, items = OfflineAgents(), Counter(), []
     for i, (chain, statements, _, _) in enumerate(kb):

@@ -126,7 +126,9 @@ class OfflineAgents:
     def extract_chain(self, chunk_text: str, heading: str, title: str) -> ChainDraft | None:
         """The chunk's process, or None when it describes fewer than `min_steps` ordered steps."""
         roles = self._sentence_roles(chunk_text)
-        steps = [clean(chunk_text[s:e]) for role, (s, e) in roles if role == "step"][: self.max_steps]
+        # A step must say something once its cue is gone ("Next." or "Then:" names no step).
+        steps = [clean(chunk_text[s:e]) for role, (s, e) in roles
+                 if role == "step" and re.search(r"\w", step_phrase(chunk_text[s:e]))][: self.max_steps]
         if len(steps) < self.min_steps:
             return None
         summaries = [clean(chunk_text[s:e]) for role, (s, e) in roles if role == "summary"]
@@ -167,6 +169,8 @@ class OfflineAgents:
             if first not in spans or second not in spans:
                 continue
             start, end = spans[first][0], spans[second][1]
+            if start >= end:  # a repeated sentence: its last place comes before the pair's start
+                continue
             statements.append(
                 StatementDraft(
                     position=i,
