@@ -53,7 +53,7 @@ def prepare(config: str, run_id: str, sets: list[str]) -> None:
         sys.exit(f"expected the run to wait at the before_train gate (exit 6), got {code}")
 
 
-def arms(ctx, seed: int, multiples: list[int]) -> dict[str, list[Sample]]:
+def arms(ctx, seed: int, multiples: list[int], wanted: list[str]) -> dict[str, list[Sample]]:
     """Round 2's training sets; `seed` varies which random samples are drawn."""
     from pwd_agent.nodes.train import compose_training_set
 
@@ -72,6 +72,7 @@ def arms(ctx, seed: int, multiples: list[int]) -> dict[str, list[Sample]]:
     for k in multiples:
         out[f"random-x{k}"] = rng.sample(v1, min(k * len(patches), len(v1))) + replay
     out["replay"] = replay
+    out = {name: samples for name, samples in out.items() if name in wanted or name.startswith("random-x")}
     print(f"# {len(patches)} patch samples, {len(replay)} replay samples, {len(v1)} V1 samples", file=sys.stderr)
     return out
 
@@ -127,9 +128,12 @@ def main() -> None:
     parser.add_argument("-c", "--config", default="examples/invented.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--multiples", type=int, nargs="*", default=[], help="Random arms K x the patch count.")
+    parser.add_argument("--arms", nargs="+", default=["targeted", "random", "replay"],
+                        choices=["targeted", "random", "replay"], help="Arms to train (targeted always first).")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="Config override for the setup run.")
     parser.add_argument("--run-id", default=None, help="A run waiting at round 2's before_train gate.")
     args = parser.parse_args()
+    args.arms = ["targeted", *[a for a in args.arms if a != "targeted"]]  # the arm every other is tested against
     run_id = args.run_id or f"repair-vs-random-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.run_id is None:
         prepare(args.config, run_id, args.sets)
@@ -142,7 +146,7 @@ def main() -> None:
         first = {"dev_acc": round1.dev_acc, "holdout_acc": round1.holdout_acc}
     results, rows = {}, []
     for seed in args.seeds:
-        for name, samples in arms(ctx, seed, args.multiples).items():
+        for name, samples in arms(ctx, seed, args.multiples, args.arms).items():
             preds, seconds = train_and_score(ctx, samples, seed, ctx.run_dir / "repair_vs_random" / f"{name}-{seed}",
                                              items)
             results[(name, seed)] = preds

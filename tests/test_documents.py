@@ -236,3 +236,52 @@ def test_a_failed_unit_is_recorded_and_the_run_goes_on(tmp_path):
     assert "chunk 1 (Bad procedure / Bad procedure) failed: l1_concepts" in warning.message
     assert "failed units: extract 1" in render_status(ctx)
     assert extract({}, Runtime(context=ctx))["counts"]["chains"] == 1  # a resumed run does not retry it
+
+
+def test_failed_test_and_sample_units_are_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
+    """build_tests and synthesize: an offline answer that fails its schema is a failed unit (ledger
+    row, marker, warning), not a crash; the other chains' items and samples are stored."""
+    from pydantic import ValidationError
+
+    from pwd_agent.agents.schemas import SampleDraft
+    from pwd_agent.nodes.build_tests import build_tests
+    from pwd_agent.nodes.synthesize import synthesize
+    from pwd_agent.store import Sample, TestItem
+
+    def bad_sample() -> ValidationError:
+        try:
+            SampleDraft(kind="essay", prompt="p", answer="a")
+        except ValidationError as exc:
+            return exc
+
+    write_item, write_samples = OfflineAgents.write_test_item, OfflineAgents.write_samples
+
+    def item_fails_on_chain_1(self, chain, *args):
+        if chain.id == 1 and args[-1] == 0:
+            raise bad_sample()
+        return write_item(self, chain, *args)
+
+    def samples_fail_on_chain_2(self, chain, *args):
+        if chain.id == 2:
+            raise bad_sample()
+        return write_samples(self, chain, *args)
+
+    monkeypatch.setattr(OfflineAgents, "write_test_item", item_fails_on_chain_1)
+    monkeypatch.setattr(OfflineAgents, "write_samples", samples_fail_on_chain_2)
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "a.md").write_text(f"# One\n\n{GOOD_CHUNK}\n")
+    (folder / "b.md").write_text("# Two\n\nFirst, the sand is washed. Then the sand is dried. Finally, the sand is sieved.\n")
+    ctx = create_run(load_config(None, [f"corpus.path={folder}", "run_id=units2", "tests.items_per_chain=2"]))
+    for node in (ingest, extract, build_tests, synthesize):
+        node({}, Runtime(context=ctx))
+    with session_scope(ctx.db_url) as s:
+        units = {(u.stage, u.key): u.error for u in s.exec(select(WorkUnit)).all()}
+        items = {(i.chain_id, i.variant) for i in s.exec(select(TestItem)).all()}
+        sampled = {x.chain_id for x in s.exec(select(Sample)).all()}
+        warnings = [e.message for e in s.exec(select(Event).where(Event.level == "warning")).all()]
+    assert items == {(1, 1), (2, 0), (2, 1)} and sampled == {1}
+    assert units[("build_tests", "1")].startswith("test_item: kind: Input should be")
+    assert units[("synthesize", "2")].startswith("v1_samples: kind:") and units[("synthesize", "1")] is None
+    assert any(w.startswith("chain 2 (Two) failed: v1_samples: kind") for w in warnings)
+    assert "failed units: build_tests 1, synthesize 1" in render_status(ctx)

@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, Callable, Iterable, Iterator
 
+from pydantic import ValidationError
 from sqlmodel import Session, func, select
 
 from pwd_agent.config import cache_root
@@ -52,6 +53,39 @@ def run_agent(backend, agent: str, task: str, fn: Callable[..., Any], *args) -> 
     row = LLMCall(agent=agent, prompt_name=f"offline/{task}", prompt_version=backend.version, prompt_hash=digest,
                   model="offline-rules", latency_s=time.perf_counter() - start)
     return result, [row]
+
+
+def run_unit(backend, agent: str, task: str, fn: Callable[..., Any], *args, empty: Any = None) -> tuple[Any, list[LLMCall]]:
+    """run_agent for a unit that must not stop the run: an offline answer that fails its schema
+    comes back as `empty` with a failed ledger row naming the reason (the LLM client already records
+    an answer it could not mend and returns nothing)."""
+    try:
+        return run_agent(backend, agent, task, fn, *args)
+    except ValidationError as exc:
+        return empty, [failed_call(backend, agent, task, exc)]
+
+
+def failed_call(backend, agent: str, task: str, exc: ValidationError) -> LLMCall:
+    """The ledger row of an answer that failed its schema: the first error, as one line."""
+    first = exc.errors()[0]
+    reason = f"{task}: {'.'.join(str(p) for p in first['loc']) or exc.title}: {first['msg']}"
+    return LLMCall(agent=agent, prompt_name=f"{backend.name}/{task}", ok=False, error=reason,
+                   model="offline-rules" if backend.name == "offline" else backend.name,
+                   prompt_version=getattr(backend, "version", ""), prompt_hash="")
+
+
+def unit_failure(calls: list[LLMCall]) -> str | None:
+    """Why a call failed for good (its last ledger row failed: earlier rows may be re-asks that
+    mended it), or None."""
+    return (calls[-1].error or "rejected") if calls and not calls[-1].ok else None
+
+
+def warn_failures(ctx, node: str, unit: str, failures: list[str]) -> None:
+    """A warning in the run log per failed call of a unit; the run goes on."""
+    from pwd_agent.events import emit
+
+    for failure in failures:
+        emit(ctx.db_url, node, f"{unit} failed: {failure}", "warning", failure=failure)
 
 
 def call_agent(session: Session, backend, agent: str, task: str, fn: Callable[..., Any], *args) -> Any:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pydantic import ValidationError
-
-from pwd_agent.agents import run_agent
+from pwd_agent.agents import run_unit, unit_failure
 from pwd_agent.agents.schemas import ChainDraft, ConceptDraft, StatementDraft
 from pwd_agent.store import LLMCall
 
@@ -47,18 +45,10 @@ def extract_chunk(backend, text: str, heading: str, title: str) -> Extraction:
 def _ask(backend, calls: list, task: str, fn, *args):
     """One agent call; its ledger rows go to `calls`. Raises UnitFailed when the answer failed its
     schema (the offline rules raise) or every re-ask was rejected (the LLM client's last row)."""
-    try:
-        result, records = run_agent(backend, "extractor", task, fn, *args)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        reason = f"{task}: {'.'.join(str(p) for p in first['loc']) or exc.title}: {first['msg']}"
-        model = "offline-rules" if backend.name == "offline" else backend.name
-        calls.append(LLMCall(agent="extractor", prompt_name=f"{backend.name}/{task}", model=model, ok=False, error=reason,
-                             prompt_version=getattr(backend, "version", ""), prompt_hash=""))
-        raise UnitFailed(reason) from exc
+    result, records = run_unit(backend, "extractor", task, fn, *args)
     calls.extend(records)
-    if records and not records[-1].ok:
-        raise UnitFailed(f"{task}: {records[-1].error or 'rejected'}")
+    if (failure := unit_failure(records)) is not None:
+        raise UnitFailed(failure if failure.startswith(f"{task}: ") else f"{task}: {failure}")
     return result
 
 

@@ -10,7 +10,7 @@ from collections import Counter
 from langgraph.runtime import Runtime
 from sqlmodel import select
 
-from pwd_agent.agents import make_backend, map_units, run_agent, workers_for
+from pwd_agent.agents import make_backend, map_units, run_unit, unit_failure, warn_failures, workers_for
 from pwd_agent.baselines import baseline_text, goal_warning, split_baselines
 from pwd_agent.events import Progress, emit
 from pwd_agent.gates import gate
@@ -57,8 +57,8 @@ def build_tests(state: RunState, runtime: Runtime[RunContext]) -> dict:
     progress = Progress(ctx.db_url, "build_tests", "chains", len(todo) + len(finished), len(finished))
     variants = range(cfg.items_per_chain)
     units = [(chain_id, variant) for chain_id in todo for variant in variants]
-    work = lambda unit: run_agent(backend, "tester", "test_item", backend.write_test_item,  # noqa: E731
-                                  *inputs[unit[0]], unit[1])
+    work = lambda unit: run_unit(backend, "tester", "test_item", backend.write_test_item,  # noqa: E731
+                                 *inputs[unit[0]], unit[1])
     # Items are written concurrently but stored chain by chain in id order (a reorder buffer), so
     # letters, de-duplication and ids do not depend on which request finished first.
     written: dict[tuple[int, int], tuple] = {}
@@ -129,7 +129,9 @@ def store_chain_items(ctx: RunContext, chain_id: int, drafts: list[tuple], input
             answers[split][draft.answer] += 1
             session.add(TestItem(chain_id=chain_id, variant=variant, split=split, **draft.model_dump()))
         session.add_all(chain_probes(session, chain, statements, pool, all_concepts, cfg.seed))
-        mark_done(session, "build_tests", chain_id)
+        failures = [f for _, records in drafts if (f := unit_failure(records))]
+        mark_done(session, "build_tests", chain_id, error="; ".join(failures) or None)
+    warn_failures(ctx, "build_tests", f"chain {chain_id} ({chain.process_name[:60]})", failures)
     return len(drafts) - len(kept)
 
 

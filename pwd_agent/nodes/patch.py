@@ -5,7 +5,7 @@ from __future__ import annotations
 from langgraph.runtime import Runtime
 from sqlmodel import select
 
-from pwd_agent.agents import make_backend, map_units, run_agent, workers_for
+from pwd_agent.agents import make_backend, map_units, run_unit, unit_failure, warn_failures, workers_for
 from pwd_agent.agents.schemas import DiagnosisDraft
 from pwd_agent.events import Progress, emit
 from pwd_agent.gates import gate
@@ -35,8 +35,9 @@ def patch(state: RunState, runtime: Runtime[RunContext]) -> dict:
 
     def work(unit):
         diagnosis_id, chain, statements, concepts, foreign, draft = unit
-        drafts, calls = run_agent(backend, "debugger", f"patch_{draft.kind}", backend.write_patch, draft, chain,
-                                  statements, concepts, foreign, n_samples, f"{round_id}:{diagnosis_id}")
+        drafts, calls = run_unit(backend, "debugger", f"patch_{draft.kind}", backend.write_patch, draft, chain,
+                                 statements, concepts, foreign, n_samples, f"{round_id}:{diagnosis_id}", empty=[])
+        drafts = drafts or []
         located = [st for st in statements if st.id in draft.statement_ids] or statements
         # The injection recipe on the located nodes, in the wordings V1 did not use.
         return drafts + paraphrase_samples(chain, located, paraphrases, offset=paraphrases), calls
@@ -51,6 +52,8 @@ def patch(state: RunState, runtime: Runtime[RunContext]) -> dict:
             session.add_all(Sample(origin="patch", chain_id=chain.id, patch_id=row.id, **d.model_dump()) for d in kept)
             session.add_all(leaked)
             session.add_all(calls)
+        failure = unit_failure(calls)
+        warn_failures(ctx, "patch", f"patch for diagnosis {diagnosis_id}", [failure] if failure else [])
         written += len(kept)
         dropped += len(leaked)
         progress.advance()  # after the commit: a kill here leaves this patch stored whole

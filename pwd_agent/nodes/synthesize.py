@@ -7,7 +7,7 @@ from collections import Counter
 from langgraph.runtime import Runtime
 from sqlmodel import select
 
-from pwd_agent.agents import make_backend, map_units, run_agent, workers_for
+from pwd_agent.agents import make_backend, map_units, run_unit, unit_failure, warn_failures, workers_for
 from pwd_agent.events import Progress, emit
 from pwd_agent.gates import gate
 from pwd_agent.leakage import gate_samples, load_gate
@@ -33,10 +33,10 @@ def synthesize(state: RunState, runtime: Runtime[RunContext]) -> dict:
 
     def work(unit):
         chain, statements, concepts, foreign = unit
-        drafts, calls = run_agent(backend, "builder", "v1_samples", backend.write_samples, chain, statements, concepts,
-                                  foreign, cfg.samples_per_statement, cfg.qa_share, cfg.choice_share,
-                                  cfg.multi_select_share)
-        return drafts + recipe_samples(chain, statements, cfg), calls
+        drafts, calls = run_unit(backend, "builder", "v1_samples", backend.write_samples, chain, statements, concepts,
+                                 foreign, cfg.samples_per_statement, cfg.qa_share, cfg.choice_share,
+                                 cfg.multi_select_share, empty=[])
+        return (drafts or []) + recipe_samples(chain, statements, cfg), calls
 
     for (chain, *_), (drafts, calls) in map_units(work, units, workers_for(backend, ctx.config)):
         kept, leaked = gate_samples(leak_gate, drafts, "v1", chain.id)
@@ -44,7 +44,9 @@ def synthesize(state: RunState, runtime: Runtime[RunContext]) -> dict:
             session.add_all(Sample(origin="v1", chain_id=chain.id, **draft.model_dump()) for draft in kept)
             session.add_all(leaked)
             session.add_all(calls)
-            mark_done(session, "synthesize", chain.id)
+            failure = unit_failure(calls)
+            mark_done(session, "synthesize", chain.id, error=failure)
+        warn_failures(ctx, "synthesize", f"chain {chain.id} ({chain.process_name[:60]})", [failure] if failure else [])
         progress.advance()
     with session_scope(ctx.db_url) as session:
         kinds = Counter(session.exec(select(Sample.kind).where(Sample.origin == "v1")).all())
