@@ -8,10 +8,18 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 
 LETTERS = "ABCD"
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+def shipped_prompts() -> Path:
+    """The prompt files: inside the installed package (the wheel maps the repository's prompts/
+    into pwd_agent/prompts), else the checkout's top-level prompts/ (an editable install)."""
+    packaged = Path(str(resources.files("pwd_agent") / "prompts"))
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "prompts"
+
+
+PROMPTS_DIR = shipped_prompts()
 _HEADER = re.compile(r"^#\s*(\w+):\s*(.*)$")
 
 
