@@ -1,7 +1,9 @@
 """The `pwd-agent` command: run, resume, status, logs, list, config.
 
-Exit codes: 0 goal met (or command done), 2 bad input, 3 run stopped short of the goal,
-4 training failed, 1 unexpected error (state saved; `pwd-agent resume RUN` continues).
+Exit codes: 0 goal met (or command done), 2 bad input, 3 run stopped short of the goal (or over
+its LLM budget, or rejected at a gate), 4 training failed, 5 the LLM endpoint kept failing, 6 paused
+(at a gate or by `pwd-agent pause`), 130 interrupted, 1 unexpected error (state saved; `pwd-agent
+resume RUN` continues).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import typer
 
 from pwd_agent.errors import PwdAgentError, RunPaused
 
-EXIT_GOAL_MET, EXIT_CRASH, EXIT_BAD_INPUT, EXIT_STOPPED_SHORT = 0, 1, 2, 3
+EXIT_GOAL_MET, EXIT_BAD_INPUT, EXIT_STOPPED_SHORT, EXIT_INTERRUPTED = 0, 2, 3, 130
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Test-driven data engineering for LLMs.")
 
@@ -88,7 +90,7 @@ def _execute(ctx, resume: bool, quiet: bool, answer: dict | None = None) -> None
             raise
         except KeyboardInterrupt:
             typer.echo(f"\ninterrupted; state saved. Continue with: pwd-agent resume {ctx.run_id}", err=True)
-            raise typer.Exit(130)
+            raise typer.Exit(EXIT_INTERRUPTED)
         except Exception:
             logging.getLogger("pwd_agent").exception("run crashed")
             typer.echo(f"\nstate saved; continue with: pwd-agent resume {ctx.run_id}", err=True)
@@ -382,7 +384,7 @@ def main() -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except SystemExit:
         raise
     except Exception as exc:  # click usage errors come here in non-standalone mode

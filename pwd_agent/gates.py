@@ -23,8 +23,6 @@ from pwd_agent.leakage import load_gate, sample_text
 from pwd_agent.runs import RunContext
 from pwd_agent.store import Diagnosis, Patch, Sample, Statement, TestItem, session_scope
 
-GATES = ("after_kb", "after_tests", "on_patch", "before_train")
-
 
 def gate(ctx: RunContext, name: str, summary: Callable[[Session], dict] = lambda session: {}) -> None:
     """Pause for a decision if gates.<name> is on; return on approve/edit, stop the run on reject.

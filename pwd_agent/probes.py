@@ -13,7 +13,7 @@ exactly the fact a training sample teaches, so sharing its words is the point.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pwd_agent.agents.schemas import KBChain, KBConcept, KBStatement
 from pwd_agent.prompting import LETTERS
@@ -26,7 +26,6 @@ class ProbeDraft:
     question: str
     options: list[str]
     answer: str
-    meta: dict = field(default_factory=dict)
 
 
 def _shuffled(key: str, distractors: list[str], seed: int, rng_key: str) -> tuple[list[str], str]:

@@ -16,7 +16,6 @@ class Extraction:
     chain: ChainDraft | None
     statements: list[StatementDraft] = field(default_factory=list)
     concepts: list[ConceptDraft] = field(default_factory=list)
-    rejected_quotes: int = 0
     calls: list = field(default_factory=list)  # unsaved LLMCall rows, written with the chunk's KB nodes
     failure: str | None = None  # why the unit failed (an answer that failed its schema or checks for good)
 
@@ -26,20 +25,20 @@ class UnitFailed(Exception):
 
 
 def extract_chunk(backend, text: str, heading: str, title: str) -> Extraction:
-    """Top-down extraction; a statement whose source_quote is not an exact span of the chunk is
-    dropped. An answer that fails its schema or checks fails the unit: nothing of it is kept but
-    its ledger rows and the reason."""
+    """Top-down extraction. Every statement's source_quote is an exact span of the chunk when it
+    gets here: the offline rules cut quotes from the chunk, the LLM backend anchors each quote to the
+    chunk's characters and re-asks for one it cannot anchor (agents/quotes.py). An answer that fails
+    its schema or checks fails the unit: nothing of it is kept but its ledger rows and the reason."""
     calls: list[LLMCall] = []
     try:
         chain = _ask(backend, calls, "l3_chain", backend.extract_chain, text, fit(heading), fit(title))
         if chain is None:
             return Extraction(chain=None, calls=calls)
-        drafted = _ask(backend, calls, "l2_statements", backend.extract_statements, text, chain)
-        statements = [s for s in drafted if s.source_quote in text]
+        statements = _ask(backend, calls, "l2_statements", backend.extract_statements, text, chain)
         concepts = _ask(backend, calls, "l1_concepts", backend.extract_concepts, text, chain, statements)
     except UnitFailed as failed:
         return Extraction(chain=None, calls=calls, failure=str(failed))
-    return Extraction(chain, statements, concepts, len(drafted) - len(statements), calls)
+    return Extraction(chain, statements, concepts, calls)
 
 
 def _ask(backend, calls: list, task: str, fn, *args):

@@ -416,8 +416,10 @@ class OfflineAgents:
         """Samples grounded in the located nodes (never in the test item's text)."""
         rng = random.Random(f"{self.seed}:patch:{salt}")
         located = [s for s in statements if s.id in diagnosis.statement_ids] or statements
-        # The paper's mixes (3 walks + 3 choice + 1 TF; 4 QA + 2 choice + 1 TF), interleaved so a
-        # smaller patch size still gets every kind.
+        # The paper's mixes, interleaved so a smaller patch size still gets every kind: a chain break
+        # 3 walks + 2 skip choices + 1 skip true/false + 1 counterfactual (the paper's 3 + 3 + 1 with
+        # one choice traded for the counterfactual its repair calls for); a concept gap 4 QA + 2
+        # choice + 1 true/false, as in the paper.
         if diagnosis.kind == "chain_break":
             makers = [self._walk_sample, self._skip_choice_sample, self._skip_tf_sample, self._counterfactual_sample,
                       self._walk_sample, self._skip_choice_sample, self._walk_sample]

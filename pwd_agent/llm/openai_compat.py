@@ -179,7 +179,7 @@ class StructuredClient:
         if self.spent + estimate > self.cfg.max_cost:
             raise BudgetExceededError(
                 f"stopped: llm.max_cost {self.cfg.max_cost:.4f} would be passed by the next call (spent {self.spent:.4f})",
-                "raise llm.max_cost (pwd-agent resume RUN --set is not available yet: edit runs/RUN/config.yaml), then resume",
+                "raise it and go on: pwd-agent resume RUN --set llm.max_cost=NEW_LIMIT",
             )
 
     # ---- response_format modes -----------------------------------------------------------

@@ -128,9 +128,8 @@ def localise(session, round_id: int, item: TestItem, result: ItemResult, probes:
         kind, rule = "chain_break", "every probe passes: the composition fails"
         statements = sorted(p.node_id for p in probes if p.target == "statement")
     evidence["rule"] = rule
-    confidence = 0.9 if kind != "chain_break" or probes else 0.5  # no probes: the verdict rests on nothing
     return Diagnosis(round_id=round_id, item_id=item.id, kind=kind, statement_ids=statements, concept_ids=concepts,
-                     evidence=evidence, confidence=confidence, judge_kind=judge.kind)
+                     evidence=evidence, confidence=judge.confidence, judge_kind=judge.kind)
 
 
 def same_wrong_answer_every_round(session, round_id: int, item_id: int) -> bool:

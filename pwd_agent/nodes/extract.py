@@ -29,13 +29,11 @@ def extract(state: RunState, runtime: Runtime[RunContext]) -> dict:
         todo = [(c.id, c.text, c.heading, title) for c, title in chunks if str(c.id) not in finished]
     emit(ctx.db_url, "extract", f"{len(todo)} chunks to extract, {len(finished)} already done")
     progress = Progress(ctx.db_url, "extract", "chunks", len(todo) + len(finished), len(finished))
-    rejected = 0
     work = lambda unit: extract_chunk(backend, unit[1], unit[2], unit[3])  # noqa: E731
     for (chunk_id, _, heading, title), result in map_units(work, todo, workers_for(backend, ctx.config)):
         with session_scope(ctx.db_url) as session:  # the chunk's KB nodes, its ledger rows and its marker
             store_extraction(session, chunk_id, result)
             session.add_all(result.calls)
-            rejected += result.rejected_quotes
             mark_done(session, "extract", chunk_id, error=result.failure)
         if result.failure:  # recorded, not retried on resume; the run goes on
             emit(ctx.db_url, "extract", f"chunk {chunk_id} ({title} / {heading[:80]}) failed: {result.failure}",
@@ -50,7 +48,7 @@ def extract(state: RunState, runtime: Runtime[RunContext]) -> dict:
         failed = count_rows(session, WorkUnit, WorkUnit.stage == "extract", WorkUnit.error.is_not(None))
     emit(ctx.db_url, "extract", "KB: {chains} chains, {statements} statements, {concepts} concepts".format(**counts)
          + (f"; {failed} chunks failed (pwd-agent logs RUN --level warning)" if failed else ""),
-         rejected_quotes=rejected, failed_units=failed, **counts)
+         failed_units=failed, **counts)
     return {"counts": {**state.get("counts", {}), **counts}}
 
 

@@ -1,6 +1,6 @@
 """The run store: sqlmodel tables, sessions and completion markers."""
 
-from pwd_agent.store.db import dispose_engines, done_keys, get_engine, is_done, mark_done, session_scope
+from pwd_agent.store.db import dispose_engines, done_keys, get_engine, mark_done, session_scope
 from pwd_agent.store.models import (
     Chain,
     Chunk,
@@ -28,5 +28,5 @@ from pwd_agent.store.models import (
 __all__ = [
     "Chain", "Chunk", "Concept", "ConceptStatement", "Diagnosis", "Document", "Event", "GeneralResult", "ItemResult", "LeakedSample",
     "LLMCall", "Patch", "Probe", "ProbeResult", "Round", "RoundSample", "Sample", "SourceFile", "Statement", "TestItem", "WorkUnit",
-    "dispose_engines", "done_keys", "get_engine", "is_done", "mark_done", "session_scope",
+    "dispose_engines", "done_keys", "get_engine", "mark_done", "session_scope",
 ]

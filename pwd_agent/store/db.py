@@ -90,10 +90,6 @@ def session_scope(url: str) -> Iterator[Session]:
             raise
 
 
-def is_done(session: Session, stage: str, key: str | int) -> bool:
-    return session.get(WorkUnit, (stage, str(key))) is not None
-
-
 def done_keys(session: Session, stage: str) -> set[str]:
     return set(session.exec(select(WorkUnit.key).where(WorkUnit.stage == stage)).all())
 

@@ -228,7 +228,7 @@ class Diagnosis(SQLModel, table=True):
     statement_ids: list = json_field([])
     concept_ids: list = json_field([])
     evidence: dict = json_field({})
-    confidence: float = 0.5
+    confidence: float = 0.5  # the judge's own confidence in its opinion (judge_kind)
     judge_kind: str | None = None  # the judge agent's second opinion
     __table_args__ = (UniqueConstraint("round_id", "item_id"),)
 
