@@ -50,6 +50,7 @@ def test_two_rounds_store_every_step(tiny_model, small_corpus):
         rounds = s.exec(select(Round).order_by(Round.id)).all()
         assert [(r.id, r.status) for r in rounds] == [(0, "evaluated"), (1, "evaluated"), (2, "evaluated")]
         assert rounds[0].adapter_path is None and rounds[0].n_train == 0
+        assert all(r.started_at <= r.finished_at for r in rounds)  # finished_at: when the round was evaluated
         assert all(Path(r.adapter_path, "adapter_model.safetensors").is_file() for r in rounds[1:])
 
         items = s.exec(select(TestItem)).all()

@@ -16,6 +16,7 @@ from pwd_agent.state import RunState
 from pwd_agent.evaluation.general import lm_eval_tasks, load_general, score_lm_eval
 from pwd_agent.store import GeneralResult, ItemResult, LLMCall, Round, TestItem, session_scope
 from pwd_agent.stats import compare
+from pwd_agent.store.models import utcnow
 from pwd_agent.store.queries import round_accuracy, round_mass, round_passes, round_scorer
 from pwd_agent.student import resolve_student
 from pwd_agent.prompting import choice_prompt_version
@@ -53,7 +54,7 @@ def evaluate(state: RunState, runtime: Runtime[RunContext]) -> dict:
             flips = compare(round_passes(session, round_id - 1, "dev"), round_passes(session, round_id, "dev"))
             row.fixed, row.broken, row.still_failing, row.gain_p = (flips.fixed, flips.broken, flips.still_failing,
                                                                     flips.p_value)
-        row.status = "evaluated"
+        row.status, row.finished_at = "evaluated", utcnow()
         dev, holdout = row.dev_acc or 0.0, row.holdout_acc or 0.0
         floors = split_baselines(session)
     scorer = f"{row.scorer} scorer" if row.scorer else "no items"

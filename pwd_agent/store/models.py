@@ -190,8 +190,8 @@ class Round(SQLModel, table=True):
     still_failing: int | None = None
     gain_p: float | None = None
     error: str | None = None
-    started_at: datetime = Field(default_factory=utcnow)
-    finished_at: datetime | None = None
+    started_at: datetime = Field(default_factory=utcnow)  # the round's row is made when its training starts
+    finished_at: datetime | None = None  # set when the round is evaluated
 
 
 class RoundSample(SQLModel, table=True):
