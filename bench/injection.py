@@ -143,8 +143,9 @@ def main() -> None:
         taught, untaught = halves(list(s.exec(select(Chain.id)).all()), args.seed, args.chains)
         items = [i for i in s.exec(select(TestItem).order_by(TestItem.id)).all() if i.chain_id in taught | untaught]
     floor = baselines([(len(i.options), i.answer) for i in items])
-    head = {"run": run_id, "seed": args.seed, "chains": len(taught) + len(untaught), "items": len(items), "chance": round(floor.chance, 4),
-            "best_constant": round(floor.best_constant, 4), "mass_chance": round(floor.mass_chance, 4)}
+    head = {"run": run_id, "seed": args.seed, "chains": len(taught) + len(untaught), "items": len(items),
+            "chance": round(floor.chance, 4), "best_constant": round(floor.best_constant, 4),
+            "mass_chance": round(floor.mass_chance, 4)}
     print(json.dumps(head), flush=True)
     start = time.time()
     base = score(ctx, ctx.config, None, items)

@@ -188,8 +188,8 @@ def table(summary: dict) -> str:
         vs = summary["targeted vs"].get(name, {}).get("holdout")
         test = (f"{vs['wins']}/{vs['losses']}, p {vs['p']}; {vs.get('mass_up', '-')}/{vs.get('mass_down', '-')}, "
                 f"p {vs.get('mass_p', '-')}" if vs else "-")
-        lines.append(f"| {name} | {a['samples']} | {a.get('dev_acc')} | {a.get('holdout_acc')} | {a.get('dev_mass', '-')} "
-                     f"| {a.get('holdout_mass', '-')} | {test} |")
+        lines.append(f"| {name} | {a['samples']} | {a.get('dev_acc')} | {a.get('holdout_acc')} "
+                     f"| {a.get('dev_mass', '-')} | {a.get('holdout_mass', '-')} | {test} |")
     return "\n".join(lines)
 
 

@@ -6,7 +6,8 @@ For each evaluated round: the round's base weights and adapter, every test item 
 scored with `--scorer` (letters, loglik or options); per split the exact-set accuracy, the
 options scorer's probability mass on the keys, and the baselines on the same items (chance, the
 best constant answer, mass chance), plus the one-sided exact McNemar p of the last round against
-round 0 on each split (and for the options scorer, a sign test on each item's mass). One JSON object; the README quotes it. Nothing is written to the run's store.
+round 0 on each split (and for the options scorer, a sign test on each item's mass). One JSON
+object; the README quotes it. Nothing is written to the run's store.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def main() -> None:
     ctx = open_run(args.run, args.runs_dir)
     cfg = ctx.config
     with session_scope(ctx.db_url) as s:
-        rounds = [(r.id, r.adapter_path) for r in s.exec(select(Round).order_by(Round.id)).all() if r.status == "evaluated"]
+        rounds = [(r.id, r.adapter_path) for r in s.exec(select(Round).order_by(Round.id)).all()
+                  if r.status == "evaluated"]
         items = list(s.exec(select(TestItem).order_by(TestItem.id)).all())
         floors = {split: vars(b) for split, b in split_baselines(s).items() if b}
     report = {"run": ctx.run_id, "scorer": args.scorer, "baselines": floors, "rounds": []}

@@ -159,9 +159,11 @@ def status(run_id: str = typer.Argument(...), runs_dir: str = RUNS_DIR) -> None:
 @app.command()
 def logs(
     run_id: str = typer.Argument(...),
-    follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new events until the run ends, pauses or dies."),
+    follow: bool = typer.Option(False, "-f", "--follow",
+                                help="Keep printing new events until the run ends, pauses or dies."),
     level: str = typer.Option("info", "--level", help="Lowest level shown: debug, info, warning, error."),
-    node: list[str] = typer.Option([], "--node", help="Only these nodes (repeatable), e.g. --node train --node evaluate."),
+    node: list[str] = typer.Option([], "--node",
+                                   help="Only these nodes (repeatable), e.g. --node train --node evaluate."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per event (time, level, node, message, data)."),
     runs_dir: str = RUNS_DIR,
 ) -> None:
@@ -258,7 +260,8 @@ def pause(run_id: str = typer.Argument(...), runs_dir: str = RUNS_DIR) -> None:
 
     ctx = open_run(run_id, runs_dir)
     if not is_running(ctx):
-        raise PwdAgentError(f"run {run_id} is not running", f"nothing to pause; `pwd-agent resume {run_id}` continues it")
+        raise PwdAgentError(f"run {run_id} is not running",
+                            f"nothing to pause; `pwd-agent resume {run_id}` continues it")
     (ctx.run_dir / PAUSE_FILE).touch()
     typer.echo(f"pause requested: run {run_id} stops after its current node (a training or evaluation may take "
                f"minutes); then `pwd-agent resume {run_id}`")
@@ -287,7 +290,8 @@ def set_config(
         tmp = pending.with_suffix(".tmp")
         tmp.write_text(json.dumps(earlier + assignments))
         tmp.replace(pending)  # the driver never reads half a file
-        typer.echo(f"run {run_id} is running: the change applies at its next node boundary (see `pwd-agent logs {run_id}`)")
+        typer.echo(f"run {run_id} is running: the change applies at its next node boundary "
+                   f"(see `pwd-agent logs {run_id}`)")
         return
     with run_lock(ctx):
         ctx, changes = resume_config(ctx, assignments)

@@ -43,11 +43,13 @@ class LLMConfig(Section):
     """The agents' LLM: `offline` rules, or any OpenAI-compatible endpoint."""
 
     backend: Literal["offline", "openai"] = Field(
-        "offline", description="offline = deterministic rule-based agents, no network; openai = an OpenAI-compatible endpoint."
+        "offline",
+        description="offline = deterministic rule-based agents, no network; openai = an OpenAI-compatible endpoint.",
     )
     model: str = Field("offline-rules", description="Model name sent to the endpoint and recorded in the ledger.")
     base_url: str | None = Field(None, description="Endpoint, e.g. http://127.0.0.1:8000/v1 (default: OpenAI's).")
-    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable that holds the API key (never stored).")
+    api_key_env: str = Field("OPENAI_API_KEY",
+                             description="Environment variable that holds the API key (never stored).")
     response_format: Literal["auto", "json_schema", "json_object", "none"] = Field(
         "auto",
         description="How the schema is sent: json_schema (OpenAI, vLLM), json_object with a schema (llama.cpp), "
@@ -60,7 +62,8 @@ class LLMConfig(Section):
         "key, e.g. {\"repeat_penalty\": 1.3} (llama.cpp) or {\"top_k\": 20} (vLLM).",
     )
     timeout_s: float = Field(120.0, gt=0, description="Seconds per request before it counts as a transient failure.")
-    max_retries: int = Field(4, ge=0, description="Retries of a transient error (timeout, 429, 5xx, reset) with backoff.")
+    max_retries: int = Field(4, ge=0,
+                             description="Retries of a transient error (timeout, 429, 5xx, reset) with backoff.")
     max_format_retries: int = Field(2, ge=0, description="Times an invalid answer is sent back with its error.")
     max_concurrency: int = Field(4, ge=1, description="Requests in flight at once.")
     price_input_per_m: float = Field(0.0, ge=0, description="Price per 1M input tokens (0 for local models).")
@@ -96,7 +99,8 @@ class BuilderConfig(Section):
     samples_per_statement: int = Field(1, ge=1, le=6, description="V1 samples written per L2 statement.")
     qa_share: float = Field(0.6, ge=0, le=1, description="Share of open QA samples (METHOD.md: 60%).")
     choice_share: float = Field(0.3, ge=0, le=1, description="Share of multiple-choice samples (30%).")
-    multi_select_share: float = Field(0.3, ge=0, le=1, description="Share of choice samples that are multi-select (30%).")
+    multi_select_share: float = Field(0.3, ge=0, le=1,
+                                      description="Share of choice samples that are multi-select (30%).")
     concept_samples: bool = Field(True, description="Also write one definition sample per L1 concept.")
     paraphrases: int = Field(
         0, ge=0, le=24, description="Extra chat QA samples per L2 statement, each in another wording (the next step "
@@ -107,7 +111,8 @@ class BuilderConfig(Section):
         "the process named in every sentence; trained with the loss on every token, no chat layout.",
     )
     patch_samples_per_failure: int = Field(7, ge=1, description="Patch samples per diagnosed failure (paper: 7).")
-    patch_fraction: float = Field(0.35, gt=0, le=1, description="Patches' share of a repair round's mix (the rest is replay).")
+    patch_fraction: float = Field(0.35, gt=0, le=1,
+                                  description="Patches' share of a repair round's mix (the rest is replay).")
     seed: int = Field(0, description="Seed for sample types and replay selection.")
     leakage_ngram: int = Field(8, ge=3, description="Word n-gram size of the leakage gate.")
     leakage_threshold: float = Field(
@@ -175,8 +180,10 @@ class EvalConfig(Section):
         "builtin", description="General-ability guard scored every round: builtin (40 shipped everyday questions), "
         "a JSONL path, none, or lm_eval:TASK[,TASK] (lm-evaluation-harness tasks, `pip install 'pwd-agent[lmeval]'`).",
     )
-    lm_eval_include_path: str | None = Field(None, description="A folder of your own lm-eval task YAMLs (eval.general=lm_eval:...).")
-    general_limit: int | None = Field(None, ge=1, description="Samples per lm-eval task at most (e.g. for MMLU on a CPU).")
+    lm_eval_include_path: str | None = Field(
+        None, description="A folder of your own lm-eval task YAMLs (eval.general=lm_eval:...).")
+    general_limit: int | None = Field(
+        None, ge=1, description="Samples per lm-eval task at most (e.g. for MMLU on a CPU).")
     scorer: Literal["letters", "loglik", "options"] = Field(
         "letters", description="letters = the paper's protocol (greedy text, a strict letter set on the first line, "
         "exact set); loglik = the most likely of all valid letter sets after the same prompt; options = each option "
@@ -195,9 +202,11 @@ class LoopConfig(Section):
         0.05, gt=0, lt=1, description="A repair round's dev gain counts only when the exact McNemar test on the "
         "items it fixed and broke (against the previous round) gives p below this.",
     )
-    patience: int = Field(1, ge=1, description="Stop after this many repair rounds in a row without a significant gain.")
+    patience: int = Field(
+        1, ge=1, description="Stop after this many repair rounds in a row without a significant gain.")
     max_general_drop: float = Field(
-        0.05, ge=0, le=1, description="Report a regression when general accuracy falls more than this below the base model's.",
+        0.05, ge=0, le=1,
+        description="Report a regression when general accuracy falls more than this below the base model's.",
     )
 
     @model_validator(mode="after")
@@ -220,7 +229,8 @@ class TrackingConfig(Section):
     """Optional experiment tracking of round metrics (off by default; needs the package installed)."""
 
     report_to: list[Literal["mlflow", "wandb"]] = Field(
-        [], description="Where round metrics go besides the store: mlflow, wandb (pip install 'pwd-agent[mlflow]' / '[wandb]').")
+        [], description="Where round metrics go besides the store: mlflow, wandb "
+        "(pip install 'pwd-agent[mlflow]' / '[wandb]').")
     mlflow_tracking_uri: str | None = Field(
         None, description="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///<runs_dir>/mlflow.db).")
     experiment: str = Field("pwd-agent", description="MLflow experiment name.")
@@ -289,7 +299,8 @@ def apply_set(data: dict, path: list[str], value: Any) -> None:
     dotted = ".".join(path)
     if dotted not in known:
         close = [k for k in known if k.split(".")[-1] == path[-1]] or [k for k in known if k.startswith(path[0])]
-        raise ConfigError(f"unknown config key '{dotted}'", f"known keys include: {', '.join(close[:6]) or ', '.join(known[:6])}")
+        raise ConfigError(f"unknown config key '{dotted}'",
+                          f"known keys include: {', '.join(close[:6]) or ', '.join(known[:6])}")
     node = data
     for part in path[:-1]:
         node = node.setdefault(part, {})
@@ -317,14 +328,17 @@ def validate_config(data: dict, source: str) -> RunConfig:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "config"
         if err["type"] == "extra_forbidden":
-            raise ConfigError(f"unknown config key '{where}' in {source}", "see `pwd-agent config` for every key") from None
+            raise ConfigError(f"unknown config key '{where}' in {source}",
+                              "see `pwd-agent config` for every key") from None
         message = err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"invalid value for '{where}' in {source}: {message}", f"fix {where} in {source} or with --set") from None
+        raise ConfigError(f"invalid value for '{where}' in {source}: {message}",
+                          f"fix {where} in {source} or with --set") from None
 
 
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}", "pass an existing YAML file with -c, e.g. -c examples/demo.yaml")
+        raise ConfigError(f"config file not found: {path}",
+                          "pass an existing YAML file with -c, e.g. -c examples/demo.yaml")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:

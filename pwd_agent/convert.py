@@ -46,13 +46,15 @@ def convert_file(path: Path) -> Converted:
     data = path.read_bytes()
     kind = CONVERTERS.get(path.suffix.lower(), "text")
     try:
-        result = {"pdf": pdf_to_markdown, "html": html_file_to_markdown, "docx": docx_to_markdown, "text": text_file}[kind](data)
+        result = {"pdf": pdf_to_markdown, "html": html_file_to_markdown, "docx": docx_to_markdown,
+                  "text": text_file}[kind](data)
     except Unconvertible:
         raise
     except Exception as exc:  # a library's parse error on a damaged file: a named skip, not a crash
         raise Unconvertible("unreadable", f"{kind} could not be read: {type(exc).__name__}: {str(exc)[:200]}") from exc
     if not result.markdown.strip():
-        raise Unconvertible("empty", "no text layer (a scanned PDF needs OCR first)" if kind == "pdf" else "no text in it")
+        raise Unconvertible("empty",
+                            "no text layer (a scanned PDF needs OCR first)" if kind == "pdf" else "no text in it")
     return result
 
 
@@ -76,7 +78,8 @@ def decode(data: bytes) -> tuple[str, str]:
     best = matches.best()
     if best is None:
         raise Unconvertible("unreadable", "binary content or an unknown encoding")
-    tied = [m for m in matches if (m.percent_chaos, m.percent_coherence) == (best.percent_chaos, best.percent_coherence)]
+    tied = [m for m in matches
+            if (m.percent_chaos, m.percent_coherence) == (best.percent_chaos, best.percent_coherence)]
     chosen = next((m for m in tied if m.encoding == "cp1252"), best)
     return str(chosen), chosen.encoding
 
@@ -112,7 +115,8 @@ def html_to_markdown(html: str, converter: str = "html:markdownify") -> Converte
             marker.text = f" {{#{anchor}}}"
             heading.append(marker)
     markdown = markdownify(lxml.html.tostring(main, encoding="unicode"), heading_style="ATX", bullets="-",
-                           strip=["a", "img"], escape_asterisks=False, escape_underscores=False, table_infer_header=True)
+                           strip=["a", "img"], escape_asterisks=False, escape_underscores=False,
+                           table_infer_header=True)
     return Converted(re.sub(r"\n{3,}", "\n\n", markdown).strip() + "\n", converter, title)
 
 

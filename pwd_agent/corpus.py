@@ -95,7 +95,8 @@ def scan_corpus(path: str | Path, extensions: list[str], max_file_mb: float | No
     if not root.exists():
         raise CorpusError(f"corpus not found: {root}", "set corpus.path (or --corpus) to a folder of documents")
     files = [root] if root.is_file() else sorted(
-        p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        p for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
         and _included(p.relative_to(root).as_posix(), include))
     if root.is_dir() and not files:
         if include and include != ["*"]:
@@ -109,8 +110,8 @@ def scan_corpus(path: str | Path, extensions: list[str], max_file_mb: float | No
         if doc is not None:
             digest = content_hash(doc.text)
             if digest in seen:
-                record = FileRecord(str(file), "skipped", record.n_bytes, "duplicate content", f"same text as {seen[digest]}",
-                                    record.converter, record.n_chars)
+                record = FileRecord(str(file), "skipped", record.n_bytes, "duplicate content",
+                                    f"same text as {seen[digest]}", record.converter, record.n_chars)
                 doc = None
             else:
                 seen[digest] = str(file)
@@ -240,8 +241,10 @@ def _fit(kind: str, block: str, max_chars: int) -> list[str]:
         units = [block[s:e] for s, e in split_sentences(block)]
         return _pack(units, max_chars, " ")
     lines = block.split("\n")
-    head = lines[:2] if kind == "table" and len(lines) > 2 and set(lines[1].replace("|", "").strip()) <= set("-: ") else []
-    return ["\n".join(head + [p]) if head else p for p in _pack(lines[len(head):], max_chars - len("\n".join(head)), "\n")]
+    head = (lines[:2] if kind == "table" and len(lines) > 2 and set(lines[1].replace("|", "").strip()) <= set("-: ")
+            else [])
+    return ["\n".join(head + [p]) if head else p
+            for p in _pack(lines[len(head):], max_chars - len("\n".join(head)), "\n")]
 
 
 def _pack(units: list[str], max_chars: int, joiner: str) -> list[str]:

@@ -90,7 +90,8 @@ def _drive(graph, payload, ctx: RunContext, trackers: list) -> tuple[RunContext,
             pause.unlink()
             waiting = ", ".join(graph.get_state(thread(ctx)).next)
             emit(ctx.db_url, "run", f"paused before {waiting} on request", next=waiting)
-            raise RunPaused(f"run {ctx.run_id} paused before {waiting}", f"continue with `pwd-agent resume {ctx.run_id}`")
+            raise RunPaused(f"run {ctx.run_id} paused before {waiting}",
+                            f"continue with `pwd-agent resume {ctx.run_id}`")
         changed = apply_pending_sets(ctx)
         if changed is not None:
             return changed, True

@@ -23,7 +23,8 @@ def export_run(ctx: RunContext, out: Path, round_id: int | None = None) -> list[
     with session_scope(ctx.db_url) as session:
         items = session.exec(select(TestItem).order_by(TestItem.id)).all()
         if not items:
-            raise ConfigError(f"run {ctx.run_id} has no test items yet", f"`pwd-agent resume {ctx.run_id}` past build_tests first")
+            raise ConfigError(f"run {ctx.run_id} has no test items yet",
+                              f"`pwd-agent resume {ctx.run_id}` past build_tests first")
         trained = [r for r in session.exec(select(Round).order_by(Round.id)).all() if r.adapter_path]
         chosen = _pick_round(trained, round_id, ctx.run_id)
         samples = round_samples(session, chosen.id) if chosen else session.exec(
@@ -63,7 +64,8 @@ def _benchmark_row(item: TestItem) -> dict:
             "prompt_version": choice_prompt_version()}
 
 
-LM_EVAL_UTILS = '''"""lm-evaluation-harness scoring for tasks exported by pwd-agent: its letter parser and exact-set match."""
+LM_EVAL_UTILS = '''"""lm-evaluation-harness scoring for tasks exported by pwd-agent: its letter parser and \
+exact-set match."""
 
 from pwd_agent.prompting import parse_letters, score
 

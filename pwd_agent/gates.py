@@ -56,7 +56,8 @@ def patch_rows(ctx: RunContext, round_id: int) -> list[tuple[Patch, Diagnosis, l
     with session_scope(ctx.db_url) as s:
         patches = s.exec(select(Patch).where(Patch.target_round == round_id + 1).order_by(Patch.id)).all()
         return [(p, s.get(Diagnosis, p.diagnosis_id),
-                 list(s.exec(select(Sample).where(Sample.patch_id == p.id).order_by(Sample.id)).all())) for p in patches]
+                 list(s.exec(select(Sample).where(Sample.patch_id == p.id).order_by(Sample.id)).all()))
+                for p in patches]
 
 
 def describe_patches(ctx: RunContext, round_id: int) -> str:
@@ -77,7 +78,8 @@ def describe_patches(ctx: RunContext, round_id: int) -> str:
 
 def dump_patches(ctx: RunContext, round_id: int, path: Path) -> int:
     rows = [EditedSample(patch_id=p.id, kind=x.kind, prompt=x.prompt, answer=x.answer, statement_ids=x.statement_ids,
-                         concept_ids=x.concept_ids).model_dump() for p, _, samples in patch_rows(ctx, round_id) for x in samples]
+                         concept_ids=x.concept_ids).model_dump()
+            for p, _, samples in patch_rows(ctx, round_id) for x in samples]
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return len(rows)
 
@@ -86,7 +88,8 @@ def read_edit(ctx: RunContext, round_id: int, path: Path) -> list[EditedSample]:
     """Validate every line first (its fields, its patch, the leakage gate); any error names its
     line and nothing is stored."""
     if not path.is_file():
-        raise PwdAgentError(f"edit file not found: {path}", f"write one with `pwd-agent review {ctx.run_id} --out {path}`")
+        raise PwdAgentError(f"edit file not found: {path}",
+                            f"write one with `pwd-agent review {ctx.run_id} --out {path}`")
     known = {p.id for p, _, _ in patch_rows(ctx, round_id)}
     with session_scope(ctx.db_url) as session:  # a reviewer's lines pass the same gate as the agents'
         leak_gate = load_gate(session, ctx.config.builder.leakage_ngram, ctx.config.builder.leakage_threshold)
@@ -99,7 +102,8 @@ def read_edit(ctx: RunContext, round_id: int, path: Path) -> list[EditedSample]:
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "the line"
-            raise PwdAgentError(f"{path} line {n}: {where}: {first['msg']}", "fix that line; nothing was stored") from None
+            raise PwdAgentError(f"{path} line {n}: {where}: {first['msg']}",
+                                "fix that line; nothing was stored") from None
         if row.patch_id not in known:
             raise PwdAgentError(f"{path} line {n}: patch {row.patch_id} is not in this batch",
                                 f"patches waiting: {sorted(known)}; nothing was stored")

@@ -46,7 +46,8 @@ def check_vllm(cfg: RunConfig) -> None:
                           "use eval.scorer=letters with eval.backend=vllm, or eval.backend=hf")
     if importlib.util.find_spec("vllm") is None:
         raise ConfigError("eval.backend=vllm, but vllm is not installed",
-                          "pip install 'pwd-agent[gpu]' on a CUDA machine (see the README's GPU install), or eval.backend=hf")
+                          "pip install 'pwd-agent[gpu]' on a CUDA machine (see the README's GPU install), "
+                          "or eval.backend=hf")
     import torch
 
     if not torch.cuda.is_available():

@@ -68,8 +68,8 @@ def statement_probe(chain: KBChain, statement: KBStatement, statements: list[KBS
         return None
     options, answer = _shuffled(_clause(statement.object), [_clause(d) for d in distractors], seed, f"s{statement.id}")
     # Worded unlike every training template, so a pass shows the fact, not a memorised question.
-    question = (f"Process: {chain.process_name.lower()} ({chain.domain.lower()}). Event: {statement.subject.rstrip('.')}. "
-                f"What is the very next event?")
+    question = (f"Process: {chain.process_name.lower()} ({chain.domain.lower()}). "
+                f"Event: {statement.subject.rstrip('.')}. What is the very next event?")
     return ProbeDraft("statement", statement.id, question, options, answer)
 
 

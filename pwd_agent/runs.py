@@ -58,7 +58,8 @@ def create_run(config: RunConfig) -> RunContext:
         raise ConfigError(f"invalid run id '{run_id}'", "use letters, digits, '-', '_' or '.'")
     run_dir = Path(config.runs_dir) / run_id
     if (run_dir / "config.yaml").exists():
-        raise ConfigError(f"run {run_id} already exists in {config.runs_dir}", f"continue it with `pwd-agent resume {run_id}` or pick another --run-id")
+        raise ConfigError(f"run {run_id} already exists in {config.runs_dir}",
+                          f"continue it with `pwd-agent resume {run_id}` or pick another --run-id")
     run_dir.mkdir(parents=True, exist_ok=True)
     config = config.model_copy(update={"run_id": run_id})
     save_config(config, run_dir / "config.yaml")
@@ -71,7 +72,8 @@ def open_run(run_id: str, runs_dir: str = "runs") -> RunContext:
     run_dir = Path(runs_dir) / run_id
     if not (run_dir / "config.yaml").is_file():
         known = ", ".join(list_run_ids(runs_dir)[-5:]) or "none yet"
-        raise RunNotFoundError(f"no run '{run_id}' in {runs_dir}/", f"`pwd-agent list` shows the runs (recent: {known})")
+        raise RunNotFoundError(f"no run '{run_id}' in {runs_dir}/",
+                               f"`pwd-agent list` shows the runs (recent: {known})")
     return context_for(load_config(run_dir / "config.yaml"), run_dir)
 
 
@@ -110,8 +112,10 @@ def resume_config(ctx: RunContext, sets: list[str]) -> tuple[RunContext, list[tu
     edited = config_changes(applied, ctx.config)
     if edited:
         key, old, new = edited[0]
-        raise ConfigError(f"{ctx.run_dir / 'config.yaml'} was edited since the run last ran ({key}: {old!r} -> {new!r})",
-                          f"undo the edit, or name the change: pwd-agent resume {ctx.run_id} --set {key}={json_text(new)}")
+        raise ConfigError(f"{ctx.run_dir / 'config.yaml'} was edited since the run last ran "
+                          f"({key}: {old!r} -> {new!r})",
+                          f"undo the edit, or name the change: "
+                          f"pwd-agent resume {ctx.run_id} --set {key}={json_text(new)}")
     if not sets:
         return ctx, []
     updated, changes = checked_overrides(ctx, sets)

@@ -32,10 +32,12 @@ def resolve_student(cfg: StudentConfig) -> str:
     if cfg.gguf_file:
         folder = Path(cfg.model)
         if not (folder / cfg.gguf_file).is_file():
-            raise StudentError(f"GGUF file not found: {folder / cfg.gguf_file}", "check student.model and student.gguf_file")
+            raise StudentError(f"GGUF file not found: {folder / cfg.gguf_file}",
+                               "check student.model and student.gguf_file")
         return str(_cached_gguf(folder, cfg.gguf_file, cfg.cache_dir))
     if Path(cfg.model).exists() and not (Path(cfg.model) / "config.json").is_file():
-        raise StudentError(f"{cfg.model} is not a model folder (no config.json)", "point student.model at a saved model")
+        raise StudentError(f"{cfg.model} is not a model folder (no config.json)",
+                           "point student.model at a saved model")
     return cfg.model
 
 

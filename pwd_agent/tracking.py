@@ -27,7 +27,8 @@ from pwd_agent.store.queries import ledger_by_agent
 
 logger = logging.getLogger("pwd_agent")
 INSTALL_HINT = {"mlflow": "pip install 'pwd-agent[mlflow]'", "wandb": "pip install 'pwd-agent[wandb]'"}
-START_HINT = {"mlflow": "check tracking.mlflow_tracking_uri (or $MLFLOW_TRACKING_URI), or remove mlflow from tracking.report_to",
+START_HINT = {"mlflow": "check tracking.mlflow_tracking_uri (or $MLFLOW_TRACKING_URI), "
+                        "or remove mlflow from tracking.report_to",
               "wandb": "run `wandb login`, or set tracking.wandb_mode=offline, or remove wandb from tracking.report_to"}
 ROUND_FIELDS = ("dev_acc", "holdout_acc", "dev_mass", "holdout_mass", "general_acc", "train_loss", "n_train", "n_patch",
                 "n_replay", "fixed", "broken", "still_failing", "gain_p")

@@ -39,7 +39,8 @@ def store(tmp_path):
 def verdict(url, passed: dict[int, bool], answers=("C", "D")):
     with session_scope(url) as s:
         for r, predicted in enumerate(answers):
-            s.merge(ItemResult(round_id=r, item_id=1, raw=predicted, predicted=predicted, passed=False, prompt_version="v"))
+            s.merge(ItemResult(round_id=r, item_id=1, raw=predicted, predicted=predicted, passed=False,
+                               prompt_version="v"))
     with session_scope(url) as s:
         item, result = s.get(TestItem, 1), s.get(ItemResult, (1, 1))
         probes = [s.get(Probe, i) for i in (1, 2, 3)]

@@ -137,7 +137,8 @@ def corpus_folder(tmp_path: Path) -> Path:
     make_pdf(folder / "manual.pdf")
     make_docx(folder / "plant.docx")
     (folder / "water.html").write_text(PAGE_HTML)
-    (folder / "cafe.txt").write_bytes("Café de l'eau: the water is pumped à la station. Then it is filtered.".encode("latin-1"))
+    (folder / "cafe.txt").write_bytes("Café de l'eau: the water is pumped à la station. Then it is filtered."
+                                      .encode("latin-1"))
     (folder / "broken.pdf").write_bytes(b"%PDF-1.4\n1 0 obj garbage\n%%EOF")
     (folder / "blob.md").write_bytes(bytes(range(256)) * 8)
     (folder / "empty.txt").write_text("  \n")
@@ -164,7 +165,8 @@ def test_every_file_recorded_with_its_reason(tmp_path):
     records = {Path(f.path).name: f for f in scan.files}
     assert sorted(records) == sorted(["manual.pdf", "plant.docx", "water.html", "cafe.txt", *SKIPS])
     assert {n: r.converter for n, r in records.items() if r.status == "converted"} == {
-        "manual.pdf": "pdf:pypdf", "plant.docx": "docx:mammoth", "water.html": "html:markdownify", "cafe.txt": "text:cp1252"}
+        "manual.pdf": "pdf:pypdf", "plant.docx": "docx:mammoth", "water.html": "html:markdownify",
+        "cafe.txt": "text:cp1252"}
     for name, (reason, detail) in SKIPS.items():
         assert (records[name].status, records[name].reason) == ("skipped", reason), name
         assert detail in records[name].detail, (name, records[name].detail)
@@ -208,7 +210,8 @@ def test_on_skip_error_stops_before_anything_is_stored(tmp_path, monkeypatch, ca
 LONG_TERM = "**" + "very " * 45 + "long term** is a word that names the whole procedure."
 BAD_CHUNK = f"{LONG_TERM}\n\n1. First, the **very very long term** starts.\n2. Then it goes on.\n3. Finally, it stops."
 LONG_STEP = "Then the operator " + "checks the valve, the gauge and the pipe, " * 16 + "and closes it."
-GOOD_CHUNK = f"1. First, open the inlet valve.\n2. {LONG_STEP}\n3. Next, stir the water.\n4. Finally, let the flocs settle."
+GOOD_CHUNK = (f"1. First, open the inlet valve.\n2. {LONG_STEP}\n3. Next, stir the water.\n"
+              "4. Finally, let the flocs settle.")
 
 
 def test_a_failed_unit_is_recorded_and_the_run_goes_on(tmp_path):
@@ -271,7 +274,8 @@ def test_failed_test_and_sample_units_are_recorded_and_the_run_goes_on(tmp_path,
     folder = tmp_path / "corpus"
     folder.mkdir()
     (folder / "a.md").write_text(f"# One\n\n{GOOD_CHUNK}\n")
-    (folder / "b.md").write_text("# Two\n\nFirst, the sand is washed. Then the sand is dried. Finally, the sand is sieved.\n")
+    (folder / "b.md").write_text("# Two\n\nFirst, the sand is washed. Then the sand is dried. "
+                                 "Finally, the sand is sieved.\n")
     ctx = create_run(load_config(None, [f"corpus.path={folder}", "run_id=units2", "tests.items_per_chain=2"]))
     for node in (ingest, extract, build_tests, synthesize):
         node({}, Runtime(context=ctx))

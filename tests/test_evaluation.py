@@ -39,13 +39,15 @@ def test_loglik_scorer_ranks_every_answer_set_like_a_full_pass(tiny_model):
 
     assert answer_sets(4)[:5] == ["A", "B", "C", "D", "A,B"] and len(answer_sets(4)) == 15
     evaluator = HFEvaluator(str(tiny_model), None, scorer="loglik")
-    text = render_choice_prompt("Which steps follow the dosing of alum?", ["mixing", "settling", "filtering", "boiling"])
+    text = render_choice_prompt("Which steps follow the dosing of alum?",
+                                ["mixing", "settling", "filtering", "boiling"])
     fast = evaluator.answer_logliks(text, answer_sets(4))
     slow = [naive_loglik(evaluator, text, a) for a in answer_sets(4)]
     assert fast == pytest.approx(slow, abs=1e-3)
     assert len(set(round(v, 4) for v in fast)) > 1  # the answers are told apart
 
-    [pred] = evaluator.score_items([("Which steps follow the dosing of alum?", ["mixing", "settling", "filtering", "boiling"], "B")])
+    [pred] = evaluator.score_items([("Which steps follow the dosing of alum?",
+                                     ["mixing", "settling", "filtering", "boiling"], "B")])
     best = answer_sets(4)[max(range(15), key=lambda i: fast[i])]
     assert pred.predicted == best and pred.passed == (best == "B")
     assert list(json.loads(pred.raw))[0] == best

@@ -76,8 +76,9 @@ def test_lm_eval_tasks_as_the_general_guard(tiny_model, small_corpus, tmp_path):
     assert "did you mean tiny_guard" in typo.value.hint
 
     done = subprocess.run([sys.executable, "-m", "pwd_agent", "run", "--corpus", str(small_corpus), "--goal", "0.99",
-                           "-q", "--run-id", "lmg", "--set", f"student.model={tiny_model}", "--set", "loop.max_rounds=1",
-                           "--set", f"eval.lm_eval_include_path={tasks}", "--set", "eval.general=lm_eval:tiny_guard"],
+                           "-q", "--run-id", "lmg", "--set", f"student.model={tiny_model}",
+                           "--set", "loop.max_rounds=1", "--set", f"eval.lm_eval_include_path={tasks}",
+                           "--set", "eval.general=lm_eval:tiny_guard"],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 3, done.stderr[-3000:]
     with session_scope(open_run("lmg").db_url) as s:

@@ -13,6 +13,7 @@ def test_langgraph_json_points_at_the_run_graph():
     module = importlib.import_module(path.removeprefix("./").removesuffix(".py").replace("/", "."))
     graph = getattr(module, name)()
     nodes = set(graph.get_graph().nodes) - {"__start__", "__end__"}
-    assert nodes == {"ingest", "extract", "build_tests", "synthesize", "train", "evaluate", "decide", "diagnose", "patch"}
+    assert nodes == {"ingest", "extract", "build_tests", "synthesize", "train", "evaluate", "decide", "diagnose",
+                     "patch"}
     mermaid = graph.get_graph().draw_mermaid()
     assert "diagnose --> patch" in mermaid and "patch --> train" in mermaid

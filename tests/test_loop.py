@@ -15,8 +15,8 @@ from sqlmodel import select
 from pwd_agent.leakage import load_gate, sample_text
 from pwd_agent.runs import open_run
 from pwd_agent.store import (
-    Chain, Chunk, ConceptStatement, Diagnosis, Event, GeneralResult, ItemResult, LeakedSample, LLMCall, Patch, Probe, ProbeResult, Round,
-    RoundSample, Sample, Statement, TestItem, WorkUnit,
+    Chain, Chunk, ConceptStatement, Diagnosis, Event, GeneralResult, ItemResult, LeakedSample, LLMCall, Patch, Probe,
+    ProbeResult, Round, RoundSample, Sample, Statement, TestItem, WorkUnit,
     session_scope,
 )
 
@@ -75,7 +75,8 @@ def test_two_rounds_store_every_step(tiny_model, small_corpus):
         assert all(x.statement_ids for x in patch_samples)
         for p in patches:  # 7 from the writer, then one paraphrase (builder.paraphrases) per located statement
             d = s.get(Diagnosis, p.diagnosis_id)
-            own = set(s.exec(select(Statement.id).where(Statement.chain_id == s.get(TestItem, d.item_id).chain_id)).all())
+            own = set(s.exec(select(Statement.id)
+                             .where(Statement.chain_id == s.get(TestItem, d.item_id).chain_id)).all())
             assert p.target_round == 2 and p.n_samples == 7 + len(set(d.statement_ids) & own or own)
         texts = s.exec(select(Sample).where(Sample.kind == "text")).all()  # builder.text_passages: one per chain
         assert len(texts) == len(s.exec(select(Chain)).all()) and all(x.prompt == "" for x in texts)
@@ -383,7 +384,8 @@ def last_event_before_resuming_at(events: list, node: str):
 def test_logs_follow_streams_a_live_run_and_stops_when_it_pauses(tiny_model, small_corpus):
     args = tiny_args(tiny_model, small_corpus, "live", "--goal", "0.99", "--set", "loop.max_rounds=1", *NO_GUARD,
                      "--set", "train.epochs=60")
-    run = subprocess.Popen([sys.executable, "-m", "pwd_agent", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = subprocess.Popen([sys.executable, "-m", "pwd_agent", *args],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while not Path("runs/live/run.db").is_file():
         assert time.time() < deadline and run.poll() is None, "the run never started"
@@ -410,8 +412,8 @@ def test_patch_gate_review_edit_then_the_edited_samples_train(tiny_model, small_
     and stores nothing; a good edit replaces the batch and the run goes on to train on it."""
     import json
 
-    result = cli(*tiny_args(tiny_model, small_corpus, "gated", "--goal", "0.99", "--set", "loop.max_rounds=2", *NO_GUARD,
-                            "--set", "gates.on_patch=true"))
+    result = cli(*tiny_args(tiny_model, small_corpus, "gated", "--goal", "0.99", "--set", "loop.max_rounds=2",
+                            *NO_GUARD, "--set", "gates.on_patch=true"))
     assert result.returncode == 6 and "waits at the on_patch gate" in result.stderr, result.stderr
     assert cli("resume", "gated").returncode == 6  # resume without an answer waits again
 
@@ -419,7 +421,8 @@ def test_patch_gate_review_edit_then_the_edited_samples_train(tiny_model, small_
     assert shown.returncode == 0, shown.stderr
     with session_scope(open_run("gated").db_url) as s:
         patches = s.exec(select(Patch)).all()
-        before = sorted((x.id, x.prompt, x.answer) for x in s.exec(select(Sample).where(Sample.origin == "patch")).all())
+        before = sorted((x.id, x.prompt, x.answer)
+                        for x in s.exec(select(Sample).where(Sample.origin == "patch")).all())
     assert all(f"patch {p.id} <- diagnosis {p.diagnosis_id}" in shown.stdout for p in patches)
     rows = [json.loads(line) for line in Path("patches.jsonl").read_text().splitlines()]
     assert len(rows) == len(before)
@@ -429,7 +432,8 @@ def test_patch_gate_review_edit_then_the_edited_samples_train(tiny_model, small_
     refused = cli("review", "gated", "edit", "bad.jsonl")
     assert refused.returncode == 2 and "bad.jsonl line 2: answer" in refused.stderr
     with session_scope(open_run("gated").db_url) as s:
-        assert sorted((x.id, x.prompt, x.answer) for x in s.exec(select(Sample).where(Sample.origin == "patch")).all()) == before
+        assert sorted((x.id, x.prompt, x.answer)
+                      for x in s.exec(select(Sample).where(Sample.origin == "patch")).all()) == before
     assert cli("review", "gated", "reject").returncode == 2  # a rejection needs its reason
     with session_scope(open_run("gated").db_url) as s:  # a key option of an order item, copied by a reviewer
         item = next(i for i in s.exec(select(TestItem).where(TestItem.variant == 0)).all())
@@ -439,7 +443,8 @@ def test_patch_gate_review_edit_then_the_edited_samples_train(tiny_model, small_
     assert refused.returncode == 2 and f"bad.jsonl line 2: the sample reproduces test item {item.id} (option " \
         in refused.stderr, refused.stderr
     with session_scope(open_run("gated").db_url) as s:
-        assert sorted((x.id, x.prompt, x.answer) for x in s.exec(select(Sample).where(Sample.origin == "patch")).all()) == before
+        assert sorted((x.id, x.prompt, x.answer)
+                      for x in s.exec(select(Sample).where(Sample.origin == "patch")).all()) == before
 
     edited = [{**rows[0], "answer": "EDITED BY A REVIEWER. " + rows[0]["answer"]}, *rows[2:]]
     Path("patches.jsonl").write_text("".join(json.dumps(r) + "\n" for r in edited))

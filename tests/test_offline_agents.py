@@ -101,7 +101,8 @@ def test_items_cover_three_facets_with_balanced_key_sets(kb):
         assert ",".join(keys) == item.answer
         assert len(set(item.options)) == 4
         assert 40 <= len(item.question.split()) <= 100
-    questions = {variant: {item.question.split("? ")[-1][-40:] for v, item in items if v == variant} for variant in range(3)}
+    questions = {variant: {item.question.split("? ")[-1][-40:] for v, item in items if v == variant}
+                 for variant in range(3)}
     assert all(not (questions[a] & questions[b]) for a in range(3) for b in range(a + 1, 3))  # facets ask apart
     kinds = Counter(k for _, item in items for k in item.option_kinds if k != "key")
     assert {"wrong_order", "skipped_step", "swapped_object", "earlier_step", "foreign_step"} <= set(kinds)

@@ -65,7 +65,8 @@ def no_backoff(monkeypatch):
 
 
 def client(url: str, tmp_path=None, **overrides) -> StructuredClient:
-    cfg = LLMConfig(backend="openai", model="m", base_url=url, response_format=overrides.pop("response_format", "json_object"),
+    cfg = LLMConfig(backend="openai", model="m", base_url=url,
+                    response_format=overrides.pop("response_format", "json_object"),
                     timeout_s=overrides.pop("timeout_s", 5), max_retries=overrides.pop("max_retries", 2), **overrides)
     cache = ResponseCache(tmp_path / "cache.sqlite") if tmp_path else None
     return StructuredClient(cfg, cache)
@@ -166,7 +167,8 @@ def test_max_cost_stops_before_the_call_that_would_pass_it(endpoint):
 
 
 @pytest.mark.parametrize("text, clean", [("1. Flocs grow", "Flocs grow"), ("B) Flocs grow", "Flocs grow"),
-                                         ("(c) Flocs grow", "Flocs grow"), ("Type 2. flocs grow", "Type 2. flocs grow")])
+                                         ("(c) Flocs grow", "Flocs grow"),
+                                         ("Type 2. flocs grow", "Type 2. flocs grow")])
 def test_option_labels_from_the_model_are_dropped(text, clean):
     from pwd_agent.llm.llm_agents import strip_label
 

@@ -44,13 +44,18 @@ def test_status_text_on_a_fixed_store(small_corpus):
                     holdout_acc=0.25, dev_mass=0.4123, holdout_mass=0.375, general_acc=0.225, fixed=8, broken=1,
                     still_failing=20, gain_p=0.0196))
         base = dict(prompt_version="1", prompt_hash="h", model="m")
-        s.add(LLMCall(agent="extractor", prompt_name="extract/l3_chain", input_tokens=300, output_tokens=100, cost=0.0005, **base))
-        s.add(LLMCall(agent="extractor", prompt_name="extract/l3_chain", input_tokens=300, output_tokens=100, cost=0.0005,
-                      ok=False, error="steps repeat", **base))
-        s.add(LLMCall(agent="extractor", prompt_name="extract/l3_chain", input_tokens=300, output_tokens=100, cost=0.0005, **base))
-        s.add(LLMCall(agent="builder", prompt_name="builder/samples", input_tokens=150, output_tokens=60, cost=0.0006, **base))
-        s.add(LLMCall(agent="builder", prompt_name="builder/samples", input_tokens=150, output_tokens=60, cache_hit=True, **base))
-        s.add(Event(node="decide", level="info", message="stop after round 1: max_rounds", data={"reason": "max_rounds"}))
+        s.add(LLMCall(agent="extractor", prompt_name="extract/l3_chain", input_tokens=300, output_tokens=100,
+                      cost=0.0005, **base))
+        s.add(LLMCall(agent="extractor", prompt_name="extract/l3_chain", input_tokens=300, output_tokens=100,
+                      cost=0.0005, ok=False, error="steps repeat", **base))
+        s.add(LLMCall(agent="extractor", prompt_name="extract/l3_chain", input_tokens=300, output_tokens=100,
+                      cost=0.0005, **base))
+        s.add(LLMCall(agent="builder", prompt_name="builder/samples", input_tokens=150, output_tokens=60,
+                      cost=0.0006, **base))
+        s.add(LLMCall(agent="builder", prompt_name="builder/samples", input_tokens=150, output_tokens=60,
+                      cache_hit=True, **base))
+        s.add(Event(node="decide", level="info", message="stop after round 1: max_rounds",
+                    data={"reason": "max_rounds"}))
     assert render_status(ctx) == EXPECTED
 
 
@@ -89,7 +94,10 @@ def test_status_of_an_unfinished_run_shows_its_stage_rate_and_eta(small_corpus):
         import sys
 
         shown = subprocess.run([sys.executable, "-c", "from datetime import datetime, timezone; "
-                                "from pwd_agent.runs import open_run; from pwd_agent.report.status import render_status; "
-                                "print(render_status(open_run('live'), now=datetime(2026, 11, 26, 12, 17, 20, tzinfo=timezone.utc)))"],
+                                "from pwd_agent.runs import open_run; "
+                                "from pwd_agent.report.status import render_status; "
+                                "print(render_status(open_run('live'), "
+                                "now=datetime(2026, 11, 26, 12, 17, 20, tzinfo=timezone.utc)))"],
                                capture_output=True, text=True, timeout=60)
-    assert shown.stdout.splitlines()[:2] == ["run live: running", "stage: train 20/40 (50%), 0.50/s, ETA 0m30s"], shown.stderr
+    assert shown.stdout.splitlines()[:2] == ["run live: running",
+                                             "stage: train 20/40 (50%), 0.50/s, ETA 0m30s"], shown.stderr

@@ -91,7 +91,7 @@ def test_answer_loss_equals_full_sequence_loss(tiny_model):
             out = model(input_ids=torch.tensor([x]), labels=torch.tensor([y]))
             n = sum(1 for t in y[1:] if t != IGNORE)
             singles.append((out.loss * n, n))
-    reference = sum(l for l, _ in singles) / sum(n for _, n in singles)
+    reference = sum(loss for loss, _ in singles) / sum(n for _, n in singles)
     assert torch.allclose(ours, reference, atol=1e-4)
 
 
@@ -128,7 +128,8 @@ def test_two_processes_train_the_same_adapter_as_one_with_the_same_global_batch(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("launcher,processes,packing", [("python", 1, False), ("torchrun", 2, False), ("python", 1, True)])
+@pytest.mark.parametrize("launcher,processes,packing",
+                         [("python", 1, False), ("torchrun", 2, False), ("python", 1, True)])
 def test_trl_engine_trains_the_adapter_through_the_trainer_command(tiny_model, tmp_path, launcher, processes, packing):
     """train.engine=trl: TRL's SFTTrainer with our chat layout and LoRA, started as a run starts it,
     alone, as 2 DDP processes (gloo) or packing samples into max_length sequences; it writes the

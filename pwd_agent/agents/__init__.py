@@ -55,7 +55,8 @@ def run_agent(backend, agent: str, task: str, fn: Callable[..., Any], *args) -> 
     return result, [row]
 
 
-def run_unit(backend, agent: str, task: str, fn: Callable[..., Any], *args, empty: Any = None) -> tuple[Any, list[LLMCall]]:
+def run_unit(backend, agent: str, task: str, fn: Callable[..., Any], *args,
+             empty: Any = None) -> tuple[Any, list[LLMCall]]:
     """run_agent for a unit that must not stop the run: an offline answer that fails its schema
     comes back as `empty` with a failed ledger row naming the reason (the LLM client already records
     an answer it could not mend and returns nothing)."""

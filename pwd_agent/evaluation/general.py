@@ -121,6 +121,7 @@ def load_general(spec: str) -> list[GeneralItem]:
                 raise ValueError(f"answer {answer!r} does not name one of the {len(options)} options")
             items.append(GeneralItem(f"{source}:{row.get('id', n)}", str(row["question"]), options, answer))
         except (ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"{path} line {n} is not a general item: {exc}",
-                              'each line: {"id": 1, "question": "...", "options": ["...", "..."], "answer": "B"}') from None
+            raise ConfigError(
+                f"{path} line {n} is not a general item: {exc}",
+                'each line: {"id": 1, "question": "...", "options": ["...", "..."], "answer": "B"}') from None
     return items

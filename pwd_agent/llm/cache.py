@@ -27,7 +27,8 @@ class ResponseCache:
 
     def get(self, key: str) -> tuple[str, int, int] | None:
         with self._lock:
-            row = self._conn.execute("SELECT content, input_tokens, output_tokens FROM response WHERE key = ?", (key,)).fetchone()
+            row = self._conn.execute("SELECT content, input_tokens, output_tokens FROM response WHERE key = ?",
+                                     (key,)).fetchone()
         return tuple(row) if row else None
 
     def put(self, key: str, content: str, input_tokens: int, output_tokens: int) -> None:
@@ -35,7 +36,8 @@ class ResponseCache:
         if not content.strip():
             return
         with self._lock, self._conn:
-            self._conn.execute("INSERT OR REPLACE INTO response VALUES (?, ?, ?, ?)", (key, content, input_tokens, output_tokens))
+            self._conn.execute("INSERT OR REPLACE INTO response VALUES (?, ?, ?, ?)",
+                               (key, content, input_tokens, output_tokens))
 
     def close(self) -> None:
         self._conn.close()

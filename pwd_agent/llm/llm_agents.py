@@ -128,7 +128,8 @@ class LLMAgents:
         def check(answer: StatementsAnswer) -> str | None:
             for st in answer.statements:
                 if anchor_quote(st.source_quote, chunk_text) is None:
-                    return f"source_quote {st.source_quote[:80]!r} is not copied from the passage (or is under 12 characters)"
+                    return (f"source_quote {st.source_quote[:80]!r} is not copied from the passage "
+                            "(or is under 12 characters)")
                 if not 0 <= st.position < len(chain.steps) - 1:
                     return f"position {st.position} is not the index of an adjacent step pair"
             return None
@@ -138,9 +139,11 @@ class LLMAgents:
         if not answer:
             return []
         # Store the passage's own characters, not the model's copy of them.
-        return [st.model_copy(update={"source_quote": anchor_quote(st.source_quote, chunk_text)}) for st in answer.statements]
+        return [st.model_copy(update={"source_quote": anchor_quote(st.source_quote, chunk_text)})
+                for st in answer.statements]
 
-    def extract_concepts(self, chunk_text: str, chain: ChainDraft, statements: list[StatementDraft]) -> list[ConceptDraft]:
+    def extract_concepts(self, chunk_text: str, chain: ChainDraft,
+                         statements: list[StatementDraft]) -> list[ConceptDraft]:
         def check(answer: ConceptsAnswer) -> str | None:
             for c in answer.concepts:
                 bad = [i for i in c.statements if not 0 <= i < len(statements)]
@@ -171,7 +174,8 @@ class LLMAgents:
             "process_name": chain.process_name, "domain": chain.domain, "summary": chain.summary,
             "preconditions": "; ".join(chain.preconditions) or "none stated",
             "negative_constraints": "; ".join(chain.negative_constraints) or "none stated",
-            "steps": numbered(chain.steps), "variant": variant + 1, "facet": list(ITEM_FACETS.values())[variant % len(ITEM_FACETS)],
+            "steps": numbered(chain.steps), "variant": variant + 1,
+            "facet": list(ITEM_FACETS.values())[variant % len(ITEM_FACETS)],
         }
         answer = self.client.ask("tester", self._prompt("tests/test_item"), variables, ItemAnswer, check)
         if answer is None:
@@ -205,7 +209,8 @@ class LLMAgents:
                                  lambda a: self._check_samples(a, statements))
         drafts = [self._sample(s, statements) for s in answer.samples] if answer else []
         drafts += [SampleDraft(kind="concept", prompt=f"In {chain.domain.lower()}, what is meant by {c.term}?",
-                               answer=c.definition, statement_ids=c.statement_ids, concept_ids=[c.id]) for c in concepts]
+                               answer=c.definition, statement_ids=c.statement_ids, concept_ids=[c.id])
+                   for c in concepts]
         return drafts
 
     @staticmethod
@@ -234,29 +239,35 @@ class LLMAgents:
         return SampleDraft(kind="qa", prompt=item.question, answer=item.answer, statement_ids=ids)
 
     # ---- debugger -----------------------------------------------------------------------------
-    def judge_failure(self, item: TestItemDraft, predicted: str, statements: list[KBStatement] | None = None) -> DiagnosisDraft:
+    def judge_failure(self, item: TestItemDraft, predicted: str,
+                      statements: list[KBStatement] | None = None) -> DiagnosisDraft:
         statements = statements or []
         variables = {
             "question": item.question, "options": "\n".join(f"{chr(65 + i)}. {o}" for i, o in enumerate(item.options)),
             "answer": item.answer, "predicted": predicted or "(no letters)", "statements": facts(statements) or "none",
         }
         answer = self.client.ask("debugger", self._prompt("debugger/failure_judge"), variables, JudgeAnswer,
-                                 lambda a: None if all(0 <= i < len(statements) for i in a.statements) else "unknown statement number")
+                                 lambda a: None if all(0 <= i < len(statements) for i in a.statements)
+                                 else "unknown statement number")
         if answer is None:
-            return DiagnosisDraft(kind="unknown", evidence={"predicted": predicted, "rule": "judge gave no valid answer"})
+            return DiagnosisDraft(kind="unknown",
+                                  evidence={"predicted": predicted, "rule": "judge gave no valid answer"})
         return DiagnosisDraft(kind=answer.kind, statement_ids=[statements[i].id for i in answer.statements],
-                              evidence={"predicted": predicted, "answer": item.answer, "rule": "llm judge", "reason": answer.reason},
+                              evidence={"predicted": predicted, "answer": item.answer, "rule": "llm judge",
+                                        "reason": answer.reason},
                               confidence=answer.confidence)
 
     def write_patch(self, diagnosis: DiagnosisDraft, chain: KBChain, statements: list[KBStatement],
-                    concepts: list[KBConcept], foreign_steps: list[str], n_samples: int, salt: str) -> list[SampleDraft]:
+                    concepts: list[KBConcept], foreign_steps: list[str], n_samples: int,
+                    salt: str) -> list[SampleDraft]:
         located = [s for s in statements if s.id in diagnosis.statement_ids] or statements
         if diagnosis.kind == "chain_break":
             name, variables, basis = "debugger/chain_patch", {"facts": facts(statements)}, statements
         else:
             linked = [c for c in concepts if set(c.statement_ids) & {s.id for s in located}]
             name, basis = "debugger/concept_patch", located
-            variables = {"facts": facts(located), "concepts": numbered([f"{c.term}: {c.definition}" for c in linked]) or "none"}
+            variables = {"facts": facts(located),
+                         "concepts": numbered([f"{c.term}: {c.definition}" for c in linked]) or "none"}
         variables.update(process_name=chain.process_name, n_samples=n_samples)
         answer = self.client.ask("debugger", self._prompt(name), variables, SamplesAnswer,
                                  lambda a: self._check_samples(a, basis))

@@ -99,7 +99,8 @@ def _fill(keys: list[tuple], pool: list[tuple]) -> list[tuple]:
     return options
 
 
-def claims_choice(question: str, options: list[tuple[str, bool]], why: str, statement_ids: list[int], rng) -> SampleDraft:
+def claims_choice(question: str, options: list[tuple[str, bool]], why: str, statement_ids: list[int],
+                  rng) -> SampleDraft:
     """A choice sample over (claim, is_true) options, shuffled, letters first in the answer."""
     rng.shuffle(options)
     key = letters_of([k for k, (_, ok) in enumerate(options) if ok])
@@ -182,7 +183,8 @@ class OfflineAgents:
             )
         return statements
 
-    def extract_concepts(self, chunk_text: str, chain: ChainDraft, statements: list[StatementDraft]) -> list[ConceptDraft]:
+    def extract_concepts(self, chunk_text: str, chain: ChainDraft,
+                         statements: list[StatementDraft]) -> list[ConceptDraft]:
         """Bold terms of the chunk, defined by the sentence that says what they are."""
         sentences = [clean(chunk_text[s:e]) for s, e in split_sentences(chunk_text)]
         concepts: dict[str, ConceptDraft] = {}
@@ -271,7 +273,8 @@ class OfflineAgents:
         """Steps of this chain (keys) among steps of other processes (distractors)."""
         steps = [step_phrase(s) for s in chain.steps]
         node = step_nodes(statements)
-        keys = [(event_claim(steps[k]), "key", node.get(k)) for k in rng.sample(range(len(steps)), min(n_keys, len(steps)))]
+        keys = [(event_claim(steps[k]), "key", node.get(k))
+                for k in rng.sample(range(len(steps)), min(n_keys, len(steps)))]
         pool = [(event_claim(f), "foreign_step", None) for f in foreign_steps if f not in steps]
         rng.shuffle(pool)
         ask = ("Steps of other processes are easily mixed up with its own. "
@@ -379,7 +382,8 @@ class OfflineAgents:
         )
 
     # ---- debugger: judge and patch ---------------------------------------------------------
-    def judge_failure(self, item: TestItemDraft, predicted: str, statements: list[KBStatement] | None = None) -> DiagnosisDraft:
+    def judge_failure(self, item: TestItemDraft, predicted: str,
+                      statements: list[KBStatement] | None = None) -> DiagnosisDraft:
         """First rule: a chosen ordering distractor means a broken chain; anything else (missed
         keys, a step of another process chosen, no answer) points at the knowledge itself."""
         chosen = {LETTERS.index(x) for x in predicted.split(",") if x}

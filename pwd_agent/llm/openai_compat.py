@@ -48,7 +48,8 @@ class StructuredClient:
 
         key = os.environ.get(cfg.api_key_env)
         if not key and not cfg.base_url:
-            raise ConfigError(f"{cfg.api_key_env} is not set", f"export {cfg.api_key_env}=..., or set llm.base_url to a local server")
+            raise ConfigError(f"{cfg.api_key_env} is not set",
+                              f"export {cfg.api_key_env}=..., or set llm.base_url to a local server")
         self.cfg = cfg
         self.client = OpenAI(base_url=cfg.base_url, api_key=key or "not-needed", max_retries=0, timeout=cfg.timeout_s)
         self.cache = cache
@@ -79,7 +80,8 @@ class StructuredClient:
             self._mark_last_failed(error)
             messages = messages + [
                 {"role": "assistant", "content": content},
-                {"role": "user", "content": f"That answer was rejected: {error}. Reply again with the corrected JSON only."},
+                {"role": "user",
+                 "content": f"That answer was rejected: {error}. Reply again with the corrected JSON only."},
             ]
         return None
 
@@ -121,7 +123,8 @@ class StructuredClient:
             records[-1].error = (error or "")[:500]
 
     # ---- one completion with transient retries -------------------------------------------
-    def _complete(self, base: dict, messages: list[dict], schema_json: dict, params: dict) -> tuple[str, tuple[int, int]]:
+    def _complete(self, base: dict, messages: list[dict], schema_json: dict,
+                  params: dict) -> tuple[str, tuple[int, int]]:
         import openai
 
         last_error: Exception | None = None
@@ -139,7 +142,8 @@ class StructuredClient:
                 if self._downgrade(mode):
                     continue  # the endpoint refused this response_format: try the next one at once
                 if not isinstance(exc, openai.InternalServerError):
-                    raise PwdAgentError(f"the endpoint rejected the request: {exc}", "check llm.model and llm.response_format") from None
+                    raise PwdAgentError(f"the endpoint rejected the request: {exc}",
+                                        "check llm.model and llm.response_format") from None
                 last_error = exc
             except (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError) as exc:
                 last_error = exc
@@ -175,10 +179,12 @@ class StructuredClient:
         if self.cfg.max_cost is None:
             return
         prompt_tokens = sum(len(m["content"]) for m in messages) / 4  # a rough upper estimate
-        estimate = prompt_tokens * self.cfg.price_input_per_m / 1e6 + self.cfg.max_tokens * self.cfg.price_output_per_m / 1e6
+        estimate = (prompt_tokens * self.cfg.price_input_per_m / 1e6
+                    + self.cfg.max_tokens * self.cfg.price_output_per_m / 1e6)
         if self.spent + estimate > self.cfg.max_cost:
             raise BudgetExceededError(
-                f"stopped: llm.max_cost {self.cfg.max_cost:.4f} would be passed by the next call (spent {self.spent:.4f})",
+                f"stopped: llm.max_cost {self.cfg.max_cost:.4f} would be passed by the next call "
+                f"(spent {self.spent:.4f})",
                 "raise it and go on: pwd-agent resume RUN --set llm.max_cost=NEW_LIMIT",
             )
 
@@ -211,7 +217,8 @@ class StructuredClient:
     def _format_kwargs(mode: str, schema_json: dict) -> dict:
         if mode == "json_schema":
             return {"response_format": {"type": "json_schema",
-                                        "json_schema": {"name": schema_json.get("title", "answer"), "schema": schema_json}}}
+                                        "json_schema": {"name": schema_json.get("title", "answer"),
+                                                        "schema": schema_json}}}
         if mode == "json_object":  # llama.cpp's server constrains output with this schema
             return {"response_format": {"type": "json_object", "schema": schema_json}}
         return {}

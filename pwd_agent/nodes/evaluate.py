@@ -58,7 +58,8 @@ def evaluate(state: RunState, runtime: Runtime[RunContext]) -> dict:
         dev, holdout = row.dev_acc or 0.0, row.holdout_acc or 0.0
         floors = split_baselines(session)
     scorer = f"{row.scorer} scorer" if row.scorer else "no items"
-    vs = f"; dev vs round {round_id - 1}: {flips.fixed} fixed, {flips.broken} broken, p={flips.p_value:.3f}" if flips else ""
+    vs = (f"; dev vs round {round_id - 1}: {flips.fixed} fixed, {flips.broken} broken, p={flips.p_value:.3f}"
+          if flips else "")
     general_text = f"  general {general_acc:.3f}" if general_acc is not None else ""
     emit(ctx.db_url, "evaluate", f"round {round_id} ({scorer}): dev {beside(row.dev_acc, floors['dev'])}  "
          f"holdout {beside(row.holdout_acc, floors['holdout'])}{general_text}{vs}",
@@ -86,9 +87,9 @@ def score_and_store(ctx: RunContext, round_id: int, adapter: str | None, items: 
                                            predicted=pred.predicted, passed=pred.passed, prompt_version=version,
                                            scorer=cfg.scorer, mass=pred.mass))
             for item, pred in zip(part, preds):
-                out.write(json.dumps({"item_id": item.id, "split": item.split, "answer": item.answer, "scorer": cfg.scorer,
-                                      "predicted": pred.predicted, "passed": pred.passed, "mass": pred.mass,
-                                      "raw": pred.raw}) + "\n")
+                out.write(json.dumps({"item_id": item.id, "split": item.split, "answer": item.answer,
+                                      "scorer": cfg.scorer, "predicted": pred.predicted, "passed": pred.passed,
+                                      "mass": pred.mass, "raw": pred.raw}) + "\n")
             done = min(start + slice_size, len(items))
             emit(ctx.db_url, "evaluate", f"round {round_id}: {done}/{len(items)} items", done=done, total=len(items))
         if general:  # single-answer questions
@@ -102,7 +103,8 @@ def score_general_with_lm_eval(ctx: RunContext, round_id: int, adapter: str | No
     """The guard as lm-eval tasks: one simple_evaluate call, its samples stored in one transaction
     (a kill before the commit re-runs the call on resume; after it, nothing is redone)."""
     cfg = ctx.config.eval
-    emit(ctx.db_url, "evaluate", f"round {round_id}: general guard by lm-eval ({', '.join(lm_eval_tasks(cfg.general))})")
+    emit(ctx.db_url, "evaluate",
+         f"round {round_id}: general guard by lm-eval ({', '.join(lm_eval_tasks(cfg.general))})")
     rows = score_lm_eval(cfg.general, cfg.lm_eval_include_path, resolve_student(ctx.config.student), adapter,
                          cfg.batch_size, cfg.general_limit, ctx.config.student.dtype)
     with session_scope(ctx.db_url) as session:

@@ -61,7 +61,8 @@ def train(state: RunState, runtime: Runtime[RunContext]) -> dict:
         row.status, row.train_loss = "trained", metrics["train_loss"]
         row.adapter_path = str(ctx.round_dir(round_id) / "adapter")
     (ctx.round_dir(round_id) / "DONE").write_text("trained\n")
-    emit(ctx.db_url, "train", f"round {round_id} trained: loss {metrics['first_loss']:.3f} -> {metrics['train_loss']:.3f} "
+    emit(ctx.db_url, "train",
+         f"round {round_id} trained: loss {metrics['first_loss']:.3f} -> {metrics['train_loss']:.3f} "
          f"on {metrics['examples']} samples in {metrics['seconds']:.0f}s", **metrics)
     return {}
 

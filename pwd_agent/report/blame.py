@@ -42,7 +42,8 @@ def render_blame(ctx: RunContext, item_id: int) -> str:
         if item.split == "holdout":
             lines += ["", "holdout item: never diagnosed or patched"]
         for d in diagnoses:
-            lines += ["", f"round {d.round_id} diagnosis: {d.kind} (judge: {d.judge_kind or '-'}); {d.evidence.get('rule', '')}"]
+            lines += ["", f"round {d.round_id} diagnosis: {d.kind} (judge: {d.judge_kind or '-'}); "
+                          f"{d.evidence.get('rule', '')}"]
             for sid in d.statement_ids:
                 st = s.get(Statement, sid)
                 lines.append(f"  statement {sid}: {_short(f'{st.subject} {st.predicate} {st.object}')}")

@@ -51,7 +51,8 @@ def collect(ctx: RunContext) -> dict:
         coverage: dict[tuple[int, int], list[bool]] = defaultdict(list)
         for r in results:
             coverage[(items[r.item_id].chain_id, r.round_id)].append(r.passed)
-        cost = {agent: [usd, tokens_in, tokens_out] for agent, _, _, _, tokens_in, tokens_out, usd in ledger_by_agent(s)}
+        cost = {agent: [usd, tokens_in, tokens_out]
+                for agent, _, _, _, tokens_in, tokens_out, usd in ledger_by_agent(s)}
         diagnoses = s.exec(select(Diagnosis)).all()
         return {
             "rounds": [r.model_dump() for r in rounds(s)],
@@ -229,7 +230,8 @@ def render_html(ctx: RunContext, data: dict, figures: dict[str, bytes | None]) -
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>pwd-agent report: {html.escape(ctx.run_id)}</title>
 <style>body{{font-family:sans-serif;max-width:75em;margin:2em auto;padding:0 1em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:.2em .5em;text-align:right}}td:first-child{{text-align:left}}figure{{margin:1em 0}}img{{max-width:100%}}
+td,th{{border:1px solid #ccc;padding:.2em .5em;text-align:right}}td:first-child{{text-align:left}}\
+figure{{margin:1em 0}}img{{max-width:100%}}
 pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head><body>
 <h1>Run {html.escape(ctx.run_id)}</h1>
 <p>{html.escape(data['kb'])}<br>Goal {data['goal']:.3f} on {html.escape(data['goal_split'])};

@@ -10,7 +10,8 @@ from pwd_agent.baselines import beside, goal_warning, split_baselines
 from pwd_agent.events import LEVELS
 from pwd_agent.runs import RunContext, is_running
 from pwd_agent.store import (
-    Chain, Chunk, Concept, Document, Event, LeakedSample, Sample, SourceFile, Statement, TestItem, WorkUnit, session_scope,
+    Chain, Chunk, Concept, Document, Event, LeakedSample, Sample, SourceFile, Statement, TestItem, WorkUnit,
+    session_scope,
 )
 from pwd_agent.store.queries import count_rows, ledger_by_agent, rounds
 
@@ -60,7 +61,8 @@ def render_status(ctx: RunContext, now: datetime | None = None) -> str:
             state = [f"run {ctx.run_id}: stopped ({reason})"]
         else:
             live = is_running(ctx)
-            state = [f"run {ctx.run_id}: {'running' if live else 'not running (continue: pwd-agent resume ' + ctx.run_id + ')'}",
+            state = [f"run {ctx.run_id}: "
+                     f"{'running' if live else 'not running (continue: pwd-agent resume ' + ctx.run_id + ')'}",
                      stage_line(session, now or datetime.now(timezone.utc), live)]
         lines = [
             *state,
@@ -90,7 +92,8 @@ def round_table(session: Session, floors: dict) -> list[str]:
     lines = [head + (f" {'dev mass':>8} {'hol mass':>8}" if mass else "")]
     for r in rows:
         loss = "-" if r.train_loss is None else f"{r.train_loss:.3f}"
-        flips = (f"{r.fixed:>5} {r.broken:>6} {r.gain_p:>6.3f}" if r.gain_p is not None else f"{'-':>5} {'-':>6} {'-':>6}")
+        flips = (f"{r.fixed:>5} {r.broken:>6} {r.gain_p:>6.3f}" if r.gain_p is not None
+                 else f"{'-':>5} {'-':>6} {'-':>6}")
         line = (f"{r.id:>5}  {r.status:<10} {r.scorer or '-':<8} {r.n_train:>5} {r.n_patch:>5} {r.n_replay:>6} "
                 f"{loss:>6} {_pct(r.dev_acc):>6} {_pct(r.holdout_acc):>7} {_pct(r.general_acc):>7}  {flips}")
         lines.append(line + (f" {_pct(r.dev_mass):>8} {_pct(r.holdout_mass):>8}" if mass else ""))
@@ -128,7 +131,8 @@ def stage_line(session: Session, now: datetime, live: bool) -> str:
     seconds = (_utc(latest.created_at) - _utc(first.created_at)).total_seconds()
     gained = done - int(first.data["done"])
     if done < total and gained > 0 and seconds > 0:
-        left = (total - done) * seconds / gained - ((_utc(now) - _utc(latest.created_at)).total_seconds() if live else 0)
+        left = ((total - done) * seconds / gained
+                - ((_utc(now) - _utc(latest.created_at)).total_seconds() if live else 0))
         line += f", {gained / seconds:.2f}/s, ETA {_duration(max(left, 0))}" if live else f", {gained / seconds:.2f}/s"
     return line
 

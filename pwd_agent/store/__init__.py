@@ -26,7 +26,8 @@ from pwd_agent.store.models import (
 )
 
 __all__ = [
-    "Chain", "Chunk", "Concept", "ConceptStatement", "Diagnosis", "Document", "Event", "GeneralResult", "ItemResult", "LeakedSample",
-    "LLMCall", "Patch", "Probe", "ProbeResult", "Round", "RoundSample", "Sample", "SourceFile", "Statement", "TestItem", "WorkUnit",
+    "Chain", "Chunk", "Concept", "ConceptStatement", "Diagnosis", "Document", "Event", "GeneralResult", "ItemResult",
+    "LeakedSample", "LLMCall", "Patch", "Probe", "ProbeResult", "Round", "RoundSample", "Sample", "SourceFile",
+    "Statement", "TestItem", "WorkUnit",
     "dispose_engines", "done_keys", "get_engine", "mark_done", "session_scope",
 ]

@@ -68,7 +68,8 @@ def _literal(value) -> str:
 
 
 def _tables() -> list[type[SQLModel]]:
-    return [obj for obj in vars(models).values() if isinstance(obj, type) and issubclass(obj, SQLModel) and hasattr(obj, "__table__")]
+    return [obj for obj in vars(models).values()
+            if isinstance(obj, type) and issubclass(obj, SQLModel) and hasattr(obj, "__table__")]
 
 
 def dispose_engines() -> None:

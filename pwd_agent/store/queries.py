@@ -44,7 +44,8 @@ def kb_concepts(session: Session, statement_ids: list[int]) -> list[KBConcept]:
     concept_ids = sorted({link.concept_id for link in links})
     concepts = []
     for concept in session.exec(select(Concept).where(Concept.id.in_(concept_ids)).order_by(Concept.id)).all():
-        linked = session.exec(select(ConceptStatement.statement_id).where(ConceptStatement.concept_id == concept.id)).all()
+        linked = session.exec(select(ConceptStatement.statement_id)
+                              .where(ConceptStatement.concept_id == concept.id)).all()
         concepts.append(KBConcept(id=concept.id, term=concept.term, type=concept.type,
                                   definition=concept.definition, statement_ids=sorted(linked)))
     return concepts

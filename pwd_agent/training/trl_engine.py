@@ -43,7 +43,8 @@ def train_trl(job: TrainJob) -> dict:
         learning_rate=job.learning_rate, lr_scheduler_type="linear", warmup_steps=max(1, total_steps // 10),
         weight_decay=0.0, max_grad_norm=1.0, seed=job.seed, max_length=job.max_length, completion_only_loss=True,
         packing=job.packing,
-        bf16=on_gpu and dtype == torch.bfloat16, use_cpu=not on_gpu, ddp_backend="gloo" if world > 1 and not on_gpu else None, logging_steps=1,
+        bf16=on_gpu and dtype == torch.bfloat16, use_cpu=not on_gpu,
+        ddp_backend="gloo" if world > 1 and not on_gpu else None, logging_steps=1,
         save_strategy="no", report_to="none", disable_tqdm=True, dataloader_drop_last=False)
     lora = LoraConfig(r=job.lora_r, lora_alpha=job.lora_alpha, lora_dropout=job.lora_dropout,
                       target_modules=job.target_modules, task_type="CAUSAL_LM")

@@ -46,7 +46,8 @@ def test_item(prompt: str) -> dict:
     chain_id = int(hashlib.sha256(name.encode()).hexdigest()[:6], 16)
     chain = KBChain(id=chain_id, process_name=name, domain=domain, summary=summary, steps=steps)
     statements = [KBStatement(id=i + 1, chain_id=chain_id, position=i, subject=step_phrase(a), predicate="p",
-                              object=step_phrase(b), source_quote=f"{a} {b}") for i, (a, b) in enumerate(zip(steps, steps[1:]))]
+                              object=step_phrase(b), source_quote=f"{a} {b}")
+                  for i, (a, b) in enumerate(zip(steps, steps[1:]))]
     item = OfflineAgents().write_test_item(chain, statements, FOREIGN_STEPS, variant)
     if item is None:
         return {"question": "Which of these steps come first in the process?", "options": []}
@@ -80,9 +81,11 @@ def answer(prompt: str) -> dict:
     if "Facts" in prompt:  # builder and patch prompts
         facts = re.findall(r"^\d+\. (.*)$", prompt, re.M)
         n = _count(r"Write (\d+)\s+training samples", prompt) or sum(
-            _count(p, prompt) for p in (r"- (\d+) open questions", r"- (\d+) multiple-choice", r"- (\d+) true-or-false"))
+            _count(p, prompt)
+            for p in (r"- (\d+) open questions", r"- (\d+) multiple-choice", r"- (\d+) true-or-false"))
         return {"samples": [{"kind": "qa", "question": f"What does fact {i % max(1, len(facts))} say?",
-                             "answer": facts[i % len(facts)] if facts else "nothing", "statements": [0] if facts else []}
+                             "answer": facts[i % len(facts)] if facts else "nothing",
+                             "statements": [0] if facts else []}
                             for i in range(max(1, n))]}
     raise ValueError("unknown prompt")
 
