@@ -60,7 +60,7 @@ def halves(chain_ids: list[int], seed: int, n: int | None) -> tuple[set[int], se
 
 def write_data(ctx, cfg, taught: set[int], path: Path) -> dict:
     """The taught chains' V1 data under `cfg` (as synthesize writes it), as train.jsonl; its counts."""
-    from pwd_agent.agents import make_backend
+    from pwd_agent.agents.runner import make_backend
     from pwd_agent.leakage import gate_samples, load_gate, sample_text
     from pwd_agent.nodes.synthesize import plan_units, recipe_samples
     from pwd_agent.runs import RunContext
@@ -88,7 +88,7 @@ def write_data(ctx, cfg, taught: set[int], path: Path) -> dict:
 
 
 def score(ctx, cfg, adapter: str | None, items: list) -> list:
-    from pwd_agent.nodes.evaluate import loaded_evaluator
+    from pwd_agent.evaluation.loader import loaded_evaluator
     from pwd_agent.runs import RunContext
 
     with loaded_evaluator(RunContext(cfg, ctx.run_dir, ctx.db_url), adapter) as evaluator:

@@ -79,7 +79,7 @@ def arms(ctx, seed: int, multiples: list[int], wanted: list[str]) -> dict[str, l
 
 def train_and_score(ctx, samples: list[Sample], seed: int, folder: Path, items: list[TestItem]) -> tuple[list, float]:
     """Train from the base on `samples` with training seed `seed`; every item's prediction; seconds."""
-    from pwd_agent.nodes.evaluate import loaded_evaluator
+    from pwd_agent.evaluation.loader import loaded_evaluator
     from pwd_agent.nodes.train import train_job, trainer_command
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -18,12 +18,21 @@ def check_run(cfg: RunConfig) -> None:
     check_student(cfg.student)  # the model, its chat layout, the LoRA targets
 
 
+TRACKER_INSTALL = {"mlflow": "pip install 'pwd-agent[mlflow]'", "wandb": "pip install 'pwd-agent[wandb]'"}
+
+
+def check_trackers(report_to: list[str]) -> None:
+    """Refuse, before any work starts, a tracker whose package is missing."""
+    for name in report_to:
+        if importlib.util.find_spec(name) is None:
+            raise ConfigError(f"tracking.report_to names {name}, but {name} is not installed",
+                              f"{TRACKER_INSTALL[name]}, or remove {name} from tracking.report_to")
+
+
 def check_backends(cfg: RunConfig) -> None:
     """The trackers, training engine, evaluation backend and lm-eval guard tasks can run here (also
     checked on `resume --set` / `set`)."""
-    from pwd_agent.tracking import check_installed
-
-    check_installed(cfg.tracking.report_to)
+    check_trackers(cfg.tracking.report_to)
     if cfg.train.engine == "trl" and importlib.util.find_spec("trl") is None:
         raise ConfigError("train.engine=trl, but trl is not installed",
                           "pip install 'pwd-agent[trl]', or train.engine=own")

@@ -19,6 +19,7 @@ from sqlmodel import select
 
 from pwd_agent.errors import ConfigError, RunPaused
 from pwd_agent.events import emit
+from pwd_agent.preflight import check_trackers
 from pwd_agent.runs import RunContext, flat
 from pwd_agent.store import Round, session_scope
 from pwd_agent.store.db import done_keys, mark_done
@@ -26,7 +27,6 @@ from pwd_agent.baselines import split_baselines
 from pwd_agent.store.queries import ledger_by_agent
 
 logger = logging.getLogger("pwd_agent")
-INSTALL_HINT = {"mlflow": "pip install 'pwd-agent[mlflow]'", "wandb": "pip install 'pwd-agent[wandb]'"}
 START_HINT = {"mlflow": "check tracking.mlflow_tracking_uri (or $MLFLOW_TRACKING_URI), "
                         "or remove mlflow from tracking.report_to",
               "wandb": "run `wandb login`, or set tracking.wandb_mode=offline, or remove wandb from tracking.report_to"}
@@ -46,20 +46,10 @@ class Tracker(Protocol):
         """This process stops driving the run (the run itself may go on after a resume)."""
 
 
-def check_installed(report_to: list[str]) -> None:
-    """Refuse, before any work starts, a tracker whose package is missing."""
-    import importlib.util
-
-    for name in report_to:
-        if importlib.util.find_spec(name) is None:
-            raise ConfigError(f"tracking.report_to names {name}, but {name} is not installed",
-                              f"{INSTALL_HINT[name]}, or remove {name} from tracking.report_to")
-
-
 @contextmanager
 def open_trackers(ctx: RunContext) -> Iterator[list[Tracker]]:
     """The configured trackers for this process; closed (failed or not) when the block ends."""
-    check_installed(ctx.config.tracking.report_to)
+    check_trackers(ctx.config.tracking.report_to)
     trackers: list[Tracker] = []
     for name in ctx.config.tracking.report_to:
         try:

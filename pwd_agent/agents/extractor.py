@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pwd_agent.agents import run_unit, unit_failure
+from pwd_agent.agents.runner import run_unit, unit_failure
 from pwd_agent.agents.schemas import ChainDraft, ConceptDraft, StatementDraft
 from pwd_agent.store import LLMCall
 

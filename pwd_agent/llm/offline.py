@@ -22,36 +22,14 @@ from pwd_agent.agents.schemas import (
     TestItemDraft,
 )
 from pwd_agent.corpus import split_sentences
+from pwd_agent.phrasing import BOLD, CUE, clean, sentence_case, step_phrase  # noqa: F401 (re-exported for tests)
 from pwd_agent.prompting import LETTERS, letters_of, render_choice_prompt
 
-_CUE = re.compile(
-    r"^(first|second|third|then|next|after that|afterwards|after this|as a result|this causes|finally|"
-    r"eventually|subsequently|once|meanwhile|later|in turn|at the same time)\b,?\s*",
-    re.I,
-)
 _CAUSAL = re.compile(r"^(as a result|this causes|in turn)\b", re.I)
 _NEGATIVE = re.compile(r"\b(not|never|mistake|confus\w*|avoid\w*|wrong)\b", re.I)
 _PRECONDITION = re.compile(r"^(before|only)\b|\b(requires?|must first|only if|only when)\b", re.I)
 _DEFINITION = re.compile(r"\b(is|are|refers to|means)\b")
-_BOLD = re.compile(r"\*\*(.+?)\*\*")
 _ORDERED_ITEM = re.compile(r"^\s*\d{1,3}[.)]\s+$")  # what precedes an item's first sentence on its line
-
-
-def clean(text: str) -> str:
-    """Text without Markdown emphasis, whitespace collapsed."""
-    return re.sub(r"\s+", " ", _BOLD.sub(r"\1", text)).strip()
-
-
-def step_phrase(step: str) -> str:
-    """A step sentence as a clause: cue word and final period removed, first letter lowered."""
-    phrase = _CUE.sub("", clean(step)).rstrip(".!? ")
-    if phrase[:1].isupper() and not phrase[1:2].isupper():
-        phrase = phrase[0].lower() + phrase[1:]
-    return phrase
-
-
-def sentence_case(text: str) -> str:
-    return text[:1].upper() + text[1:]
 
 
 def order_claim(before: str, after: str) -> str:
@@ -149,7 +127,7 @@ class OfflineAgents:
         for span in split_sentences(text):
             sentence = clean(text[span[0] : span[1]])
             line_start = text.rfind("\n", 0, span[0]) + 1
-            if _CUE.match(sentence) or _ORDERED_ITEM.match(text[line_start : span[0]]):
+            if CUE.match(sentence) or _ORDERED_ITEM.match(text[line_start : span[0]]):
                 role = "step"
             elif _NEGATIVE.search(sentence):
                 role = "negative"
@@ -188,7 +166,7 @@ class OfflineAgents:
         """Bold terms of the chunk, defined by the sentence that says what they are."""
         sentences = [clean(chunk_text[s:e]) for s, e in split_sentences(chunk_text)]
         concepts: dict[str, ConceptDraft] = {}
-        for raw in _BOLD.findall(chunk_text):
+        for raw in BOLD.findall(chunk_text):
             term = clean(raw).lower()
             if term in concepts or len(term) < 3:
                 continue

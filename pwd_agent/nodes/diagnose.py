@@ -14,7 +14,7 @@ from collections import Counter
 from langgraph.runtime import Runtime
 from sqlmodel import select
 
-from pwd_agent.agents import call_agent, make_backend
+from pwd_agent.agents.runner import call_agent, make_backend
 from pwd_agent.agents.schemas import TestItemDraft
 from pwd_agent.events import Progress, emit
 from pwd_agent.runs import RunContext
@@ -91,7 +91,7 @@ def chain_probes(session, chain_ids: set[int]) -> dict[int, list[Probe]]:
 
 def score_probes(ctx: RunContext, round_id: int, adapter: str | None, probes: list[Probe]) -> None:
     """Score the probes this round has not scored yet, with the round's model and the eval scorer."""
-    from pwd_agent.nodes.evaluate import loaded_evaluator
+    from pwd_agent.evaluation.loader import loaded_evaluator
 
     with session_scope(ctx.db_url) as session:
         done = set(session.exec(select(ProbeResult.probe_id).where(ProbeResult.round_id == round_id)).all())

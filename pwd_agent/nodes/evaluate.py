@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
-from typing import Iterator
 
 from langgraph.runtime import Runtime
 from sqlmodel import select
@@ -18,6 +16,7 @@ from pwd_agent.store import GeneralResult, ItemResult, LLMCall, Round, TestItem,
 from pwd_agent.stats import compare
 from pwd_agent.store.models import utcnow
 from pwd_agent.store.queries import round_accuracy, round_mass, round_passes, round_scorer
+from pwd_agent.evaluation.loader import loaded_evaluator
 from pwd_agent.student import resolve_student
 from pwd_agent.prompting import choice_prompt_version
 
@@ -112,22 +111,3 @@ def score_general_with_lm_eval(ctx: RunContext, round_id: int, adapter: str | No
                                       scorer="lm_eval") for key, raw, passed in rows)
 
 
-@contextmanager
-def loaded_evaluator(ctx: RunContext, adapter: str | None) -> Iterator:
-    """The round's model under the eval config (eval.backend); closed on exit, so its memory goes
-    back before the next trainer starts, whoever still holds the evaluator object."""
-    cfg = ctx.config.eval
-    path = resolve_student(ctx.config.student)
-    if cfg.backend == "vllm":
-        from pwd_agent.evaluation.vllm_backend import VLLMEvaluator
-
-        evaluator = VLLMEvaluator(path, adapter, ctx.config)
-    else:
-        from pwd_agent.evaluation.hf import HFEvaluator
-
-        evaluator = HFEvaluator(path, adapter, cfg.batch_size, cfg.max_new_tokens, cfg.scorer,
-                                ctx.config.student.chat_template, ctx.config.student.dtype)
-    try:
-        yield evaluator
-    finally:
-        evaluator.close()

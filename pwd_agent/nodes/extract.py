@@ -8,7 +8,7 @@ import json
 from langgraph.runtime import Runtime
 from sqlmodel import Session, select
 
-from pwd_agent.agents import make_backend, map_units, workers_for
+from pwd_agent.agents.runner import make_backend, map_units, workers_for
 from pwd_agent.agents.extractor import Extraction, extract_chunk
 from pwd_agent.events import Progress, emit
 from pwd_agent.runs import RunContext

@@ -7,7 +7,7 @@ from collections import Counter
 from langgraph.runtime import Runtime
 from sqlmodel import select
 
-from pwd_agent.agents import make_backend, map_units, run_unit, unit_failure, warn_failures, workers_for
+from pwd_agent.agents.runner import make_backend, map_units, run_unit, unit_failure, warn_failures, workers_for
 from pwd_agent.events import Progress, emit
 from pwd_agent.gates import gate
 from pwd_agent.leakage import gate_samples, load_gate

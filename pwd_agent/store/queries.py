@@ -8,6 +8,7 @@ from sqlalchemy import Integer, cast
 from sqlmodel import Session, func, select
 
 from pwd_agent.agents.schemas import KBChain, KBConcept, KBStatement
+from pwd_agent.phrasing import step_phrase
 from pwd_agent.store.models import (
     Chain, Concept, ConceptStatement, ItemResult, LLMCall, Round, RoundSample, Sample, Statement, TestItem,
 )
@@ -53,8 +54,6 @@ def kb_concepts(session: Session, statement_ids: list[int]) -> list[KBConcept]:
 
 def foreign_steps(session: Session, chain_id: int, limit: int = 12) -> list[str]:
     """Step clauses of other chains (for swapped-object distractors), deterministic order."""
-    from pwd_agent.llm.offline import step_phrase
-
     others = session.exec(select(Chain).where(Chain.id != chain_id).order_by(Chain.id)).all()
     picked = sorted(others, key=lambda c: (c.id * 2654435761 + chain_id) % 1000003)[:limit]
     return [step_phrase(c.steps[(chain_id + c.id) % len(c.steps)]) for c in picked]

@@ -1,0 +1,114 @@
+"""Running the agents: a backend call -> validated pydantic object, each call recorded in the ledger."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any, Callable, Iterable, Iterator
+
+from pydantic import ValidationError
+from sqlmodel import Session, func, select
+
+from pwd_agent.config import cache_root
+from pwd_agent.store import LLMCall
+
+
+def make_backend(ctx):
+    """The agent backend named by `llm.backend` (the openai client is imported only when chosen)."""
+    config = ctx.config
+    if config.llm.backend == "offline":
+        from pwd_agent.llm.offline import OfflineAgents
+
+        return OfflineAgents(config.extract.min_steps, config.extract.max_steps, config.tests.seed)
+    from pwd_agent.llm.cache import ResponseCache
+    from pwd_agent.llm.llm_agents import LLMAgents
+    from pwd_agent.llm.openai_compat import StructuredClient
+    from pwd_agent.store import session_scope
+
+    with session_scope(ctx.db_url) as session:
+        spent = session.exec(select(func.coalesce(func.sum(LLMCall.cost), 0.0))).one()
+    cache = ResponseCache(cache_root() / "llm_cache.sqlite") if config.llm.cache else None
+    client = StructuredClient(config.llm, cache, spent=spent)
+    return LLMAgents(client, config.llm.prompts_dir, config.tests.seed)
+
+
+def workers_for(backend, config) -> int:
+    """Units in flight at once: rules gain nothing from threads, and one at a time keeps their
+    ids (and everything keyed by them) reproducible."""
+    return 1 if backend.name == "offline" else config.llm.max_concurrency
+
+
+def run_agent(backend, agent: str, task: str, fn: Callable[..., Any], *args) -> tuple[Any, list[LLMCall]]:
+    """Run one agent call; returns its result and the (unsaved) ledger rows it made; thread-safe."""
+    if backend.name != "offline":
+        from pwd_agent.llm.openai_compat import take_records
+
+        take_records()  # start this unit with an empty list
+        result = fn(*args)
+        return result, take_records()
+    digest = hashlib.sha256(repr((task, args)).encode()).hexdigest()[:16]
+    start = time.perf_counter()
+    result = fn(*args)
+    row = LLMCall(agent=agent, prompt_name=f"offline/{task}", prompt_version=backend.version, prompt_hash=digest,
+                  model="offline-rules", latency_s=time.perf_counter() - start)
+    return result, [row]
+
+
+def run_unit(backend, agent: str, task: str, fn: Callable[..., Any], *args,
+             empty: Any = None) -> tuple[Any, list[LLMCall]]:
+    """run_agent for a unit that must not stop the run: an offline answer that fails its schema
+    comes back as `empty` with a failed ledger row naming the reason (the LLM client already records
+    an answer it could not mend and returns nothing)."""
+    try:
+        return run_agent(backend, agent, task, fn, *args)
+    except ValidationError as exc:
+        return empty, [failed_call(backend, agent, task, exc)]
+
+
+def failed_call(backend, agent: str, task: str, exc: ValidationError) -> LLMCall:
+    """The ledger row of an answer that failed its schema: the first error, as one line."""
+    first = exc.errors()[0]
+    reason = f"{task}: {'.'.join(str(p) for p in first['loc']) or exc.title}: {first['msg']}"
+    return LLMCall(agent=agent, prompt_name=f"{backend.name}/{task}", ok=False, error=reason,
+                   model="offline-rules" if backend.name == "offline" else backend.name,
+                   prompt_version=getattr(backend, "version", ""), prompt_hash="")
+
+
+def unit_failure(calls: list[LLMCall]) -> str | None:
+    """Why a call failed for good (its last ledger row failed: earlier rows may be re-asks that
+    mended it), or None."""
+    return (calls[-1].error or "rejected") if calls and not calls[-1].ok else None
+
+
+def warn_failures(ctx, node: str, unit: str, failures: list[str]) -> None:
+    """A warning in the run log per failed call of a unit; the run goes on."""
+    from pwd_agent.events import emit
+
+    for failure in failures:
+        emit(ctx.db_url, node, f"{unit} failed: {failure}", "warning", failure=failure)
+
+
+def call_agent(session: Session, backend, agent: str, task: str, fn: Callable[..., Any], *args) -> Any:
+    """run_agent, writing the ledger rows into `session` (the unit's own transaction)."""
+    result, records = run_agent(backend, agent, task, fn, *args)
+    session.add_all(records)
+    return result
+
+
+def map_units(fn: Callable[[Any], Any], units: Iterable[Any], workers: int) -> Iterator[tuple[Any, Any]]:
+    """(unit, fn(unit)) in completion order, `workers` at a time; the caller stores each result."""
+    units = list(units)
+    if workers <= 1:
+        for unit in units:
+            yield unit, fn(unit)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(fn, unit): unit for unit in units}
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
