@@ -11,7 +11,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pwd_agent.errors import ConfigError
+from pwd_agent.errors import ConfigError, first_error
 
 
 class Section(BaseModel):
@@ -325,12 +325,10 @@ def validate_config(data: dict, source: str) -> RunConfig:
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "config"
-        if err["type"] == "extra_forbidden":
+        where, message, kind = first_error(exc, "config")
+        if kind == "extra_forbidden":
             raise ConfigError(f"unknown config key '{where}' in {source}",
                               "see `pwd-agent config` for every key") from None
-        message = err["msg"].removeprefix("Value error, ")
         raise ConfigError(f"invalid value for '{where}' in {source}: {message}",
                           f"fix {where} in {source} or with --set") from None
 

@@ -1,6 +1,14 @@
 """User-facing errors: what is wrong, and the setting or command that fixes it."""
 
 
+def first_error(exc, where_default: str) -> tuple[str, str, str]:
+    """A pydantic ValidationError's first error as (dotted field path or `where_default`, message
+    without pydantic's "Value error, " prefix, error type): the one line every caller reports."""
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or where_default
+    return where, err["msg"].removeprefix("Value error, "), err["type"]
+
+
 class PwdAgentError(Exception):
     """An error the user can fix; the CLI prints message and hint and exits with `exit_code`."""
 

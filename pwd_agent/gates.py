@@ -17,7 +17,7 @@ from langgraph.types import interrupt
 from pydantic import BaseModel, Field, ValidationError
 from sqlmodel import Session, select
 
-from pwd_agent.errors import GateRejected, PwdAgentError
+from pwd_agent.errors import GateRejected, PwdAgentError, first_error
 from pwd_agent.events import emit
 from pwd_agent.leakage import load_gate, sample_text
 from pwd_agent.runs import RunContext
@@ -100,9 +100,8 @@ def read_edit(ctx: RunContext, round_id: int, path: Path) -> list[EditedSample]:
         try:
             row = EditedSample.model_validate_json(line)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "the line"
-            raise PwdAgentError(f"{path} line {n}: {where}: {first['msg']}",
+            where, message, _ = first_error(exc, "the line")
+            raise PwdAgentError(f"{path} line {n}: {where}: {message}",
                                 "fix that line; nothing was stored") from None
         if row.patch_id not in known:
             raise PwdAgentError(f"{path} line {n}: patch {row.patch_id} is not in this batch",

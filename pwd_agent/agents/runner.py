@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from sqlmodel import Session, func, select
 
 from pwd_agent.config import cache_root
+from pwd_agent.errors import first_error
 from pwd_agent.store import LLMCall
 
 
@@ -68,8 +69,8 @@ def run_unit(backend, agent: str, task: str, fn: Callable[..., Any], *args,
 
 def failed_call(backend, agent: str, task: str, exc: ValidationError) -> LLMCall:
     """The ledger row of an answer that failed its schema: the first error, as one line."""
-    first = exc.errors()[0]
-    reason = f"{task}: {'.'.join(str(p) for p in first['loc']) or exc.title}: {first['msg']}"
+    where, message, _ = first_error(exc, exc.title)
+    reason = f"{task}: {where}: {message}"
     return LLMCall(agent=agent, prompt_name=f"{backend.name}/{task}", ok=False, error=reason,
                    model="offline-rules" if backend.name == "offline" else backend.name,
                    prompt_version=getattr(backend, "version", ""), prompt_hash="")

@@ -13,7 +13,7 @@ from typing import Callable, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from pwd_agent.config import LLMConfig
-from pwd_agent.errors import BudgetExceededError, ConfigError, EndpointUnavailableError, PwdAgentError
+from pwd_agent.errors import BudgetExceededError, ConfigError, EndpointUnavailableError, PwdAgentError, first_error
 from pwd_agent.llm.cache import ResponseCache, cache_key
 from pwd_agent.prompting import PromptFile
 from pwd_agent.store.models import LLMCall
@@ -109,9 +109,8 @@ class StructuredClient:
         try:
             obj = schema.model_validate_json(text)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "the JSON"
-            return None, f"{where}: {first['msg']}"
+            where, message, _ = first_error(exc, "the JSON")
+            return None, f"{where}: {message}"
         problem = check(obj) if check else None
         return (None, problem) if problem else (obj, None)
 
