@@ -46,6 +46,11 @@ def small_corpus(tmp_path) -> Path:
     return folder
 
 
+def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`pwd-agent ARGS` in a subprocess (a fresh interpreter: its own imports, signals and exit code)."""
+    return subprocess.run([sys.executable, "-m", "pwd_agent", *args], capture_output=True, text=True, timeout=timeout)
+
+
 def main_here(monkeypatch, capsys, *args: str) -> subprocess.CompletedProcess:
     """The CLI's own entry point in this process (no interpreter start-up): its exit code and stderr."""
     from pwd_agent import cli as cli_module

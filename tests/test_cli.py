@@ -1,14 +1,10 @@
 """Bad input: one clear line with a hint, a non-zero exit, and no run folder left behind."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pwd_agent", *args], capture_output=True, text=True, timeout=120)
+from conftest import cli
 
 
 def assert_clean_error(result, text: str) -> None:

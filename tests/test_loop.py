@@ -20,11 +20,9 @@ from pwd_agent.store import (
     session_scope,
 )
 
+from conftest import cli
+
 pytestmark = pytest.mark.slow
-
-
-def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pwd_agent", *args], capture_output=True, text=True, timeout=timeout)
 
 
 # Tests that do not look at the general-ability guard skip its 40 items per round (time).

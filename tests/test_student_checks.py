@@ -14,11 +14,7 @@ from pwd_agent.errors import ConfigError, StudentError
 from pwd_agent.preflight import check_backends
 from pwd_agent.student import chat_prompt, check_student, load_tokenizer
 
-from conftest import main_here, step_data
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pwd_agent", *args], capture_output=True, text=True, timeout=120)
+from conftest import cli, main_here, step_data
 
 
 def refused(result: subprocess.CompletedProcess, *texts: str) -> None:

@@ -2,8 +2,6 @@
 
 import json
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,13 +10,9 @@ from sqlmodel import select
 from pwd_agent.runs import open_run
 from pwd_agent.store import Round, session_scope
 
-from conftest import main_here
+from conftest import cli, main_here
 
 pytestmark = pytest.mark.slow
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pwd_agent", *args], capture_output=True, text=True, timeout=300)
 
 
 def wandb_records(path: Path):
