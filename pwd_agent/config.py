@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -282,20 +282,24 @@ def parse_set(assignment: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
-    keys = []
-    for name, field in model.model_fields.items():
-        sub = field.annotation
-        if isinstance(sub, type) and issubclass(sub, BaseModel):
-            keys += _known_keys(sub, f"{prefix}{name}.")
+def leaves(config: BaseModel, prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
+    """(dotted key, value, pydantic field) of every leaf setting, in declaration order: the one walk
+    over the config that `--set` checking, `pwd-agent config` and run diffs / tracking share."""
+    for name, field in type(config).model_fields.items():
+        value = getattr(config, name)
+        if isinstance(value, BaseModel):
+            yield from leaves(value, f"{prefix}{name}.")
         else:
-            keys.append(prefix + name)
-    return keys
+            yield prefix + name, value, field
+
+
+def _known_keys() -> list[str]:
+    return [key for key, _, _ in leaves(RunConfig())]
 
 
 def apply_set(data: dict, path: list[str], value: Any) -> None:
     """Write `value` at `path` inside nested dicts, refusing keys RunConfig does not have."""
-    known = _known_keys(RunConfig)
+    known = _known_keys()
     dotted = ".".join(path)
     if dotted not in known:
         close = [k for k in known if k.split(".")[-1] == path[-1]] or [k for k in known if k.startswith(path[0])]
@@ -353,15 +357,4 @@ def save_config(config: RunConfig, path: Path) -> None:
 
 def describe_keys() -> list[tuple[str, str, str]]:
     """(key, default, description) for every leaf setting; `pwd-agent config` prints this."""
-    rows = []
-
-    def walk(model: type[BaseModel], instance: BaseModel, prefix: str) -> None:
-        for name, field in model.model_fields.items():
-            value = getattr(instance, name)
-            if isinstance(value, BaseModel):
-                walk(type(value), value, f"{prefix}{name}.")
-            else:
-                rows.append((prefix + name, json.dumps(value), field.description or ""))
-
-    walk(RunConfig, RunConfig(), "")
-    return rows
+    return [(key, json.dumps(value), field.description or "") for key, value, field in leaves(RunConfig())]

@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterator
 
-from pwd_agent.config import RunConfig, apply_set, load_config, parse_set, save_config, validate_config
+from pwd_agent.config import RunConfig, apply_set, leaves, load_config, parse_set, save_config, validate_config
 from pwd_agent.errors import ConfigError, RunLockedError, RunNotFoundError
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -84,17 +84,7 @@ FROZEN = ("run_id", "runs_dir", "db_url", "corpus.", "extract.", "tests.", "stud
 
 
 def flat(config: RunConfig) -> dict[str, object]:
-    out: dict[str, object] = {}
-
-    def walk(node: dict, prefix: str) -> None:
-        for key, value in node.items():
-            if isinstance(value, dict) and key != "extra_body":
-                walk(value, f"{prefix}{key}.")
-            else:
-                out[prefix + key] = value
-
-    walk(config.model_dump(mode="json"), "")
-    return out
+    return {key: value for key, value, _ in leaves(config)}
 
 
 def config_changes(before: RunConfig, after: RunConfig) -> list[tuple[str, object, object]]:
