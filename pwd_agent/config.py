@@ -103,8 +103,9 @@ class BuilderConfig(Section):
                                       description="Share of choice samples that are multi-select (30%).")
     concept_samples: bool = Field(True, description="Also write one definition sample per L1 concept.")
     paraphrases: int = Field(
-        0, ge=0, le=24, description="Extra chat QA samples per L2 statement, each in another wording (the next step "
-        "as the answer, the process named): more varied exposures of each fact (recipes.WORDINGS).",
+        0, ge=0, le=24, description="Extra chat QA samples per L2 statement, each in the next of six wordings (the "
+        "next step as the answer, the process named): more varied exposures of each fact; a patch adds as many per "
+        "located statement, further along the cycle (new wordings while paraphrases <= 3).",
     )
     text_passages: int = Field(
         0, ge=0, le=24, description="Plain-text passages per chain, each walking the process in another wording with "

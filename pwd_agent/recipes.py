@@ -8,8 +8,9 @@ so both backends get them and they cost no LLM calls:
 
 - `paraphrase_samples`: chat QA per L2 statement, each in the next wording of WORDINGS (the step
   that follows, as the answer), the process named in the question. V1 gets `builder.paraphrases`
-  of them per statement; a patch gets as many again for each statement its diagnosis located, in
-  the wordings V1 did not use (repair spends its budget on the nodes that failed).
+  of them per statement; a patch gets as many again for each statement its diagnosis located,
+  further along the cycle of six (wordings V1 did not use, while paraphrases <= 3): repair spends
+  its budget on the nodes that failed.
 - `text_passages`: plain text per chain (kind "text", empty prompt: the trainer puts the loss on
   every token, no chat layout), each walking the whole process in the next passage wording.
 
