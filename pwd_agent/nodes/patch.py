@@ -39,7 +39,7 @@ def patch(state: RunState, runtime: Runtime[RunContext]) -> dict:
                                  statements, concepts, foreign, n_samples, f"{round_id}:{diagnosis_id}", empty=[])
         drafts = drafts or []
         located = [st for st in statements if st.id in draft.statement_ids] or statements
-        # The injection recipe on the located nodes, in the wordings V1 did not use.
+        # The injection recipe on the located nodes, further along the wordings than V1 went.
         return drafts + paraphrase_samples(chain, located, paraphrases, offset=paraphrases), calls
 
     written = dropped = 0
