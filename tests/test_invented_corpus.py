@@ -70,18 +70,10 @@ def test_concepts_have_definitions(extracted):
     assert len(defined) >= 30
 
 
-def test_every_chain_yields_an_item_on_each_facet(extracted):
-    _, _, kb = extracted
-    agents, chains, next_id = OfflineAgents(), [], 1
-    for i, (chain, statements, _, _) in enumerate(kb):
-        kb_sts = [KBStatement(id=next_id + j, chain_id=i + 1, **st.model_dump()) for j, st in enumerate(statements)]
-        next_id += len(kb_sts)
-        chains.append((KBChain(id=i + 1, **chain.model_dump()), kb_sts))
-    for i, (chain, statements) in enumerate(chains):
-        foreign = [step_phrase(chains[(i + j) % len(chains)][0].steps[0]) for j in range(1, 5)]
-        for variant in range(len(RULE_FACETS)):
-            item = agents.write_test_item(chain, statements, foreign, variant)
-            assert item is not None and len(set(item.options)) == 4
+def test_every_chain_yields_an_item_on_each_facet(kb_with_items):
+    for _, _, items, _ in kb_with_items:
+        assert len(items) == len(RULE_FACETS)
+        assert all(item is not None and len(set(item.options)) == 4 for item in items)
 
 
 @pytest.fixture(scope="module")
