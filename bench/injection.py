@@ -35,10 +35,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def prepare(config: str, run_id: str) -> None:
+def prepare(config: str, run_id: str, sets: list[str]) -> None:
     """The config's run up to the after_tests gate: KB and benchmark stored, no data, no training."""
     cmd = [str(Path(sys.executable).with_name("pwd-agent")), "run", "-c", config, "--run-id", run_id, "-q",
-           "--set", "gates.after_tests=true"]
+           "--set", "gates.after_tests=true"] + [arg for s in sets for arg in ("--set", s)]
     code = subprocess.run(cmd).returncode
     if code != 6:
         sys.exit(f"expected the run to wait at the after_tests gate (exit 6), got {code}")
@@ -88,11 +88,11 @@ def write_data(ctx, cfg, taught: set[int], path: Path) -> dict:
 
 
 def score(ctx, cfg, adapter: str | None, items: list) -> list:
-    from pwd_agent.evaluation.loader import loaded_evaluator
+    from pwd_agent.evaluation.loader import loaded_evaluator, score_test_items
     from pwd_agent.runs import RunContext
 
     with loaded_evaluator(RunContext(cfg, ctx.run_dir, ctx.db_url), adapter) as evaluator:
-        return evaluator.score_items([(i.question, i.options, i.answer) for i in items])
+        return score_test_items(evaluator, cfg, items)
 
 
 def summary(items: list, preds: list, group: set[int]) -> dict:
@@ -133,16 +133,18 @@ def main() -> None:
     parser.add_argument("--chains", type=int, default=None, help="Chains per half (default: all, cut in two).")
     parser.add_argument("--run-id", default=None, help="A run waiting at its after_tests gate (skips the setup).")
     parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument("--set", dest="sets", action="append", default=[],
+                        help="Config override for the setup run (e.g. tests.keys=one); repeatable.")
     args = parser.parse_args()
     recipes = [parse_recipe(r) for r in args.recipe] or [("config", [])]
     run_id = args.run_id or f"injection-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.run_id is None:
-        prepare(args.config, run_id)
+        prepare(args.config, run_id, args.sets)
     ctx = open_run(run_id, args.runs_dir)
     with session_scope(ctx.db_url) as s:
         taught, untaught = halves(list(s.exec(select(Chain.id)).all()), args.seed, args.chains)
         items = [i for i in s.exec(select(TestItem).order_by(TestItem.id)).all() if i.chain_id in taught | untaught]
-    floor = baselines([(len(i.options), i.answer) for i in items])
+    floor = baselines([(len(i.options), i.answer) for i in items], ctx.config.tests.keys == "one")
     head = {"run": run_id, "seed": args.seed, "chains": len(taught) + len(untaught), "items": len(items),
             "chance": round(floor.chance, 4), "best_constant": round(floor.best_constant, 4),
             "mass_chance": round(floor.mass_chance, 4)}

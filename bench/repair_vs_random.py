@@ -82,7 +82,7 @@ def train_and_score(ctx, samples: list[Sample], seed: int, folder: Path, items: 
     """Train from the base on `samples` with training seed `seed`; every item's prediction; seconds.
     Resumable: an arm whose adapter is saved is not trained again, one whose scores are saved
     (preds.jsonl) is not scored again, so a stopped bench picks up where it was."""
-    from pwd_agent.evaluation.loader import loaded_evaluator
+    from pwd_agent.evaluation.loader import loaded_evaluator, score_test_items
     from pwd_agent.nodes.train import train_job, trainer_command
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -99,7 +99,7 @@ def train_and_score(ctx, samples: list[Sample], seed: int, folder: Path, items: 
             subprocess.run(trainer_command(ctx.config.train, folder / "job.json"), stdout=log,
                            stderr=subprocess.STDOUT, check=True)
     with loaded_evaluator(ctx, str(folder / "adapter")) as evaluator:
-        preds = evaluator.score_items([(i.question, i.options, i.answer) for i in items])
+        preds = score_test_items(evaluator, ctx.config, items)
     scores.write_text("".join(json.dumps({"item_id": i.id, "passed": p.passed, "mass": p.mass}) + "\n"
                               for i, p in zip(items, preds)))
     return preds, time.time() - start
@@ -150,7 +150,7 @@ def main() -> None:
     with session_scope(ctx.db_url) as s:
         items = list(s.exec(select(TestItem).order_by(TestItem.id)).all())
         floors = {k: (round(b.chance, 4), round(b.best_constant, 4), round(b.mass_chance, 4))
-                  for k, b in split_baselines(s).items() if b}
+                  for k, b in split_baselines(s, ctx.config.tests.keys == "one").items() if b}
         round1 = s.get(Round, 1)
         first = {"dev_acc": round1.dev_acc, "holdout_acc": round1.holdout_acc}
     results, rows = {}, []

@@ -27,6 +27,7 @@ def main() -> None:
 
     from pwd_agent.baselines import split_baselines
     from pwd_agent.evaluation.hf import HFEvaluator
+    from pwd_agent.evaluation.loader import score_test_items
     from pwd_agent.runs import open_run
     from pwd_agent.stats import compare, exact_mcnemar_p
     from pwd_agent.store import Round, TestItem, session_scope
@@ -44,14 +45,14 @@ def main() -> None:
         rounds = [(r.id, r.adapter_path) for r in s.exec(select(Round).order_by(Round.id)).all()
                   if r.status == "evaluated"]
         items = list(s.exec(select(TestItem).order_by(TestItem.id)).all())
-        floors = {split: vars(b) for split, b in split_baselines(s).items() if b}
+        floors = {split: vars(b) for split, b in split_baselines(s, cfg.tests.keys == "one").items() if b}
     report = {"run": ctx.run_id, "scorer": args.scorer, "baselines": floors, "rounds": []}
     passes, masses_of = {}, {}
     for round_id, adapter in rounds:
         start = time.time()
         evaluator = HFEvaluator(resolve_student(cfg.student), adapter, cfg.eval.batch_size, cfg.eval.max_new_tokens,
                                 args.scorer, cfg.student.chat_template, cfg.student.dtype)
-        preds = evaluator.score_items([(i.question, i.options, i.answer) for i in items])
+        preds = score_test_items(evaluator, cfg, items)
         evaluator.close()
         row = {"round": round_id, "seconds": round(time.time() - start, 1)}
         for split in ("dev", "holdout"):

@@ -3,8 +3,9 @@
 An exact-set score means little alone: with 1 to 4 keys among 4 options there are 15 possible
 answers, and if one key set is common, a student that always gives it scores that set's share
 without reading a question. So every split's score is shown beside
-- `chance`: a uniformly random answer among the valid ones (non-empty option sets; 1/15 on
-  4 options), the expected exact-set score of a student that knows nothing;
+- `chance`: a uniformly random answer among the valid ones (non-empty option sets, 1/15 on
+  4 options; with tests.keys=one, single options, 1/4), the expected exact-set score of a
+  student that knows nothing;
 - `best constant`: always giving the split's commonest key set (read off the keys, so no
   student that answers every item the same way can beat it);
 - `mass chance`: for the options scorer's continuous score (probability mass on the keys), a
@@ -27,8 +28,9 @@ class Baselines:
     mass_chance: float
 
 
-def baselines(items: list[tuple[int, str]]) -> Baselines | None:
-    """Baselines of items given as (number of options, key letters 'A,C'); None for no items."""
+def baselines(items: list[tuple[int, str]], one_key: bool = False) -> Baselines | None:
+    """Baselines of items given as (number of options, key letters 'A,C'); None for no items.
+    `one_key` (tests.keys=one): the valid answers are single options, not option sets."""
     if not items:
         return None
     keys = Counter(answer for _, answer in items)
@@ -36,7 +38,7 @@ def baselines(items: list[tuple[int, str]]) -> Baselines | None:
     n = len(items)
     return Baselines(
         n_items=n,
-        chance=sum(1 / (2**n_options - 1) for n_options, _ in items) / n,
+        chance=sum(1 / (n_options if one_key else 2**n_options - 1) for n_options, _ in items) / n,
         best_constant=count / n,
         constant_answer=answer,
         mass_chance=sum(len(a.split(",")) / n_options for n_options, a in items) / n,
@@ -46,14 +48,15 @@ def baselines(items: list[tuple[int, str]]) -> Baselines | None:
 SPLITS = ("dev", "holdout")
 
 
-def split_baselines(session) -> dict[str, Baselines | None]:
+def split_baselines(session, one_key: bool = False) -> dict[str, Baselines | None]:
     """The baselines of each split's test items, read once: {"dev": ..., "holdout": ...}."""
     from sqlmodel import select
 
     from pwd_agent.store import TestItem
 
     rows = session.exec(select(TestItem.split, TestItem.options, TestItem.answer)).all()
-    return {split: baselines([(len(options), answer) for s, options, answer in rows if s == split]) for split in SPLITS}
+    return {split: baselines([(len(options), answer) for s, options, answer in rows if s == split], one_key)
+            for split in SPLITS}
 
 
 def goal_warning(goal: float, split: str, floors: dict[str, Baselines | None]) -> str | None:

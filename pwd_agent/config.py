@@ -14,6 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pwd_agent.errors import ConfigError, first_error
 
 
+# What a test item can be about (agents/schemas.py ITEM_FACETS says each in words for the LLM tester);
+# the offline rules write the first three.
+Facet = Literal["order", "later", "member", "precondition", "pitfall", "application"]
+RULE_FACETS = ("order", "later", "member")
+
+
 class Section(BaseModel):
     """Base of every config part: unknown keys are errors, assignments are validated."""
 
@@ -90,6 +96,23 @@ class TestsConfig(Section):
         0.5, gt=0, lt=1, description="Share of items (split=item; at least one per split in a chain of 2+ items) "
         "or of chains (split=chain) that go to holdout.")
     seed: int = Field(0, description="Seed for option shuffling and the dev/holdout split.")
+    facets: list[Facet] = Field(
+        [], description="The facets items are written on, cycled over each chain's items in this order (default: "
+        "all the backend writes; the offline rules write order, later and member).")
+    keys: Literal["varied", "one"] = Field(
+        "varied", description="varied = 1 to 4 correct options per item, every key set about equally often (for the "
+        "letters scorer); one = exactly one correct option, as lm-evaluation-harness multiple choice (for the options "
+        "scorer, whose peaked option likelihoods rarely select a set of two or more).")
+    distractors: Literal["any", "same_process"] = Field(
+        "any", description="same_process = wrong options are this process's own steps put in the wrong place, as "
+        "familiar as the keys, so word overlap with the question gives nothing away (the member facet cannot: its "
+        "distractors are other processes' steps by definition).")
+
+    @model_validator(mode="after")
+    def _facets_once(self) -> "TestsConfig":
+        if len(set(self.facets)) != len(self.facets):
+            raise ValueError(f"tests.facets names a facet twice: {self.facets}")
+        return self
 
 
 class BuilderConfig(Section):
@@ -258,6 +281,13 @@ class RunConfig(Section):
     loop: LoopConfig = LoopConfig()
     gates: GatesConfig = GatesConfig()
     tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _facets_writable(self) -> "RunConfig":
+        if self.llm.backend == "offline" and (extra := [f for f in self.tests.facets if f not in RULE_FACETS]):
+            raise ValueError(f"tests.facets {extra}: the offline rules write only {list(RULE_FACETS)}; "
+                             "drop those facets or use an LLM backend (llm.backend: openai)")
+        return self
 
     def config_hash(self) -> str:
         """A short hash of what changes results (the run's name and location excluded)."""

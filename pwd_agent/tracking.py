@@ -86,7 +86,7 @@ def sync(ctx: RunContext, trackers: list[Tracker]) -> None:
             pending = session.exec(select(Round).where(Round.status == "evaluated").order_by(Round.id)).all()
             pending = [row for row in pending if str(row.id) not in sent]
             ledger = _ledger_totals(session)
-            floor = baseline_metrics(session)
+            floor = baseline_metrics(session, ctx.config.tests.keys == "one")
         for row in pending:
             try:
                 tracker.log_round(row.id, round_metrics(row) | floor | ledger)
@@ -120,10 +120,10 @@ def round_metrics(row: Round) -> dict[str, float]:
     return {name: float(getattr(row, name)) for name in ROUND_FIELDS if getattr(row, name) is not None}
 
 
-def baseline_metrics(session) -> dict[str, float]:
+def baseline_metrics(session, one_key: bool) -> dict[str, float]:
     """Chance and the best constant answer per split, sent with every round so a chart can show them."""
     out = {}
-    for split, b in split_baselines(session).items():
+    for split, b in split_baselines(session, one_key).items():
         if b is not None:
             out |= {f"{split}_chance": b.chance, f"{split}_best_constant": b.best_constant,
                     f"{split}_mass_chance": b.mass_chance}

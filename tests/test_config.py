@@ -48,3 +48,16 @@ def test_saved_config_loads_back_identically(tmp_path):
     again = load_config(tmp_path / "config.yaml")
     assert again == cfg and again.config_hash() == cfg.config_hash()
     assert RunConfig().config_hash() != cfg.config_hash()
+
+
+def test_facets_the_offline_rules_cannot_write_are_refused_with_the_fix():
+    from pwd_agent.agents.schemas import ITEM_FACETS
+    from pwd_agent.config import Facet, RULE_FACETS
+
+    assert set(Facet.__args__) == set(ITEM_FACETS) and RULE_FACETS == tuple(ITEM_FACETS)[:3]
+    with pytest.raises(ConfigError, match="offline rules write only.*llm.backend"):
+        load_config(None, ['tests.facets=["order","pitfall"]'])
+    with pytest.raises(ConfigError, match="twice"):
+        load_config(None, ['tests.facets=["order","order"]'])
+    cfg = load_config(None, ['tests.facets=["order","pitfall"]', "llm.backend=openai"])
+    assert cfg.tests.facets == ["order", "pitfall"]

@@ -51,6 +51,19 @@ def test_loglik_scorer_ranks_every_answer_set_like_a_full_pass(tiny_model):
     best = answer_sets(4)[max(range(15), key=lambda i: fast[i])]
     assert pred.predicted == best and pred.passed == (best == "B")
     assert list(json.loads(pred.raw))[0] == best
+    # One key per item (tests.keys=one): the answer is the best single letter, not the best set.
+    [single] = evaluator.score_items([("Which steps follow the dosing of alum?",
+                                       ["mixing", "settling", "filtering", "boiling"], "B")], multi=False)
+    assert single.predicted == "ABCD"[max(range(4), key=lambda i: fast[i])]
+
+
+def test_chance_counts_the_answers_the_items_allow():
+    from pwd_agent.baselines import baselines
+
+    items = [(4, "A"), (4, "B"), (4, "A"), (4, "C")]
+    sets, one = baselines(items), baselines(items, one_key=True)
+    assert sets.chance == pytest.approx(1 / 15) and one.chance == pytest.approx(1 / 4)
+    assert one.best_constant == sets.best_constant == 0.5 and one.mass_chance == sets.mass_chance == 0.25
 
 
 def test_unknown_scorer_is_refused(tiny_model):

@@ -139,3 +139,23 @@ def test_patch_paraphrases_use_the_wordings_v1_did_not(kb_with_items):
     v1 = {d.prompt for d in paraphrase_samples(chain, statements, 3)}
     patch = {d.prompt for d in paraphrase_samples(chain, statements, 3, offset=3)}
     assert len(v1) == len(patch) == 3 * len(statements) and not v1 & patch
+
+
+def test_one_key_same_process_items_leave_word_overlap_nothing(kb_with_items):
+    """tests.keys=one, tests.distractors=same_process: one key per item and every distractor a step
+    of the same process in the wrong place, so the options share the question's words alike."""
+    agents = OfflineAgents(facets=("order", "later"), one_key=True, same_process=True)
+    made = 0
+    for chain, statements, _, _ in kb_with_items:
+        steps = {step_phrase(s).lower() for s in chain.steps}
+        for variant in range(4):
+            item = agents.write_test_item(chain, statements, [], variant)
+            if item is None:  # a chain too short for three earlier steps on the later facet
+                assert variant % 2 == 1 and len(chain.steps) < 5
+                continue
+            made += 1
+            assert item.option_kinds.count("key") == 1 and len(set(item.options)) == 4
+            assert set(item.option_kinds) - {"key"} <= {"wrong_order", "skipped_step", "earlier_step"}
+            if variant % 2 == 1:  # the later facet: every option is one of this chain's steps
+                assert all(o.rstrip(".").lower() in steps for o in item.options)
+    assert made >= 3 * len(kb_with_items)

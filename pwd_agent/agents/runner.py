@@ -18,10 +18,12 @@ from pwd_agent.store import LLMCall
 def make_backend(ctx):
     """The agent backend named by `llm.backend` (the openai client is imported only when chosen)."""
     config = ctx.config
+    tests = config.tests
+    item_style = (tuple(tests.facets), tests.keys == "one", tests.distractors == "same_process")
     if config.llm.backend == "offline":
         from pwd_agent.llm.offline import OfflineAgents
 
-        return OfflineAgents(config.extract.min_steps, config.extract.max_steps, config.tests.seed)
+        return OfflineAgents(config.extract.min_steps, config.extract.max_steps, tests.seed, *item_style)
     from pwd_agent.llm.cache import ResponseCache
     from pwd_agent.llm.llm_agents import LLMAgents
     from pwd_agent.llm.openai_compat import StructuredClient
@@ -31,7 +33,7 @@ def make_backend(ctx):
         spent = session.exec(select(func.coalesce(func.sum(LLMCall.cost), 0.0))).one()
     cache = ResponseCache(cache_root() / "llm_cache.sqlite") if config.llm.cache else None
     client = StructuredClient(config.llm, cache, spent=spent)
-    return LLMAgents(client, config.llm.prompts_dir, config.tests.seed)
+    return LLMAgents(client, config.llm.prompts_dir, tests.seed, *item_style)
 
 
 def workers_for(backend, config) -> int:

@@ -95,10 +95,10 @@ class HFEvaluator:
             pass
 
     def score_items(self, items: list[tuple[str, list[str], str]], multi: bool = True) -> list[Prediction]:
-        """(question, options, key) -> predictions under exact set match. `multi` (options scorer
-        only): the items may have several keys; False for single-answer sets, judged by the argmax."""
+        """(question, options, key) -> predictions under exact set match. `multi` (options and loglik
+        scorers): the items may have several keys; False for one key each, judged by the argmax."""
         if self.scorer == "loglik":
-            return [self._loglik_item(q, opts, key) for q, opts, key in items]
+            return [self._loglik_item(q, opts, key, multi) for q, opts, key in items]
         if self.scorer == "options":
             return [options_prediction(option_probabilities(self.option_logliks(q, opts)), key, multi)
                     for q, opts, key in items]
@@ -125,8 +125,8 @@ class HFEvaluator:
             return torch.cat([first, body.logits], dim=1).float().log_softmax(-1)
 
     # ---- loglik ---------------------------------------------------------------------------
-    def _loglik_item(self, question: str, options: list[str], key: str) -> Prediction:
-        answers = answer_sets(len(options))
+    def _loglik_item(self, question: str, options: list[str], key: str, multi: bool = True) -> Prediction:
+        answers = answer_sets(len(options)) if multi else list(LETTERS[: len(options)])
         scores = self.answer_logliks(render_choice_prompt(question, options), answers)
         ranked = sorted(zip(answers, scores), key=lambda pair: -pair[1])
         raw = json.dumps({a: round(v, 3) for a, v in ranked[:3]})  # the best three, for the record

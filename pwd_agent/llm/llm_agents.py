@@ -100,10 +100,14 @@ class LLMAgents:
 
     name = "openai"
 
-    def __init__(self, client: StructuredClient, prompts_dir: str | None = None, seed: int = 0):
+    def __init__(self, client: StructuredClient, prompts_dir: str | None = None, seed: int = 0,
+                 facets: tuple[str, ...] = (), one_key: bool = False, same_process: bool = False):
         self.client = client
         self.prompts_dir = Path(prompts_dir) if prompts_dir else PROMPTS_DIR
         self.seed = seed
+        self.facets = tuple(facets) or tuple(ITEM_FACETS)  # tests.facets, cycled over a chain's items
+        self.one_key = one_key  # tests.keys=one
+        self.same_process = same_process  # tests.distractors=same_process
 
     def _prompt(self, name: str):
         return load_prompt(name, self.prompts_dir)
@@ -166,6 +170,8 @@ class LLMAgents:
         def check(answer: ItemAnswer) -> str | None:
             if not any(o.correct for o in answer.options):
                 return "at least one option must be correct"
+            if self.one_key and sum(o.correct for o in answer.options) != 1:
+                return "exactly one option must be correct"
             if len({strip_label(o.text).lower() for o in answer.options}) < 4:
                 return "the four options must say four different things"
             return None
@@ -175,7 +181,11 @@ class LLMAgents:
             "preconditions": "; ".join(chain.preconditions) or "none stated",
             "negative_constraints": "; ".join(chain.negative_constraints) or "none stated",
             "steps": numbered(chain.steps), "variant": variant + 1,
-            "facet": list(ITEM_FACETS.values())[variant % len(ITEM_FACETS)],
+            "facet": ITEM_FACETS[self.facets[variant % len(self.facets)]],
+            "keys": "Exactly one of them is correct" if self.one_key else "Between 1 and 4 of them are correct",
+            "distractors": ("Every wrong option is about this process's own steps (wrong order, a skipped step, a "
+                            "step put too early or too late), never about another process."
+                            if self.same_process else ""),
         }
         answer = self.client.ask("tester", self._prompt("tests/test_item"), variables, ItemAnswer, check)
         if answer is None:

@@ -10,7 +10,6 @@ import random
 import re
 
 from pwd_agent.agents.schemas import (
-    ITEM_FACETS,
     ChainDraft,
     ConceptDraft,
     DiagnosisDraft,
@@ -21,6 +20,7 @@ from pwd_agent.agents.schemas import (
     StatementDraft,
     TestItemDraft,
 )
+from pwd_agent.config import RULE_FACETS
 from pwd_agent.corpus import split_sentences
 from pwd_agent.phrasing import BOLD, CUE, clean, sentence_case, step_phrase  # noqa: F401 (re-exported for tests)
 from pwd_agent.prompting import LETTERS, letters_of, render_choice_prompt
@@ -48,9 +48,6 @@ def event_claim(step: str) -> str:
     return f"{sentence_case(step)}."
 
 
-# The facets of ITEM_FACETS the rules can write, cycled over a chain's items in this order: the
-# order of adjacent steps, what comes later than a given step, which steps belong to it.
-RULE_FACETS = tuple(ITEM_FACETS)[:3]
 # How many keys an item gets, cycled over items: in proportion to the number of letter sets of
 # that size (4, 6, 4 and 1 of the 15), so that with letters placed evenly (place_letters) every
 # set is the key about equally often and no constant answer scores much above 1/15.
@@ -96,10 +93,16 @@ class OfflineAgents:
     name = "offline"
     version = "rules-1"
 
-    def __init__(self, min_steps: int = 3, max_steps: int = 8, seed: int = 0):
+    def __init__(self, min_steps: int = 3, max_steps: int = 8, seed: int = 0, facets: tuple[str, ...] = (),
+                 one_key: bool = False, same_process: bool = False):
         self.min_steps = min_steps
         self.max_steps = max_steps
         self.seed = seed
+        # The facets the rules can write (config.RULE_FACETS), cycled over a chain's items: the order
+        # of adjacent steps, what comes later than a given step, which steps belong to the process.
+        self.facets = tuple(facets) or RULE_FACETS
+        self.one_key = one_key  # tests.keys=one
+        self.same_process = same_process  # tests.distractors=same_process
 
     # ---- extractor: L3 -> L2 -> L1 -------------------------------------------------------
     def extract_chain(self, chunk_text: str, heading: str, title: str) -> ChainDraft | None:
@@ -204,10 +207,10 @@ class OfflineAgents:
         if len(statements) < 2:
             return None
         rng = random.Random(f"{self.seed}:item:{chain.id}:{variant}")
-        facet = RULE_FACETS[variant % len(RULE_FACETS)]
-        n_keys = KEY_COUNTS[(len(RULE_FACETS) * chain.id + variant) % len(KEY_COUNTS)]
+        facet = self.facets[variant % len(self.facets)]
+        n_keys = 1 if self.one_key else KEY_COUNTS[(len(self.facets) * chain.id + variant) % len(KEY_COUNTS)]
         options, ask = getattr(self, f"_{facet}_options")(chain, statements, foreign_steps, n_keys, rng)
-        if len(options) < 4:
+        if len(options) < 4:  # a chain too short for this facet's keys and distractors
             return None
         context = f" Precondition: {sentence_case(step_phrase(chain.preconditions[0]))}." if chain.preconditions else ""
         return TestItemDraft(
@@ -225,11 +228,13 @@ class OfflineAgents:
         keys = rng.sample(statements, min(n_keys, len(statements)))
         pool = [(order_claim(st.object, st.subject), "wrong_order", st.id) for st in statements]
         pool += [(order_claim(steps[i], steps[i + 2]), "skipped_step", None) for i in range(len(steps) - 2)]
-        pool += [(order_claim(st.subject, rng.choice(foreign_steps)), "swapped_object", st.id)
-                 for st in statements if foreign_steps]
+        if not self.same_process:
+            pool += [(order_claim(st.subject, rng.choice(foreign_steps)), "swapped_object", st.id)
+                     for st in statements if foreign_steps]
         rng.shuffle(pool)
-        ask = ("Each step can only start once the one before it is complete. Which of the following statements "
-               "correctly name a step and the step that comes directly after it?")
+        which = "statement correctly names" if n_keys == 1 else "statements correctly name"
+        ask = (f"Each step can only start once the one before it is complete. Which of the following {which} "
+               "a step and the step that comes directly after it?")
         return _fill([(order_claim(st.subject, st.object), "key", st.id) for st in keys], pool), ask
 
     def _later_options(self, chain, statements, foreign_steps, n_keys, rng) -> tuple[list[tuple], str]:
@@ -237,13 +242,19 @@ class OfflineAgents:
         process's steps (distractors)."""
         steps = [step_phrase(s) for s in chain.steps]
         n_keys = min(n_keys, len(steps) - 1)
-        anchor = rng.randint(0, len(steps) - 1 - n_keys)
+        # Same-process distractors are the anchor and the steps before it: it needs 4 - n_keys of them.
+        lowest = 4 - n_keys - 1 if self.same_process else 0
+        if lowest > len(steps) - 1 - n_keys:
+            return [], ""
+        anchor = rng.randint(lowest, len(steps) - 1 - n_keys)
         node = step_nodes(statements)
         keys = [(event_claim(steps[k]), "key", node.get(k)) for k in rng.sample(range(anchor + 1, len(steps)), n_keys)]
         pool = [(event_claim(steps[k]), "earlier_step", node.get(k)) for k in range(anchor + 1)]
-        pool += [(event_claim(f), "foreign_step", None) for f in foreign_steps]
+        if not self.same_process:
+            pool += [(event_claim(f), "foreign_step", None) for f in foreign_steps]
         rng.shuffle(pool)
-        ask = (f"The steps run in a fixed order. Which of the following events happen later in the process "
+        which = "event happens" if n_keys == 1 else "events happen"
+        ask = (f"The steps run in a fixed order. Which of the following {which} later in the process "
                f"than the moment when {steps[anchor]}?")
         return _fill(keys, pool), ask
 
@@ -255,8 +266,9 @@ class OfflineAgents:
                 for k in rng.sample(range(len(steps)), min(n_keys, len(steps)))]
         pool = [(event_claim(f), "foreign_step", None) for f in foreign_steps if f not in steps]
         rng.shuffle(pool)
+        which = "event is a step" if n_keys == 1 else "events are steps"
         ask = ("Steps of other processes are easily mixed up with its own. "
-               "Which of the following events are steps of this process itself?")
+               f"Which of the following {which} of this process itself?")
         return _fill(keys, pool), ask
 
     # ---- builder: training data from L1/L2 -------------------------------------------------

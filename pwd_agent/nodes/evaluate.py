@@ -16,7 +16,7 @@ from pwd_agent.store import GeneralResult, ItemResult, LLMCall, Round, TestItem,
 from pwd_agent.stats import compare
 from pwd_agent.store.models import utcnow
 from pwd_agent.store.queries import round_accuracy, round_mass, round_passes, round_scorer
-from pwd_agent.evaluation.loader import loaded_evaluator
+from pwd_agent.evaluation.loader import loaded_evaluator, score_test_items
 from pwd_agent.student import resolve_student
 from pwd_agent.prompting import choice_prompt_version
 
@@ -55,7 +55,7 @@ def evaluate(state: RunState, runtime: Runtime[RunContext]) -> dict:
                                                                     flips.p_value)
         row.status, row.finished_at = "evaluated", utcnow()
         dev, holdout = row.dev_acc or 0.0, row.holdout_acc or 0.0
-        floors = split_baselines(session)
+        floors = split_baselines(session, ctx.config.tests.keys == "one")
     scorer = f"{row.scorer} scorer" if row.scorer else "no items"
     vs = (f"; dev vs round {round_id - 1}: {flips.fixed} fixed, {flips.broken} broken, p={flips.p_value:.3f}"
           if flips else "")
@@ -79,7 +79,7 @@ def score_and_store(ctx: RunContext, round_id: int, adapter: str | None, items: 
     with loaded_evaluator(ctx, adapter) as evaluator, open(ctx.round_dir(round_id) / "eval.jsonl", "a") as out:
         for start in range(0, len(items), slice_size):
             part = items[start : start + slice_size]
-            preds = evaluator.score_items([(i.question, i.options, i.answer) for i in part])
+            preds = score_test_items(evaluator, ctx.config, part)
             with session_scope(ctx.db_url) as session:
                 for item, pred in zip(part, preds):
                     session.add(ItemResult(round_id=round_id, item_id=item.id, raw=pred.raw,

@@ -63,7 +63,7 @@ def collect(ctx: RunContext) -> dict:
             "chain_split": {i.chain_id: i.split for i in items.values()},
             "cost": cost,
             "leaked": count_rows(s, LeakedSample),
-            "baselines": baseline_rows(s),
+            "baselines": baseline_rows(s, ctx.config.tests.keys == "one"),
             "kb": kb_line(s),
             "stop": stop_reason(s),
             "goal": ctx.config.loop.goal,
@@ -74,9 +74,9 @@ def collect(ctx: RunContext) -> dict:
         }
 
 
-def baseline_rows(session) -> list[tuple[str, list]]:
+def baseline_rows(session, one_key: bool) -> list[tuple[str, list]]:
     """(name, [dev_acc, holdout_acc, general_acc, dev_mass, holdout_mass]) rows under the rounds."""
-    dev, holdout = split_baselines(session).values()
+    dev, holdout = split_baselines(session, one_key).values()
 
     def get(b, field):
         return getattr(b, field) if b else None

@@ -56,7 +56,7 @@ def render_status(ctx: RunContext, now: datetime | None = None) -> str:
     loop = ctx.config.loop
     with session_scope(ctx.db_url) as session:
         reason = stop_reason(session)
-        floors = split_baselines(session)
+        floors = split_baselines(session, ctx.config.tests.keys == "one")
         if reason:
             state = [f"run {ctx.run_id}: stopped ({reason})"]
         else:
@@ -188,7 +188,7 @@ def run_summary(ctx: RunContext) -> tuple[str, str, str]:
     split = ctx.config.loop.goal_split
     with session_scope(ctx.db_url) as session:
         reason = stop_reason(session) or "not finished"
-        floor = split_baselines(session)[split]
+        floor = split_baselines(session, ctx.config.tests.keys == "one")[split]
         scores = [getattr(r, f"{split}_acc") for r in rounds(session)]
     scores = [s for s in scores if s is not None]
     return ctx.run_id, reason, beside(max(scores), floor) if scores else "-"
