@@ -76,18 +76,15 @@ def _last_adapter(ctx) -> str:
 
 def _execute(ctx, resume: bool, quiet: bool, answer: dict | None = None) -> None:
     from pwd_agent.driver import execute
-    from pwd_agent.events import emit, set_progress_sink
+    from pwd_agent.events import set_progress_sink
     from pwd_agent.runs import run_lock
 
     with run_lock(ctx):  # refused before anything is written if another process drives the run
         _setup_logging(ctx.run_dir, quiet)
         try:
             execute(ctx, resume=resume, answer=answer)
-        except RunPaused:
-            raise  # the driver logged it; not an error
-        except PwdAgentError as exc:
-            emit(ctx.db_url, "run", f"stopped: {exc.message}", "error", hint=exc.hint)
-            raise
+        except (RunPaused, PwdAgentError):
+            raise  # the driver logged it and wrote the Run row
         except KeyboardInterrupt:
             typer.echo(f"\ninterrupted; state saved. Continue with: pwd-agent resume {ctx.run_id}", err=True)
             raise typer.Exit(EXIT_INTERRUPTED)
@@ -169,27 +166,34 @@ def logs(
 ) -> None:
     """The agents' log (Event rows) of a run."""
     from pwd_agent.events import LEVELS
-    from pwd_agent.report.status import event_json, event_shown, events_after, format_event, is_terminal
+    from pwd_agent.report.status import event_json, event_shown, events_after, format_event
     from pwd_agent.runs import is_running, open_run
+    from pwd_agent.runstate import read_run, state_text
+    from pwd_agent.store import session_scope
 
     if level not in LEVELS:
         raise PwdAgentError(f"unknown level '{level}'", f"use one of {', '.join(LEVELS)}")
     ctx = open_run(run_id, runs_dir)
-    last = 0
+    last, ending = 0, False
     while True:
         fresh = events_after(ctx.db_url, last)
         for event in fresh:
             last = event.id
             if event_shown(event, level, node):
                 typer.echo(event_json(event) if as_json else format_event(event))
-            if follow and is_terminal(event):
-                return
         if not follow:
             return
-        if not fresh and not is_running(ctx):
-            typer.echo(f"run {run_id} is not running; `pwd-agent resume {run_id}` continues it", err=True)
+        if ending:  # the events the process wrote before it let go of the run are printed: done
+            with session_scope(ctx.db_url) as session:
+                run = read_run(session, run_id)
+            if run is None or run.status == "running":
+                typer.echo(f"run {run_id} is {state_text(run, False)}; `pwd-agent resume {run_id}` continues it",
+                           err=True)
             return
-        time.sleep(0.5)
+        # Follow while a process holds the run lock; one more read after it lets go.
+        ending = not fresh and not is_running(ctx)
+        if not ending:
+            time.sleep(0.5)
 
 
 @app.command("list")

@@ -13,6 +13,8 @@ from pwd_agent import tracking
 from pwd_agent.events import emit
 from pwd_agent.graph import build_graph
 from pwd_agent.errors import PwdAgentError, RunPaused
+from pwd_agent.runstate import mark, mark_ended, mark_started
+from pwd_agent.store import ConfigChange, session_scope
 from pwd_agent.runs import (
     PAUSE_FILE, PENDING_SET_FILE, RunContext, checked_overrides, context_for, save_overrides,
 )
@@ -33,7 +35,26 @@ def thread(ctx: RunContext) -> dict:
 
 def execute(ctx: RunContext, resume: bool = False, answer: dict | None = None) -> dict:
     """Run the graph to its end; on resume, continue from the last finished node. `answer` is a
-    reviewer's decision for the gate the run waits at."""
+    reviewer's decision for the gate the run waits at. However the process leaves the run, the
+    Run row says how (runstate.py), after the event that logs it."""
+    try:
+        return _execute(ctx, resume, answer)
+    except RunPaused:
+        raise  # the row was written where the pause was decided
+    except PwdAgentError as exc:
+        emit(ctx.db_url, "run", f"stopped: {exc.message}", "error", hint=exc.hint)
+        mark_ended(ctx.db_url, ctx.run_id, "stopped", error=exc.message)
+        raise
+    except KeyboardInterrupt:
+        emit(ctx.db_url, "run", "interrupted (Ctrl-C); state saved", "warning")
+        mark_ended(ctx.db_url, ctx.run_id, "interrupted")
+        raise
+    except Exception as exc:
+        mark_ended(ctx.db_url, ctx.run_id, "crashed", error=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _execute(ctx: RunContext, resume: bool, answer: dict | None) -> dict:
     (ctx.run_dir / PAUSE_FILE).unlink(missing_ok=True)  # a request left by an earlier process is stale
     with checkpointer(ctx) as saver, tracking.open_trackers(ctx) as trackers:
         graph = build_graph(saver)
@@ -43,6 +64,7 @@ def execute(ctx: RunContext, resume: bool = False, answer: dict | None = None) -
         if snapshot.interrupts and answer is None:
             raise waiting_error(ctx, snapshot.interrupts[0].value)
         started = resume and bool(snapshot.values)
+        mark_started(ctx.db_url, ctx.run_id, ", ".join(snapshot.next) if started else None)
         emit(ctx.db_url, "run", f"{'resuming' if started else 'starting'} run {ctx.run_id}"
              + (f" at {', '.join(snapshot.next)}" if started else ""))
         payload = None if started else {"run_id": ctx.run_id, "round": 0, "scores": [], "counts": {}}
@@ -58,10 +80,13 @@ def execute(ctx: RunContext, resume: bool = False, answer: dict | None = None) -
         if snapshot.interrupts:
             waiting = snapshot.interrupts[0].value
             emit(ctx.db_url, "run", f"paused: waiting at the {waiting['gate']} gate", gate=waiting["gate"])
+            mark_ended(ctx.db_url, ctx.run_id, "paused", gate=waiting["gate"], stage=", ".join(snapshot.next))
             raise waiting_error(ctx, waiting)
         values = snapshot.values
-        tracking.finish(ctx, trackers, values)
-    emit(ctx.db_url, "run", f"finished: {values.get('stop_reason')}", reason=values.get("stop_reason"))
+        emit(ctx.db_url, "run", f"finished: {values.get('stop_reason')}", reason=values.get("stop_reason"))
+        mark_ended(ctx.db_url, ctx.run_id, "finished", stop_reason=values.get("stop_reason"),
+                   goal_met=bool(values.get("goal_met")), stage=None, round=values.get("round", 0))
+        tracking.finish(ctx, trackers)
     return values
 
 
@@ -83,13 +108,16 @@ def _drive(graph, payload, ctx: RunContext, trackers: list) -> tuple[RunContext,
     honour `pause` and `set` requests. Returns the (maybe updated) context and whether to go on under it."""
     for _ in graph.stream(payload, thread(ctx), context=ctx, stream_mode="updates", durability="sync"):
         tracking.sync(ctx, trackers)
-        if not graph.get_state(thread(ctx)).next:
+        snapshot = graph.get_state(thread(ctx))
+        if not snapshot.next:
             break  # the last node ran: nothing to pause before
+        waiting = ", ".join(snapshot.next)
+        mark(ctx.db_url, ctx.run_id, stage=waiting, round=snapshot.values.get("round", 0))
         pause = ctx.run_dir / PAUSE_FILE
         if pause.exists():
             pause.unlink()
-            waiting = ", ".join(graph.get_state(thread(ctx)).next)
             emit(ctx.db_url, "run", f"paused before {waiting} on request", next=waiting)
+            mark_ended(ctx.db_url, ctx.run_id, "paused")
             raise RunPaused(f"run {ctx.run_id} paused before {waiting}",
                             f"continue with `pwd-agent resume {ctx.run_id}`")
         changed = apply_pending_sets(ctx)
@@ -121,6 +149,8 @@ def record_changes(ctx: RunContext, changes: list[tuple[str, object, object]], h
     """Each config change as an event: `how` says where it came from (resume, set, mid-run)."""
     for key, old, new in changes:
         emit(ctx.db_url, "run", f"config {how}: {key} {old!r} -> {new!r}", key=key, old=old, new=new)
+    with session_scope(ctx.db_url) as session:
+        session.add_all(ConfigChange(key=key, old=old, new=new, how=how) for key, old, new in changes)
 
 
 def final_state(ctx: RunContext) -> dict:

@@ -24,7 +24,8 @@ from pwd_agent.runs import RunContext, flat
 from pwd_agent.store import Round, session_scope
 from pwd_agent.store.db import done_keys, mark_done
 from pwd_agent.baselines import split_baselines
-from pwd_agent.store.queries import ledger_by_agent
+from pwd_agent.runstate import read_run
+from pwd_agent.store.queries import ledger_by_agent, rounds
 
 logger = logging.getLogger("pwd_agent")
 START_HINT = {"mlflow": "check tracking.mlflow_tracking_uri (or $MLFLOW_TRACKING_URI), "
@@ -100,13 +101,16 @@ def sync(ctx: RunContext, trackers: list[Tracker]) -> None:
                  tracker=tracker.name, round=row.id)
 
 
-def finish(ctx: RunContext, trackers: list[Tracker], values: dict) -> None:
-    """The run's end: stop reason and best scores to every tracker (a failure is logged, not raised)."""
-    scores = values.get("scores") or []
-    summary = {"stop_reason": values.get("stop_reason"), "rounds": len(scores)}
+def finish(ctx: RunContext, trackers: list[Tracker]) -> None:
+    """The run's end, as the Run row and the rounds in the store have it: stop reason, whether the
+    goal was met, best scores, to every tracker (a failure is logged, not raised)."""
+    with session_scope(ctx.db_url) as session:
+        run = read_run(session, ctx.run_id)
+        scored = [r for r in rounds(session) if r.status == "evaluated"]
+    summary = {"stop_reason": run.stop_reason, "goal_met": bool(run.goal_met), "rounds": len(scored)}
     for split in ("dev", "holdout"):
-        if scores:
-            summary[f"best_{split}_acc"] = max(s[split] for s in scores)
+        if values := [getattr(r, f"{split}_acc") for r in scored if getattr(r, f"{split}_acc") is not None]:
+            summary[f"best_{split}_acc"] = max(values)
     for tracker in trackers:
         try:
             tracker.finish(summary)

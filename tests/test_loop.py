@@ -16,7 +16,7 @@ from pwd_agent.leakage import load_gate, sample_text
 from pwd_agent.runs import open_run
 from pwd_agent.store import (
     Chain, Chunk, ConceptStatement, Diagnosis, Event, GeneralResult, ItemResult, LeakedSample, LLMCall, Patch, Probe,
-    ProbeResult, Round, RoundSample, Sample, Statement, TestItem, WorkUnit,
+    ProbeResult, Round, RoundSample, Run, Sample, Statement, TestItem, WorkUnit, ConfigChange,
     session_scope,
 )
 
@@ -101,7 +101,7 @@ def test_two_rounds_store_every_step(tiny_model, small_corpus):
 
     status = cli("status", "loop")
     assert status.returncode == 0
-    assert "run loop: stopped (max_rounds)" in status.stdout
+    assert "run loop: finished (max_rounds)" in status.stdout
     assert status.stdout.count(" evaluated ") == 3
     logs = cli("logs", "loop", "-f", timeout=30)  # follows until the run's last event, then returns
     assert logs.returncode == 0 and logs.stdout.strip().endswith("[run] finished: max_rounds")
@@ -263,8 +263,12 @@ def test_sigkill_during_training_then_resume_redoes_nothing(tiny_model, small_co
     proc.wait()
 
     ctx = open_run("killed")
+    assert cli("status", "killed").stdout.splitlines()[0] == (
+        "run killed: not running, its process died · continue: pwd-agent resume killed")
     with session_scope(ctx.db_url) as s:
         assert s.get(Round, 1).status == "training"
+        run = s.get(Run, "killed")
+        assert (run.status, run.stage, run.pid, run.finished_at) == ("running", "train", proc.pid, None)
         before = {"chains": len(s.exec(select(Chain)).all()), "items": len(s.exec(select(TestItem)).all()),
                   "samples": len(s.exec(select(Sample)).all()), "calls": len(s.exec(select(LLMCall)).all())}
 
@@ -283,6 +287,9 @@ def test_sigkill_during_training_then_resume_redoes_nothing(tiny_model, small_co
         assert sum(m.startswith("round 1 trained") for m in messages) == 1
         assert s.get(Round, 1).status == "evaluated"
         assert len(s.exec(select(ItemResult).where(ItemResult.round_id == 1)).all()) == before["items"]
+        run = s.get(Run, "killed")
+        assert (run.status, run.stop_reason, run.goal_met) == ("finished", "max_rounds", False)
+        assert run.pid != proc.pid and run.process_started_at > run.started_at and run.finished_at
 
 
 def test_pause_at_a_node_boundary_then_set_applies_on_resume(tiny_model, small_corpus):
@@ -302,6 +309,11 @@ def test_pause_at_a_node_boundary_then_set_applies_on_resume(tiny_model, small_c
     assert cli("pause", "paused").returncode == 0
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 6 and "paused: run paused paused before" in err
+    with session_scope(open_run("paused").db_url) as s:
+        run = s.get(Run, "paused")
+        assert run.status == "paused" and run.gate is None and run.finished_at is not None
+    assert f"run paused: paused before {run.stage} on request · continue: pwd-agent resume paused" in cli(
+        "status", "paused").stdout
 
     assert cli("pause", "paused").returncode == 2  # not running: nothing to pause
     assert cli("set", "paused", "student.lora_r=2").returncode == 2  # frozen key, refused at once
@@ -313,6 +325,10 @@ def test_pause_at_a_node_boundary_then_set_applies_on_resume(tiny_model, small_c
     assert any(m.startswith("paused before ") for m in messages)
     assert "config set mid-run: loop.max_rounds 2 -> 1" in messages
     assert messages[-1] == "finished: max_rounds"
+    with session_scope(open_run("paused").db_url) as s:
+        changes = [(c.key, c.old, c.new, c.how) for c in s.exec(select(ConfigChange)).all()]
+        assert changes == [("loop.max_rounds", 2, 1, "set mid-run")]
+        assert s.get(Run, "paused").status == "finished"
 
 
 def store_content(run_id: str) -> dict:
@@ -414,6 +430,8 @@ def test_patch_gate_review_edit_then_the_edited_samples_train(tiny_model, small_
                             *NO_GUARD, "--set", "gates.on_patch=true"))
     assert result.returncode == 6 and "waits at the on_patch gate" in result.stderr, result.stderr
     assert cli("resume", "gated").returncode == 6  # resume without an answer waits again
+    assert ("run gated: waiting at the on_patch gate · continue: pwd-agent review gated"
+            in cli("status", "gated").stdout)
 
     shown = cli("review", "gated", "--out", "patches.jsonl")
     assert shown.returncode == 0, shown.stderr

@@ -3,12 +3,12 @@
 from pwd_agent.config import load_config
 from pwd_agent.report.status import render_status
 from pwd_agent.runs import create_run
-from pwd_agent.store import Event, LLMCall, Round, session_scope
+from pwd_agent.store import Event, LLMCall, Round, Run, session_scope
 
 from conftest import add_chain
 
 EXPECTED = """\
-run fixed: stopped (max_rounds)
+run fixed: finished (max_rounds)
 KB: 1 documents, 1 chunks, 1 chains, 0 statements, 0 concepts
 tests: 4 dev, 2 holdout; goal 0.800 on holdout
 training data: 0 V1, 0 patch; 0 dropped by the leakage gate
@@ -54,8 +54,7 @@ def test_status_text_on_a_fixed_store(small_corpus):
                       cost=0.0006, **base))
         s.add(LLMCall(agent="builder", prompt_name="builder/samples", input_tokens=150, output_tokens=60,
                       cache_hit=True, **base))
-        s.add(Event(node="decide", level="info", message="stop after round 1: max_rounds",
-                    data={"reason": "max_rounds"}))
+        s.add(Run(run_id="fixed", status="finished", stop_reason="max_rounds", goal_met=False))
     assert render_status(ctx) == EXPECTED
 
 
@@ -69,22 +68,25 @@ def test_status_warns_when_the_goal_is_no_harder_than_a_constant_answer(small_co
 
 def test_status_of_an_unfinished_run_shows_its_stage_rate_and_eta(small_corpus):
     """Counts since this process started the stage give the rate; an earlier round's pass and the
-    time before a resume are left out. A run nobody drives shows no ETA and how to continue."""
+    time before a resume (Run.process_started_at) are left out. A run whose process died shows no
+    ETA and how to continue."""
     from datetime import datetime, timedelta, timezone
 
     ctx = create_run(load_config(None, [f"corpus.path={small_corpus}", "run_id=live"]))
     t0 = datetime(2026, 11, 26, 12, 0, 0, tzinfo=timezone.utc)
     events = [
         ("train", {"done": 40, "total": 40}, 0),  # round 1's pass, long before
-        ("run", {}, 500), ("train", {"done": 5, "total": 40}, 600),  # before the resume: not in the rate
-        ("run", {}, 1000), ("train", {"done": 10, "total": 40}, 1010), ("train", {"done": 20, "total": 40}, 1030),
+        ("train", {"done": 5, "total": 40}, 600),  # before the resume: not in the rate
+        ("train", {"done": 10, "total": 40}, 1010), ("train", {"done": 20, "total": 40}, 1030),
     ]
     with session_scope(ctx.db_url) as s:
         for node, data, at in events:
-            message = "resuming run live at train" if node == "run" else f"{data['done']}/{data['total']} steps"
-            s.add(Event(node=node, message=message, data=data, created_at=t0 + timedelta(seconds=at)))
+            s.add(Event(node=node, message=f"{data['done']}/{data['total']} steps", data=data,
+                        created_at=t0 + timedelta(seconds=at)))
+        s.add(Run(run_id="live", status="running", stage="train", started_at=t0,
+                  process_started_at=t0 + timedelta(seconds=1000)))
     text = render_status(ctx, now=t0 + timedelta(seconds=1040))
-    assert text.splitlines()[:2] == ["run live: not running (continue: pwd-agent resume live)",
+    assert text.splitlines()[:2] == ["run live: not running, its process died · continue: pwd-agent resume live",
                                      "stage: train 20/40 (50%), 0.50/s"]
 
     from pwd_agent.runs import run_lock

@@ -16,10 +16,11 @@ from pathlib import Path
 import yaml
 from sqlmodel import select
 
-from pwd_agent.report.status import kb_line, stop_reason
-from pwd_agent.runs import RunContext
+from pwd_agent.report.status import kb_line
+from pwd_agent.runs import RunContext, is_running
+from pwd_agent.runstate import read_run, state_text
 from pwd_agent.baselines import split_baselines
-from pwd_agent.store import Chain, Diagnosis, Event, ItemResult, LeakedSample, TestItem, session_scope
+from pwd_agent.store import Chain, ConfigChange, Diagnosis, ItemResult, LeakedSample, TestItem, session_scope
 from pwd_agent.store.queries import count_rows, ledger_by_agent, rounds
 
 KINDS = ("concept_gap", "chain_break", "item_suspect")
@@ -65,12 +66,11 @@ def collect(ctx: RunContext) -> dict:
             "leaked": count_rows(s, LeakedSample),
             "baselines": baseline_rows(s, ctx.config.tests.keys == "one"),
             "kb": kb_line(s),
-            "stop": stop_reason(s),
+            "stop": state_text(read_run(s, ctx.run_id), is_running(ctx)),
             "goal": ctx.config.loop.goal,
             "goal_split": ctx.config.loop.goal_split,
-            "config_changes": [(e.created_at, e.message) for e in s.exec(select(Event).where(Event.node == "run")
-                                                                         .order_by(Event.id)).all()
-                               if e.message.startswith("config ")],
+            "config_changes": [(c.created_at, f"config {c.how}: {c.key} {c.old!r} -> {c.new!r}")
+                               for c in s.exec(select(ConfigChange).order_by(ConfigChange.id)).all()],
         }
 
 
@@ -235,7 +235,7 @@ figure{{margin:1em 0}}img{{max-width:100%}}
 pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head><body>
 <h1>Run {html.escape(ctx.run_id)}</h1>
 <p>{html.escape(data['kb'])}<br>Goal {data['goal']:.3f} on {html.escape(data['goal_split'])};
-stopped: {html.escape(data['stop'] or 'not finished')}. Leakage gate dropped {data['leaked']} samples.
+state: {html.escape(data['stop'])}. Leakage gate dropped {data['leaked']} samples.
 Judge agrees with the probe verdict on {agree} of {judged} diagnoses.</p>
 <h2>Rounds</h2><table><tr>{head}</tr>{body}</table>
 <h2>Agent prompt versions per round</h2>{_prompt_table(data["rounds"])}

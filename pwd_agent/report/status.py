@@ -9,8 +9,9 @@ from sqlmodel import Session, func, select
 from pwd_agent.baselines import beside, goal_warning, split_baselines
 from pwd_agent.events import LEVELS
 from pwd_agent.runs import RunContext, is_running
+from pwd_agent.runstate import next_step, read_run, state_text
 from pwd_agent.store import (
-    Chain, Chunk, Concept, Document, Event, LeakedSample, Sample, SourceFile, Statement, TestItem, WorkUnit,
+    Chain, Chunk, Concept, Document, Event, LeakedSample, Run, Sample, SourceFile, Statement, TestItem, WorkUnit,
     session_scope,
 )
 from pwd_agent.store.queries import count_rows, ledger_by_agent, rounds
@@ -18,11 +19,6 @@ from pwd_agent.store.queries import count_rows, ledger_by_agent, rounds
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
-
-
-def stop_reason(session: Session) -> str | None:
-    events = session.exec(select(Event).where(Event.node == "decide").order_by(Event.id.desc())).all()
-    return next((e.data["reason"] for e in events if "reason" in e.data), None)
 
 
 def kb_line(session: Session) -> str:
@@ -54,16 +50,15 @@ def render_status(ctx: RunContext, now: datetime | None = None) -> str:
     """The run at a glance: state, the stage with its progress and ETA, KB counts, benchmark, one
     row per round, LLM calls and cost per agent, the stop reason."""
     loop = ctx.config.loop
+    live = is_running(ctx)
     with session_scope(ctx.db_url) as session:
-        reason = stop_reason(session)
+        run = read_run(session, ctx.run_id)
         floors = split_baselines(session, ctx.config.tests.keys == "one")
-        if reason:
-            state = [f"run {ctx.run_id}: stopped ({reason})"]
-        else:
-            live = is_running(ctx)
-            state = [f"run {ctx.run_id}: "
-                     f"{'running' if live else 'not running (continue: pwd-agent resume ' + ctx.run_id + ')'}",
-                     stage_line(session, now or datetime.now(timezone.utc), live)]
+        state = [f"run {ctx.run_id}: {state_text(run, live)}"]
+        if run is None or run.status != "finished":
+            if not live and run is not None:
+                state[0] += f" · continue: {next_step(run)}"
+            state.append(stage_line(session, run, now or datetime.now(timezone.utc), live))
         lines = [
             *state,
             kb_line(session),
@@ -111,17 +106,18 @@ def round_table(session: Session, floors: dict) -> list[str]:
     return lines
 
 
-def stage_line(session: Session, now: datetime, live: bool) -> str:
+def stage_line(session: Session, run: Run | None, now: datetime, live: bool) -> str:
     """The stage the run is in (or stopped in): the last progress count, its rate and, while the
     run is live, the time left at that rate (measured since this process started the stage)."""
     events = session.exec(select(Event).order_by(Event.id.desc()).limit(2000)).all()
     latest = next((e for e in events if "done" in e.data and "total" in e.data), None)
     if latest is None:
-        return f"stage: {events[0].node if events else 'not started'}"
+        return f"stage: {(run and run.stage) or (events[0].node if events else 'not started')}"
     done, total = int(latest.data["done"]), int(latest.data["total"])
     first = latest
+    since = _utc(run.process_started_at) if run else None
     for event in events[events.index(latest) + 1:]:
-        if event.node == "run" and event.message.startswith(("starting run", "resuming run")):
+        if since and _utc(event.created_at) < since:
             break  # a count from before this process would mix in the time the run was down
         if event.node == latest.node and "done" in event.data:
             if int(event.data.get("total", -1)) != total or int(event.data["done"]) > int(first.data["done"]):
@@ -156,11 +152,6 @@ def llm_lines(session: Session) -> list[str]:
     return lines
 
 
-def is_terminal(event: Event) -> bool:
-    """The run's last event of a process: finished, stopped on an error, or paused."""
-    return event.node == "run" and event.message.startswith(("finished", "stopped", "paused"))
-
-
 def event_json(event: Event) -> str:
     import json
 
@@ -186,9 +177,10 @@ def run_summary(ctx: RunContext) -> tuple[str, str, str]:
     """(run id, state, best goal-split score beside that split's chance and best constant answer)
     for `pwd-agent list`."""
     split = ctx.config.loop.goal_split
+    live = is_running(ctx)
     with session_scope(ctx.db_url) as session:
-        reason = stop_reason(session) or "not finished"
+        state = state_text(read_run(session, ctx.run_id), live)
         floor = split_baselines(session, ctx.config.tests.keys == "one")[split]
         scores = [getattr(r, f"{split}_acc") for r in rounds(session)]
     scores = [s for s in scores if s is not None]
-    return ctx.run_id, reason, beside(max(scores), floor) if scores else "-"
+    return ctx.run_id, state, beside(max(scores), floor) if scores else "-"

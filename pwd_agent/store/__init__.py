@@ -6,6 +6,7 @@ from pwd_agent.store.models import (
     Chunk,
     Concept,
     ConceptStatement,
+    ConfigChange,
     Diagnosis,
     Document,
     Event,
@@ -18,6 +19,7 @@ from pwd_agent.store.models import (
     ProbeResult,
     Round,
     RoundSample,
+    Run,
     Sample,
     SourceFile,
     Statement,
@@ -26,8 +28,8 @@ from pwd_agent.store.models import (
 )
 
 __all__ = [
-    "Chain", "Chunk", "Concept", "ConceptStatement", "Diagnosis", "Document", "Event", "GeneralResult", "ItemResult",
-    "LeakedSample", "LLMCall", "Patch", "Probe", "ProbeResult", "Round", "RoundSample", "Sample", "SourceFile",
-    "Statement", "TestItem", "WorkUnit",
+    "Chain", "Chunk", "Concept", "ConceptStatement", "ConfigChange", "Diagnosis", "Document", "Event", "GeneralResult",
+    "ItemResult", "LeakedSample", "LLMCall", "Patch", "Probe", "ProbeResult", "Round", "RoundSample", "Run", "Sample",
+    "SourceFile", "Statement", "TestItem", "WorkUnit",
     "dispose_engines", "done_keys", "get_engine", "mark_done", "session_scope",
 ]

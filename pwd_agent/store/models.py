@@ -279,3 +279,33 @@ class WorkUnit(SQLModel, table=True):
     key: str = Field(primary_key=True)
     created_at: datetime = Field(default_factory=utcnow)
     error: str | None = None  # a failed unit: why (an answer that failed its schema or checks); not retried
+
+
+class Run(SQLModel, table=True):
+    """The run's state as its driving process last wrote it (pwd_agent/runstate.py). `status`,
+    `logs -f`, `list`, the report and the trackers read it; the events are the log, not the state."""
+
+    run_id: str = Field(primary_key=True)
+    status: str = "running"  # running | paused | finished | stopped | interrupted | crashed
+    stage: str | None = None  # the node(s) to run next, as of the last node boundary
+    round: int = 0
+    stop_reason: str | None = None  # once finished: why the loop ended (the decide node's reason)
+    goal_met: bool | None = None
+    gate: str | None = None  # while paused at a review gate: its name (else paused on request, before `stage`)
+    error: str | None = None  # stopped or crashed: the message
+    pid: int | None = None  # the process that drives (or last drove) the run
+    started_at: datetime = Field(default_factory=utcnow)  # the run's first start
+    process_started_at: datetime = Field(default_factory=utcnow)  # this (or the last) process's start
+    finished_at: datetime | None = None  # when the last process ended, however it ended
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ConfigChange(SQLModel, table=True):
+    """A setting changed in a started run (`resume --set`, `set` mid-run), for the report."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    key: str
+    old: Any = Field(default=None, sa_column=Column(JSON))
+    new: Any = Field(default=None, sa_column=Column(JSON))
+    how: str  # "override on resume", "set mid-run"
