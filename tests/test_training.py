@@ -160,3 +160,18 @@ def test_trl_engine_trains_the_adapter_through_the_trainer_command(tiny_model, t
     lora_b = [v for k, v in adapter.items() if "lora_B" in k]
     assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # B starts at zero: every one was trained
     assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["r"] == 4
+
+
+def test_a_job_copies_every_training_setting_from_the_config_with_its_defaults():
+    from pwd_agent.config import RunConfig
+    from pwd_agent.training.job import STUDENT_KEYS, TRAIN_KEYS
+
+    own = {"model_path", "data_path", "output_dir", "config_hash"}
+    assert set(TrainJob.model_fields) == own | set(STUDENT_KEYS) | set(TRAIN_KEYS)  # nothing set by hand
+    default = TrainJob(model_path="m", data_path="d", output_dir="o")
+    cfg = RunConfig()
+    assert all(getattr(default, k) == getattr(cfg.student, k) for k in STUDENT_KEYS)
+    assert all(getattr(default, k) == getattr(cfg.train, k) for k in TRAIN_KEYS)
+    cfg.train.learning_rate, cfg.student.lora_r = 1e-3, 8
+    job = TrainJob.from_config(cfg, "m", "d", "o", seed=5)
+    assert (job.learning_rate, job.lora_r, job.seed, job.config_hash) == (1e-3, 8, 5, cfg.config_hash())

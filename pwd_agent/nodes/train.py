@@ -162,15 +162,7 @@ def run_training(ctx: RunContext, round_id: int) -> dict:
 
 def train_job(cfg, data: Path, adapter: Path, seed: int | None = None) -> TrainJob:
     """The trainer's job for `data` under the run config (benches pass another training seed)."""
-    return TrainJob(
-        model_path=resolve_student(cfg.student), data_path=str(data), output_dir=str(adapter),
-        lora_r=cfg.student.lora_r, lora_alpha=cfg.student.lora_alpha, lora_dropout=cfg.student.lora_dropout,
-        target_modules=cfg.student.target_modules, max_length=cfg.student.max_length,
-        chat_template=cfg.student.chat_template, dtype=cfg.student.dtype, epochs=cfg.train.epochs,
-        learning_rate=cfg.train.learning_rate, batch_size=cfg.train.batch_size, grad_accum=cfg.train.grad_accum,
-        seed=cfg.train.seed if seed is None else seed, threads=cfg.train.threads, cpu_bf16=cfg.train.cpu_bf16,
-        config_hash=cfg.config_hash(), engine=cfg.train.engine, packing=cfg.train.packing,
-    )
+    return TrainJob.from_config(cfg, resolve_student(cfg.student), str(data), str(adapter), seed)
 
 
 def trainer_command(cfg, job: Path) -> list[str]:

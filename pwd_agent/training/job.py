@@ -4,6 +4,17 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+from pwd_agent.config import StudentConfig, TrainConfig
+
+# The settings a job copies from the run config by name; their defaults are the config's own, so
+# they are declared once (config.py).
+STUDENT_KEYS = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "max_length", "chat_template", "dtype")
+TRAIN_KEYS = ("epochs", "learning_rate", "batch_size", "grad_accum", "seed", "threads", "cpu_bf16", "engine", "packing")
+
+
+def _default(section: type[BaseModel], key: str):
+    return section.model_fields[key].get_default(call_default_factory=True)
+
 
 class TrainJob(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -11,20 +22,29 @@ class TrainJob(BaseModel):
     model_path: str
     data_path: str  # JSONL of {"prompt", "answer"}
     output_dir: str  # the adapter is saved here (PEFT format)
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    target_modules: list[str] = ["q_proj", "v_proj"]
-    max_length: int = 384
-    chat_template: str = "model"  # student.chat_template
-    dtype: str = "auto"  # student.dtype
-    epochs: float = 1.0
-    learning_rate: float = 2e-4
-    batch_size: int = 8
-    grad_accum: int = 1
-    seed: int = 0
-    threads: int | None = None
-    cpu_bf16: bool = True
     config_hash: str = ""
-    engine: str = "own"  # train.engine: own | trl
-    packing: bool = False  # train.packing (trl engine)
+    # student.*
+    lora_r: int = _default(StudentConfig, "lora_r")
+    lora_alpha: int = _default(StudentConfig, "lora_alpha")
+    lora_dropout: float = _default(StudentConfig, "lora_dropout")
+    target_modules: list[str] = _default(StudentConfig, "target_modules")
+    max_length: int = _default(StudentConfig, "max_length")
+    chat_template: str = _default(StudentConfig, "chat_template")
+    dtype: str = _default(StudentConfig, "dtype")
+    # train.*
+    epochs: float = _default(TrainConfig, "epochs")
+    learning_rate: float = _default(TrainConfig, "learning_rate")
+    batch_size: int = _default(TrainConfig, "batch_size")
+    grad_accum: int = _default(TrainConfig, "grad_accum")
+    seed: int = _default(TrainConfig, "seed")
+    threads: int | None = _default(TrainConfig, "threads")
+    cpu_bf16: bool = _default(TrainConfig, "cpu_bf16")
+    engine: str = _default(TrainConfig, "engine")  # own | trl
+    packing: bool = _default(TrainConfig, "packing")  # trl engine
+
+    @classmethod
+    def from_config(cls, cfg, model_path: str, data: str, adapter: str, seed: int | None = None) -> "TrainJob":
+        """The job for `data` under a RunConfig (benches pass another training seed)."""
+        copied = {k: getattr(cfg.student, k) for k in STUDENT_KEYS} | {k: getattr(cfg.train, k) for k in TRAIN_KEYS}
+        return cls(model_path=model_path, data_path=data, output_dir=adapter, config_hash=cfg.config_hash(),
+                   **copied | ({"seed": seed} if seed is not None else {}))
