@@ -50,7 +50,9 @@ def execute(ctx: RunContext, resume: bool = False, answer: dict | None = None) -
         mark_ended(ctx.db_url, ctx.run_id, "interrupted")
         raise
     except Exception as exc:
-        mark_ended(ctx.db_url, ctx.run_id, "crashed", error=f"{type(exc).__name__}: {exc}")
+        error = f"{type(exc).__name__}: {exc}"
+        emit(ctx.db_url, "run", f"crashed: {error}", "error")
+        mark_ended(ctx.db_url, ctx.run_id, "crashed", error=error)
         raise
 
 

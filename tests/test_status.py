@@ -1,5 +1,7 @@
 """`status` on a fixed store renders exactly this text."""
 
+from sqlmodel import select
+
 from pwd_agent.config import load_config
 from pwd_agent.report.status import render_status
 from pwd_agent.runs import create_run
@@ -103,3 +105,41 @@ def test_status_of_an_unfinished_run_shows_its_stage_rate_and_eta(small_corpus):
                                capture_output=True, text=True, timeout=60)
     assert shown.stdout.splitlines()[:2] == ["run live: running",
                                              "stage: train 20/40 (50%), 0.50/s, ETA 0m30s"], shown.stderr
+
+
+def test_the_run_row_says_how_the_process_left(small_corpus, monkeypatch):
+    """A PwdAgentError stops the run and a bug crashes it: either way the Run row says so, after
+    the event that logs it, and `status` names the state and the command that continues."""
+    import shutil
+
+    import pytest
+
+    from pwd_agent import graph
+    from pwd_agent.driver import execute
+    from pwd_agent.errors import PwdAgentError
+
+    ctx = create_run(load_config(None, [f"corpus.path={small_corpus}", "run_id=gone"]))
+    moved = small_corpus.with_name("elsewhere")
+    shutil.move(small_corpus, moved)  # the corpus went away after the start checks
+    with pytest.raises(PwdAgentError) as stopped:
+        execute(ctx)
+    with session_scope(ctx.db_url) as s:
+        run = s.get(Run, "gone")
+        last = s.exec(select(Event).order_by(Event.id.desc())).first()
+    assert (run.status, run.error, run.stage) == ("stopped", stopped.value.message, None)
+    assert last.message == f"stopped: {stopped.value.message}" and run.finished_at >= last.created_at
+    assert render_status(ctx).splitlines()[0] == (
+        f"run gone: stopped on an error ({stopped.value.message}) · continue: pwd-agent resume gone")
+
+    shutil.move(moved, small_corpus)
+
+    def extract(state, runtime):
+        raise RuntimeError("a bug in extract")
+
+    monkeypatch.setattr(graph, "extract", extract)
+    with pytest.raises(RuntimeError):
+        execute(ctx, resume=True)
+    with session_scope(ctx.db_url) as s:
+        run = s.get(Run, "gone")
+    assert (run.status, run.error, run.stage) == ("crashed", "RuntimeError: a bug in extract", "extract")
+    assert render_status(ctx).splitlines()[0].startswith("run gone: crashed (RuntimeError: a bug in extract)")
