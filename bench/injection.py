@@ -12,6 +12,12 @@ is trained on it from the base, and every item of both halves is scored with the
 (`eval.scorer`; use `options` for a small student). The base student is scored once, on the same
 items, as each recipe's paired baseline.
 
+Beside the items, the *statement probes* of both halves are scored (built in code from the KB, one
+key each: the very next step after a given one, the other options that step itself, the step before
+it and the step after next): the plainest test of whether a taught transition was learned.
+Per-item scores go to runs/RUN/injection/<recipe>-seed<S>/scores.jsonl; a recipe whose adapter was
+trained from the same job before is scored again, not retrained.
+
 A recipe taught something when its taught half rises above the base (one-sided exact McNemar on
 exact answer sets, a sign test on the options scorer's mass on the keys) and above the untaught
 half, which no sample names: the untaught half measures what training alone does to the scores
@@ -87,12 +93,23 @@ def write_data(ctx, cfg, taught: set[int], path: Path) -> dict:
             "exposures_per_statement": round(cfg.train.epochs * sum(exposures.values()) / max(n_statements, 1), 1)}
 
 
-def score(ctx, cfg, adapter: str | None, items: list) -> list:
+def score(ctx, cfg, adapter: str | None, items: list, probes: list, out: Path) -> tuple[list, list]:
+    """Predictions on the test items (the run's answer space) and on the statement probes (one key
+    each: the very next step after a given one, among steps of the same process); each item's
+    scores also go to `out` (JSONL) for a later look by facet."""
     from pwd_agent.evaluation.loader import loaded_evaluator, score_test_items
     from pwd_agent.runs import RunContext
 
     with loaded_evaluator(RunContext(cfg, ctx.run_dir, ctx.db_url), adapter) as evaluator:
-        return score_test_items(evaluator, cfg, items)
+        on_items = score_test_items(evaluator, cfg, items)
+        on_probes = evaluator.score_items([(p.question, p.options, p.answer) for p in probes], multi=False)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps({"kind": kind, "id": row.id, "chain_id": row.chain_id,
+                                       "variant": getattr(row, "variant", None), "passed": pred.passed,
+                                       "mass": pred.mass}) + "\n"
+                           for kind, rows, preds in (("item", items, on_items), ("probe", probes, on_probes))
+                           for row, pred in zip(rows, preds)))
+    return on_items, on_probes
 
 
 def summary(items: list, preds: list, group: set[int]) -> dict:
@@ -124,7 +141,7 @@ def main() -> None:
     from pwd_agent.config import load_config
     from pwd_agent.nodes.train import train_job, trainer_command
     from pwd_agent.runs import open_run
-    from pwd_agent.store import Chain, TestItem, session_scope
+    from pwd_agent.store import Chain, Probe, TestItem, session_scope
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-c", "--config", default="examples/invented.yaml")
@@ -144,15 +161,20 @@ def main() -> None:
     with session_scope(ctx.db_url) as s:
         taught, untaught = halves(list(s.exec(select(Chain.id)).all()), args.seed, args.chains)
         items = [i for i in s.exec(select(TestItem).order_by(TestItem.id)).all() if i.chain_id in taught | untaught]
+        probes = [p for p in s.exec(select(Probe).where(Probe.target == "statement").order_by(Probe.id)).all()
+                  if p.chain_id in taught | untaught]
     floor = baselines([(len(i.options), i.answer) for i in items], ctx.config.tests.keys == "one")
     head = {"run": run_id, "seed": args.seed, "chains": len(taught) + len(untaught), "items": len(items),
+            "probes": len(probes), "probe_chance": round(statistics.mean(1 / len(p.options) for p in probes), 4),
             "chance": round(floor.chance, 4), "best_constant": round(floor.best_constant, 4),
             "mass_chance": round(floor.mass_chance, 4)}
     print(json.dumps(head), flush=True)
     start = time.time()
-    base = score(ctx, ctx.config, None, items)
+    base, base_probes = score(ctx, ctx.config, None, items, probes,
+                              ctx.run_dir / "injection" / f"base-seed{args.seed}" / "scores.jsonl")
     rows = [{"recipe": "base (no training)", "taught": summary(items, base, taught),
-             "untaught": summary(items, base, untaught), "seconds": round(time.time() - start)}]
+             "untaught": summary(items, base, untaught), "probes_taught": summary(probes, base_probes, taught),
+             "probes_untaught": summary(probes, base_probes, untaught), "seconds": round(time.time() - start)}]
     print(json.dumps(rows[0]), flush=True)
     for name, sets in recipes:
         cfg = load_config(ctx.run_dir / "config.yaml", sets=sets)
@@ -160,34 +182,48 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         start = time.time()
         data = write_data(ctx, cfg, taught, folder / "train.jsonl")
-        job = train_job(cfg, folder / "train.jsonl", folder / "adapter", seed=args.seed)
-        (folder / "job.json").write_text(job.model_dump_json(indent=2))
-        with open(folder / "train.log", "w") as log:
-            subprocess.run(trainer_command(cfg.train, folder / "job.json"), stdout=log, stderr=subprocess.STDOUT,
-                           check=True)
+        job = train_job(cfg, folder / "train.jsonl", folder / "adapter", seed=args.seed).model_dump_json(indent=2)
+        done = folder / "job.json"
+        # An adapter trained from this very job (same data, settings and seed) is kept, not trained again.
+        if not ((folder / "adapter" / "train_metrics.json").is_file() and done.is_file() and done.read_text() == job):
+            done.write_text(job)
+            with open(folder / "train.log", "w") as log:
+                subprocess.run(trainer_command(cfg.train, done), stdout=log, stderr=subprocess.STDOUT, check=True)
         trained = round(time.time() - start)
-        preds = score(ctx, cfg, str(folder / "adapter"), items)
+        preds, on_probes = score(ctx, cfg, str(folder / "adapter"), items, probes, folder / "scores.jsonl")
         row = {"recipe": name, "sets": sets, **data, "taught": summary(items, preds, taught),
                "untaught": summary(items, preds, untaught), "taught_vs_base": paired(items, base, preds, taught),
-               "untaught_vs_base": paired(items, base, preds, untaught), "train_s": trained,
-               "seconds": round(time.time() - start)}
+               "untaught_vs_base": paired(items, base, preds, untaught),
+               "probes_taught": summary(probes, on_probes, taught),
+               "probes_untaught": summary(probes, on_probes, untaught),
+               "probes_taught_vs_base": paired(probes, base_probes, on_probes, taught),
+               "probes_untaught_vs_base": paired(probes, base_probes, on_probes, untaught),
+               "train_s": trained, "seconds": round(time.time() - start)}
         print(json.dumps(row), flush=True)
         rows.append(row)
     print(table(head, rows))
 
 
+def _versus(vs: dict | None) -> str:
+    if not vs:
+        return "-"
+    return (f"{vs['fixed']}/{vs['broken']}, p {vs['p']}; {vs.get('mass_up', '-')}/{vs.get('mass_down', '-')}, "
+            f"p {vs.get('mass_p', '-')}")
+
+
 def table(head: dict, rows: list[dict]) -> str:
-    lines = [f"run {head['run']}, seed {head['seed']}: {head['items']} items; chance {head['chance']}, best constant "
-             f"{head['best_constant']}, mass chance {head['mass_chance']}", "",
+    lines = [f"run {head['run']}, seed {head['seed']}: {head['items']} items (chance {head['chance']}, best constant "
+             f"{head['best_constant']}, mass chance {head['mass_chance']}); {head['probes']} statement probes "
+             f"(chance {head['probe_chance']})", "",
              "| recipe | samples | exposures/fact | taught acc | taught mass | untaught acc | untaught mass | "
-             "taught vs base (fixed/broken, p; mass up/down, p) | seconds |", "|---|---|---|---|---|---|---|---|---|"]
+             "taught vs base (fixed/broken, p; mass up/down, p) | probes taught acc / mass | "
+             "probes untaught acc / mass | probes taught vs base | seconds |", "|---" * 12 + "|"]
     for r in rows:
-        t, u = r["taught"], r["untaught"]
-        vs = r.get("taught_vs_base")
-        test = (f"{vs['fixed']}/{vs['broken']}, p {vs['p']}; {vs.get('mass_up', '-')}/{vs.get('mass_down', '-')}, "
-                f"p {vs.get('mass_p', '-')}" if vs else "-")
+        t, u, pt, pu = r["taught"], r["untaught"], r["probes_taught"], r["probes_untaught"]
         lines.append(f"| {r['recipe']} | {r.get('samples', 0)} | {r.get('exposures_per_statement', 0)} | {t['acc']} | "
-                     f"{t['mass']} | {u['acc']} | {u['mass']} | {test} | {r['seconds']} |")
+                     f"{t['mass']} | {u['acc']} | {u['mass']} | {_versus(r.get('taught_vs_base'))} | "
+                     f"{pt['acc']} / {pt['mass']} | {pu['acc']} / {pu['mass']} | "
+                     f"{_versus(r.get('probes_taught_vs_base'))} | {r['seconds']} |")
     return "\n".join(lines)
 
 
