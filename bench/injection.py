@@ -185,7 +185,8 @@ def main() -> None:
         job = train_job(cfg, folder / "train.jsonl", folder / "adapter", seed=args.seed).model_dump_json(indent=2)
         done = folder / "job.json"
         # An adapter trained from this very job (same data, settings and seed) is kept, not trained again.
-        if not ((folder / "adapter" / "train_metrics.json").is_file() and done.is_file() and done.read_text() == job):
+        if not ((folder / "adapter" / "train_metrics.json").is_file() and done.is_file()
+                and json.loads(done.read_text()) == json.loads(job)):
             done.write_text(job)
             with open(folder / "train.log", "w") as log:
                 subprocess.run(trainer_command(cfg.train, done), stdout=log, stderr=subprocess.STDOUT, check=True)
