@@ -50,3 +50,11 @@ def test_a_fresh_venv_with_the_wheel_runs_prompts_check_and_config(wheel, tmp_pa
     config = subprocess.run([str(venv / "bin" / "pwd-agent"), "config"], cwd=tmp_path, env=env,
                             capture_output=True, text=True)
     assert config.returncode == 0 and "builder.text_passages" in config.stdout, config.stderr
+
+
+def test_the_wheel_states_its_license(wheel):
+    """An SPDX expression and the license text inside the distribution (PEP 639)."""
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = archive.read("pwd_agent-0.1.0.dist-info/METADATA").decode()
+        assert "License-Expression: MIT" in metadata.splitlines()
+        assert archive.read("pwd_agent-0.1.0.dist-info/licenses/LICENSE").decode().startswith("MIT License")
