@@ -55,6 +55,6 @@ def test_a_fresh_venv_with_the_wheel_runs_prompts_check_and_config(wheel, tmp_pa
 def test_the_wheel_states_its_license(wheel):
     """An SPDX expression and the license text inside the distribution (PEP 639)."""
     with zipfile.ZipFile(wheel) as archive:
-        metadata = archive.read("pwd_agent-0.1.0.dist-info/METADATA").decode()
-        assert "License-Expression: MIT" in metadata.splitlines()
-        assert archive.read("pwd_agent-0.1.0.dist-info/licenses/LICENSE").decode().startswith("MIT License")
+        [info] = {name.split("/")[0] for name in archive.namelist() if ".dist-info/" in name}
+        assert "License-Expression: MIT" in archive.read(f"{info}/METADATA").decode().splitlines()
+        assert archive.read(f"{info}/licenses/LICENSE").decode().startswith("MIT License")
