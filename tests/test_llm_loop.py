@@ -79,7 +79,7 @@ def test_openai_backend_runs_the_loop_and_a_second_run_hits_the_cache(teacher, t
         calls = s.exec(select(LLMCall)).all()
         assert {c.agent for c in calls} == {"extractor", "tester", "builder", "debugger"}
         assert all(c.model == "scripted" and c.input_tokens > 0 for c in calls)
-        assert {(c.prompt_name, c.prompt_version) for c in calls if c.agent == "tester"} == {("tests/test_item", "2")}
+        assert {(c.prompt_name, c.prompt_version) for c in calls if c.agent == "tester"} == {("tests/test_item", "3")}
         assert sum(c.cost for c in calls) > 0 and all(c.ok for c in calls)
         assert {c.prompt_name for c in calls} >= {"extract/l3_chain", "extract/l2_statements", "extract/l1_concepts",
                                                   "tests/test_item", "builder/samples", "debugger/failure_judge"}

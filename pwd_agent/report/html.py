@@ -66,7 +66,7 @@ def collect(ctx: RunContext) -> dict:
             "leaked": count_rows(s, LeakedSample),
             "baselines": baseline_rows(s, ctx.config.tests.keys == "one"),
             "kb": kb_line(s),
-            "stop": state_text(read_run(s, ctx.run_id), is_running(ctx)),
+            "state": state_text(read_run(s, ctx.run_id), is_running(ctx)),
             "goal": ctx.config.loop.goal,
             "goal_split": ctx.config.loop.goal_split,
             "config_changes": [(c.created_at, f"config {c.how}: {c.key} {c.old!r} -> {c.new!r}")
@@ -235,7 +235,7 @@ figure{{margin:1em 0}}img{{max-width:100%}}
 pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head><body>
 <h1>Run {html.escape(ctx.run_id)}</h1>
 <p>{html.escape(data['kb'])}<br>Goal {data['goal']:.3f} on {html.escape(data['goal_split'])};
-state: {html.escape(data['stop'])}. Leakage gate dropped {data['leaked']} samples.
+state: {html.escape(data['state'])}. Leakage gate dropped {data['leaked']} samples.
 Judge agrees with the probe verdict on {agree} of {judged} diagnoses.</p>
 <h2>Rounds</h2><table><tr>{head}</tr>{body}</table>
 <h2>Agent prompt versions per round</h2>{_prompt_table(data["rounds"])}
