@@ -272,9 +272,12 @@ def test_sigkill_during_training_then_resume_redoes_nothing(tiny_model, small_co
         before = {"chains": len(s.exec(select(Chain)).all()), "items": len(s.exec(select(TestItem)).all()),
                   "samples": len(s.exec(select(Sample)).all()), "calls": len(s.exec(select(LLMCall)).all())}
 
-    result = cli("resume", "killed", "-q")
+    # The long training that was killed is redone shorter: a change named on resume, kept and logged.
+    result = cli("resume", "killed", "-q", "--set", "train.epochs=2")
     assert result.returncode == 3, result.stderr
     with session_scope(ctx.db_url) as s:
+        changes = [(c.key, c.old, c.new, c.how) for c in s.exec(select(ConfigChange)).all()]
+        assert changes == [("train.epochs", 60.0, 2.0, "override on resume")]
         assert len(s.exec(select(Chain)).all()) == before["chains"]
         assert len(s.exec(select(TestItem)).all()) == before["items"]
         assert len(s.exec(select(Sample)).all()) == before["samples"]
