@@ -1,6 +1,7 @@
 """The offline agents on the example corpus: extraction grounded in quotes, balanced items, sample mix."""
 
 import random
+import re
 from collections import Counter
 
 import pytest
@@ -164,3 +165,15 @@ def test_patches_are_grounded_and_sized(kb):
 
 def test_option_claims_share_one_style():
     assert order_claim("a happens", "b happens") == "Right after a happens, b happens."
+
+
+def test_an_items_wording_does_not_tell_how_many_keys_it_has(kb):
+    """With varied key counts every item asks in the plural; the singular only when all have one."""
+    varied, one = OfflineAgents(), OfflineAgents(one_key=True)
+    for i, (chain, statements, _, _) in enumerate(kb[:6]):
+        foreign = [step_phrase(kb[(i + j) % len(kb)][0].steps[0]) for j in range(1, 5)]
+        for variant in range(len(RULE_FACETS)):
+            asks = [agents.write_test_item(chain, statements, foreign, variant).question.rsplit(". ", 1)[-1]
+                    for agents in (varied, one)]
+            assert "Which of the following" in asks[0] and asks[0] != asks[1]
+            assert not re.search(r"following (statement|event) ", asks[0])

@@ -232,7 +232,8 @@ class OfflineAgents:
             pool += [(order_claim(st.subject, rng.choice(foreign_steps)), "swapped_object", st.id)
                      for st in statements if foreign_steps]
         rng.shuffle(pool)
-        which = "statement correctly names" if n_keys == 1 else "statements correctly name"
+        # Singular only when every item has one key: with varied keys the wording must not tell how many.
+        which = "statement correctly names" if self.one_key else "statements correctly name"
         ask = (f"Each step can only start once the one before it is complete. Which of the following {which} "
                "a step and the step that comes directly after it?")
         return _fill([(order_claim(st.subject, st.object), "key", st.id) for st in keys], pool), ask
@@ -253,7 +254,7 @@ class OfflineAgents:
         if not self.same_process:
             pool += [(event_claim(f), "foreign_step", None) for f in foreign_steps]
         rng.shuffle(pool)
-        which = "event happens" if n_keys == 1 else "events happen"
+        which = "event happens" if self.one_key else "events happen"
         ask = (f"The steps run in a fixed order. Which of the following {which} later in the process "
                f"than the moment when {steps[anchor]}?")
         return _fill(keys, pool), ask
@@ -266,7 +267,7 @@ class OfflineAgents:
                 for k in rng.sample(range(len(steps)), min(n_keys, len(steps)))]
         pool = [(event_claim(f), "foreign_step", None) for f in foreign_steps if f not in steps]
         rng.shuffle(pool)
-        which = "event is a step" if n_keys == 1 else "events are steps"
+        which = "event is a step" if self.one_key else "events are steps"
         ask = ("Steps of other processes are easily mixed up with its own. "
                f"Which of the following {which} of this process itself?")
         return _fill(keys, pool), ask
