@@ -16,7 +16,7 @@ Beside the items, the *statement probes* of both halves are scored (built in cod
 key each: the very next step after a given one, the other options that step itself, the step before
 it and the step after next): the plainest test of whether a taught transition was learned.
 Per-item scores go to runs/RUN/injection/<recipe>-seed<S>/scores.jsonl; a recipe whose adapter was
-trained from the same job before is scored again, not retrained.
+trained from the same job and data before is scored again, not retrained.
 
 A recipe taught something when its taught half rises above the base (one-sided exact McNemar on
 exact answer sets, a sign test on the options scorer's mass on the keys) and above the untaught
@@ -39,6 +39,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from common import train_once  # noqa: E402 (bench/common.py, beside this script)
 
 
 def prepare(config: str, run_id: str, sets: list[str]) -> None:
@@ -139,7 +141,6 @@ def main() -> None:
 
     from pwd_agent.baselines import baselines
     from pwd_agent.config import load_config
-    from pwd_agent.nodes.train import train_job, trainer_command
     from pwd_agent.runs import open_run
     from pwd_agent.store import Chain, Probe, TestItem, session_scope
 
@@ -182,14 +183,7 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         start = time.time()
         data = write_data(ctx, cfg, taught, folder / "train.jsonl")
-        job = train_job(cfg, folder / "train.jsonl", folder / "adapter", seed=args.seed).model_dump_json(indent=2)
-        done = folder / "job.json"
-        # An adapter trained from this very job (same data, settings and seed) is kept, not trained again.
-        if not ((folder / "adapter" / "train_metrics.json").is_file() and done.is_file()
-                and json.loads(done.read_text()) == json.loads(job)):
-            done.write_text(job)
-            with open(folder / "train.log", "w") as log:
-                subprocess.run(trainer_command(cfg.train, done), stdout=log, stderr=subprocess.STDOUT, check=True)
+        train_once(cfg, folder / "train.jsonl", folder, args.seed)
         trained = round(time.time() - start)
         preds, on_probes = score(ctx, cfg, str(folder / "adapter"), items, probes, folder / "scores.jsonl")
         row = {"recipe": name, "sets": sets, **data, "taught": summary(items, preds, taught),

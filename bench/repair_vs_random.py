@@ -40,6 +40,7 @@ from sqlmodel import select
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common import train_once  # noqa: E402 (bench/common.py, beside this script)
 from pwd_agent.runs import open_run  # noqa: E402
 from pwd_agent.store import Round, RoundSample, Sample, TestItem, session_scope  # noqa: E402
 
@@ -80,24 +81,18 @@ def arms(ctx, seed: int, multiples: list[int], wanted: list[str]) -> dict[str, l
 
 def train_and_score(ctx, samples: list[Sample], seed: int, folder: Path, items: list[TestItem]) -> tuple[list, float]:
     """Train from the base on `samples` with training seed `seed`; every item's prediction; seconds.
-    Resumable: an arm whose adapter is saved is not trained again, one whose scores are saved
-    (preds.jsonl) is not scored again, so a stopped bench picks up where it was."""
+    Resumable: an arm whose adapter was trained from the same job and data is not trained again, one
+    whose scores are saved (preds.jsonl) is not scored again, so a stopped bench picks up where it was."""
     from pwd_agent.evaluation.loader import loaded_evaluator, score_test_items
-    from pwd_agent.nodes.train import train_job, trainer_command
 
     folder.mkdir(parents=True, exist_ok=True)
     scores = folder / "preds.jsonl"
     if scores.is_file():
         return [SimpleNamespace(**json.loads(line)) for line in scores.read_text().splitlines()], 0.0
     start = time.time()
-    if not (folder / "adapter" / "train_metrics.json").is_file():  # written last, with the adapter
-        rows = "".join(json.dumps({"id": x.id, "prompt": x.prompt, "answer": x.answer}) + "\n" for x in samples)
-        (folder / "train.jsonl").write_text(rows)
-        job = train_job(ctx.config, folder / "train.jsonl", folder / "adapter", seed=seed)
-        (folder / "job.json").write_text(job.model_dump_json(indent=2))
-        with open(folder / "train.log", "w") as log:
-            subprocess.run(trainer_command(ctx.config.train, folder / "job.json"), stdout=log,
-                           stderr=subprocess.STDOUT, check=True)
+    rows = "".join(json.dumps({"id": x.id, "prompt": x.prompt, "answer": x.answer}) + "\n" for x in samples)
+    (folder / "train.jsonl").write_text(rows)
+    train_once(ctx.config, folder / "train.jsonl", folder, seed)
     with loaded_evaluator(ctx, str(folder / "adapter")) as evaluator:
         preds = score_test_items(evaluator, ctx.config, items)
     scores.write_text("".join(json.dumps({"item_id": i.id, "passed": p.passed, "mass": p.mass}) + "\n"
