@@ -164,7 +164,7 @@ def main() -> None:
         items = [i for i in s.exec(select(TestItem).order_by(TestItem.id)).all() if i.chain_id in taught | untaught]
         probes = [p for p in s.exec(select(Probe).where(Probe.target == "statement").order_by(Probe.id)).all()
                   if p.chain_id in taught | untaught]
-    floor = baselines([(len(i.options), i.answer) for i in items], ctx.config.tests.keys == "one")
+    floor = baselines([(len(i.options), i.answer) for i in items], ctx.config.tests.one_key)
     head = {"run": run_id, "seed": args.seed, "chains": len(taught) + len(untaught), "items": len(items),
             "probes": len(probes), "probe_chance": round(statistics.mean(1 / len(p.options) for p in probes), 4),
             "chance": round(floor.chance, 4), "best_constant": round(floor.best_constant, 4),

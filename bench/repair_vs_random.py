@@ -145,7 +145,7 @@ def main() -> None:
     with session_scope(ctx.db_url) as s:
         items = list(s.exec(select(TestItem).order_by(TestItem.id)).all())
         floors = {k: (round(b.chance, 4), round(b.best_constant, 4), round(b.mass_chance, 4))
-                  for k, b in split_baselines(s, ctx.config.tests.keys == "one").items() if b}
+                  for k, b in split_baselines(s, ctx.config.tests.one_key).items() if b}
         round1 = s.get(Round, 1)
         first = {"dev_acc": round1.dev_acc, "holdout_acc": round1.holdout_acc}
     results, rows = {}, []

@@ -45,7 +45,7 @@ def main() -> None:
         rounds = [(r.id, r.adapter_path) for r in s.exec(select(Round).order_by(Round.id)).all()
                   if r.status == "evaluated"]
         items = list(s.exec(select(TestItem).order_by(TestItem.id)).all())
-        floors = {split: vars(b) for split, b in split_baselines(s, cfg.tests.keys == "one").items() if b}
+        floors = {split: vars(b) for split, b in split_baselines(s, cfg.tests.one_key).items() if b}
     report = {"run": ctx.run_id, "scorer": args.scorer, "baselines": floors, "rounds": []}
     passes, masses_of = {}, {}
     for round_id, adapter in rounds:

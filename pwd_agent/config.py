@@ -108,6 +108,11 @@ class TestsConfig(Section):
         "familiar as the keys, so word overlap with the question gives nothing away (the member facet cannot: its "
         "distractors are other processes' steps by definition).")
 
+    @property
+    def one_key(self) -> bool:
+        """Every item has exactly one key: the answer space (scorers, baselines) is single options."""
+        return self.keys == "one"
+
     @model_validator(mode="after")
     def _facets_once(self) -> "TestsConfig":
         if len(set(self.facets)) != len(self.facets):

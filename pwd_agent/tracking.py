@@ -87,7 +87,7 @@ def sync(ctx: RunContext, trackers: list[Tracker]) -> None:
             pending = session.exec(select(Round).where(Round.status == "evaluated").order_by(Round.id)).all()
             pending = [row for row in pending if str(row.id) not in sent]
             ledger = _ledger_totals(session)
-            floor = baseline_metrics(session, ctx.config.tests.keys == "one")
+            floor = baseline_metrics(session, ctx.config.tests.one_key)
         for row in pending:
             try:
                 tracker.log_round(row.id, round_metrics(row) | floor | ledger)

@@ -19,7 +19,7 @@ def make_backend(ctx):
     """The agent backend named by `llm.backend` (the openai client is imported only when chosen)."""
     config = ctx.config
     tests = config.tests
-    item_style = (tuple(tests.facets), tests.keys == "one", tests.distractors == "same_process")
+    item_style = (tuple(tests.facets), tests.one_key, tests.distractors == "same_process")
     if config.llm.backend == "offline":
         from pwd_agent.llm.offline import OfflineAgents
 

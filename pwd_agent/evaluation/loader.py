@@ -32,4 +32,4 @@ def loaded_evaluator(ctx, adapter: str | None) -> Iterator:
 def score_test_items(evaluator, config, items: list) -> list:
     """Predictions for benchmark items (TestItem rows) under the run's answer space: with
     tests.keys=one each item has one key, judged by the argmax, not by a selected option set."""
-    return evaluator.score_items([(i.question, i.options, i.answer) for i in items], multi=config.tests.keys != "one")
+    return evaluator.score_items([(i.question, i.options, i.answer) for i in items], multi=not config.tests.one_key)

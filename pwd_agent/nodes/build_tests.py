@@ -86,7 +86,7 @@ def summarise_benchmark(ctx: RunContext, dropped: int) -> dict:
             "probes": count_rows(session, Probe),
         }
         answers = [item.answer for item in session.exec(select(TestItem)).all()]
-        floors = split_baselines(session, ctx.config.tests.keys == "one")
+        floors = split_baselines(session, ctx.config.tests.one_key)
     letters = Counter(x for answer in answers for x in answer.split(","))
     sizes = Counter(len(answer.split(",")) for answer in answers)
     if counts["dev_items"] == 0 or counts["holdout_items"] == 0:

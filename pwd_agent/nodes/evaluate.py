@@ -55,7 +55,7 @@ def evaluate(state: RunState, runtime: Runtime[RunContext]) -> dict:
                                                                     flips.p_value)
         row.status, row.finished_at = "evaluated", utcnow()
         dev, holdout = row.dev_acc or 0.0, row.holdout_acc or 0.0
-        floors = split_baselines(session, ctx.config.tests.keys == "one")
+        floors = split_baselines(session, ctx.config.tests.one_key)
     scorer = f"{row.scorer} scorer" if row.scorer else "no items"
     vs = (f"; dev vs round {round_id - 1}: {flips.fixed} fixed, {flips.broken} broken, p={flips.p_value:.3f}"
           if flips else "")

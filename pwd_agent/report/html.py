@@ -64,7 +64,7 @@ def collect(ctx: RunContext) -> dict:
             "chain_split": {i.chain_id: i.split for i in items.values()},
             "cost": cost,
             "leaked": count_rows(s, LeakedSample),
-            "baselines": baseline_rows(s, ctx.config.tests.keys == "one"),
+            "baselines": baseline_rows(s, ctx.config.tests.one_key),
             "kb": kb_line(s),
             "state": state_text(read_run(s, ctx.run_id), is_running(ctx)),
             "goal": ctx.config.loop.goal,

@@ -53,7 +53,7 @@ def render_status(ctx: RunContext, now: datetime | None = None) -> str:
     live = is_running(ctx)
     with session_scope(ctx.db_url) as session:
         run = read_run(session, ctx.run_id)
-        floors = split_baselines(session, ctx.config.tests.keys == "one")
+        floors = split_baselines(session, ctx.config.tests.one_key)
         state = [f"run {ctx.run_id}: {state_text(run, live)}"]
         if run is None or run.status != "finished":
             if not live and run is not None:
@@ -180,7 +180,7 @@ def run_summary(ctx: RunContext) -> tuple[str, str, str]:
     live = is_running(ctx)
     with session_scope(ctx.db_url) as session:
         state = state_text(read_run(session, ctx.run_id), live)
-        floor = split_baselines(session, ctx.config.tests.keys == "one")[split]
+        floor = split_baselines(session, ctx.config.tests.one_key)[split]
         scores = [getattr(r, f"{split}_acc") for r in rounds(session)]
     scores = [s for s in scores if s is not None]
     return ctx.run_id, state, beside(max(scores), floor) if scores else "-"
