@@ -70,7 +70,7 @@ def write_data(ctx, cfg, taught: set[int], path: Path) -> dict:
     """The taught chains' V1 data under `cfg` (as synthesize writes it), as train.jsonl; its counts."""
     from pwd_agent.agents.runner import make_backend
     from pwd_agent.leakage import gate_samples, load_gate, sample_text
-    from pwd_agent.nodes.synthesize import plan_units, recipe_samples
+    from pwd_agent.nodes.synthesize import plan_units, v1_drafts
     from pwd_agent.runs import RunContext
     from pwd_agent.store import session_scope
 
@@ -80,10 +80,9 @@ def write_data(ctx, cfg, taught: set[int], path: Path) -> dict:
         units = plan_units(s, sorted(taught), b.concept_samples)
         leak_gate = load_gate(s, b.leakage_ngram, b.leakage_threshold)
     kept, dropped = [], 0
-    for chain, statements, concepts, foreign in units:
-        drafts = backend.write_samples(chain, statements, concepts, foreign, b.samples_per_statement, b.qa_share,
-                                       b.choice_share, b.multi_select_share)
-        ok, leaked = gate_samples(leak_gate, drafts + recipe_samples(chain, statements, b), "v1", chain.id)
+    for unit in units:
+        drafts, _ = v1_drafts(backend, unit, b)
+        ok, leaked = gate_samples(leak_gate, drafts, "v1", unit[0].id)
         kept += ok
         dropped += len(leaked)
     path.write_text("".join(json.dumps({"id": n, "prompt": d.prompt, "answer": d.answer}) + "\n"

@@ -31,13 +31,7 @@ def synthesize(state: RunState, runtime: Runtime[RunContext]) -> dict:
         units = plan_units(session, todo, cfg.concept_samples)
         leak_gate = load_gate(session, cfg.leakage_ngram, cfg.leakage_threshold)
 
-    def work(unit):
-        chain, statements, concepts, foreign = unit
-        drafts, calls = run_unit(backend, "builder", "v1_samples", backend.write_samples, chain, statements, concepts,
-                                 foreign, cfg.samples_per_statement, cfg.qa_share, cfg.choice_share,
-                                 cfg.multi_select_share, empty=[])
-        return (drafts or []) + recipe_samples(chain, statements, cfg), calls
-
+    work = lambda unit: v1_drafts(backend, unit, cfg)  # noqa: E731
     for (chain, *_), (drafts, calls) in map_units(work, units, workers_for(backend, ctx.config)):
         kept, leaked = gate_samples(leak_gate, drafts, "v1", chain.id)
         with session_scope(ctx.db_url) as session:  # the chain's samples, ledger rows and marker together
@@ -56,6 +50,17 @@ def synthesize(state: RunState, runtime: Runtime[RunContext]) -> dict:
     emit(ctx.db_url, "synthesize", f"{n} V1 training samples ({mix}; {dropped} dropped by the leakage gate)",
          samples=n, leaked=dropped, kinds=dict(sorted(kinds.items())))
     return {"counts": {**state.get("counts", {}), "v1_samples": n}}
+
+
+def v1_drafts(backend, unit: tuple, cfg) -> tuple[list, list]:
+    """One chain's V1 drafts before the leakage gate: the backend's samples (a failed unit gives
+    none) plus the recipe samples, and the ledger rows of the calls. bench/injection.py writes its
+    taught half's data with this too."""
+    chain, statements, concepts, foreign = unit
+    drafts, calls = run_unit(backend, "builder", "v1_samples", backend.write_samples, chain, statements, concepts,
+                             foreign, cfg.samples_per_statement, cfg.qa_share, cfg.choice_share,
+                             cfg.multi_select_share, empty=[])
+    return (drafts or []) + recipe_samples(chain, statements, cfg), calls
 
 
 def recipe_samples(chain, statements, cfg) -> list:
