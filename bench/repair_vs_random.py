@@ -42,7 +42,9 @@ sys.path.insert(0, str(ROOT))
 
 from common import train_once  # noqa: E402 (bench/common.py, beside this script)
 from pwd_agent.runs import open_run  # noqa: E402
-from pwd_agent.store import Round, RoundSample, Sample, TestItem, session_scope  # noqa: E402
+from pwd_agent.store import ItemResult, Round, RoundSample, Sample, TestItem, session_scope  # noqa: E402
+
+STORED = {"base": 0, "V1": 1}  # the setup run's own rounds, scored by the run itself: the reference arms
 
 
 def prepare(config: str, run_id: str, sets: list[str]) -> None:
@@ -100,6 +102,16 @@ def train_and_score(ctx, samples: list[Sample], seed: int, folder: Path, items: 
     return preds, time.time() - start
 
 
+def stored_preds(session, round_id: int, items: list[TestItem]) -> list:
+    """A round's stored per-item results, in `items` order (the run scored them with its own scorer)."""
+    got = {r.item_id: r for r in session.exec(select(ItemResult).where(ItemResult.round_id == round_id)).all()}
+    missing = [i.id for i in items if i.id not in got]
+    if missing:
+        sys.exit(f"round {round_id} has no stored result for items {missing[:5]}: is the run past round 1's "
+                 "evaluation? Run it to round 2's before_train gate (the bench does this without --run-id)")
+    return [SimpleNamespace(passed=got[i.id].passed, mass=got[i.id].mass) for i in items]
+
+
 def split_scores(items: list[TestItem], preds: list) -> dict:
     out = {}
     for split in ("dev", "holdout"):
@@ -146,9 +158,10 @@ def main() -> None:
         items = list(s.exec(select(TestItem).order_by(TestItem.id)).all())
         floors = {k: (round(b.chance, 4), round(b.best_constant, 4), round(b.mass_chance, 4))
                   for k, b in split_baselines(s, ctx.config.tests.one_key).items() if b}
-        round1 = s.get(Round, 1)
-        first = {"dev_acc": round1.dev_acc, "holdout_acc": round1.holdout_acc}
+        stored = {name: stored_preds(s, round_id, items) for name, round_id in STORED.items()}
     results, rows = {}, []
+    for name, preds in stored.items():  # one scoring per item, the same in every seed's pair
+        results |= {(name, seed): preds for seed in args.seeds}
     for seed in args.seeds:
         for name, samples in arms(ctx, seed, args.multiples, args.arms).items():
             preds, seconds = train_and_score(ctx, samples, seed, ctx.run_dir / "repair_vs_random" / f"{name}-{seed}",
@@ -160,15 +173,19 @@ def main() -> None:
             rows.append(row)
     names = list(dict.fromkeys(r["arm"] for r in rows))
     summary = {"run_id": run_id, "seeds": args.seeds, "baselines (chance, best constant, mass chance)": floors,
-               "round 1 (V1)": first, "arms": {}, "targeted vs": {}}
+               "stored rounds": {name: split_scores(items, preds) for name, preds in stored.items()},
+               "arms": {}, "targeted vs": {}, "vs V1": {}}
     for name in names:
         mine = [r for r in rows if r["arm"] == name]
         summary["arms"][name] = {"samples": mine[0]["samples"], **{
             key: round(statistics.mean(r[key] for r in mine), 4) for key in mine[0]
             if key.endswith(("_acc", "_mass")) and mine[0][key] is not None}}
-    for other in names[1:]:
+    for other in [*names[1:], *STORED]:
         summary["targeted vs"][other] = {split: paired(items, results, "targeted", other, args.seeds, split)
                                          for split in ("dev", "holdout")}
+    for name in names:  # did the repair round move past the round it repairs (the paper's V1 -> V2)?
+        summary["vs V1"][name] = {split: paired(items, results, name, "V1", args.seeds, split)
+                                  for split in ("dev", "holdout")}
     summary["sample_efficiency"] = efficiency(summary["arms"])
     print(json.dumps(summary))
     print(table(summary))
@@ -186,14 +203,29 @@ def efficiency(arms_mean: dict) -> str:
 
 
 def table(summary: dict) -> str:
+    """The README's table: the stored rounds, then each trained arm; holdout tests against targeted and V1."""
+    def dash(x):
+        return "-" if x is None else x
+
+    def test(vs: dict | None) -> str:
+        if not vs:
+            return "-"
+        return (f"{vs['wins']}/{vs['losses']}, p {vs['p']}; "
+                f"{vs.get('mass_up', '-')}/{vs.get('mass_down', '-')}, p {vs.get('mass_p', '-')}")
+
     lines = ["| arm | samples | dev acc | holdout acc | dev mass | holdout mass | targeted vs arm, holdout "
-             "(wins/losses, p; mass up/down, p) |", "|---|---|---|---|---|---|---|"]
-    for name, a in summary["arms"].items():
-        vs = summary["targeted vs"].get(name, {}).get("holdout")
-        test = (f"{vs['wins']}/{vs['losses']}, p {vs['p']}; {vs.get('mass_up', '-')}/{vs.get('mass_down', '-')}, "
-                f"p {vs.get('mass_p', '-')}" if vs else "-")
-        lines.append(f"| {name} | {a['samples']} | {a.get('dev_acc')} | {a.get('holdout_acc')} "
-                     f"| {a.get('dev_mass', '-')} | {a.get('holdout_mass', '-')} | {test} |")
+             "(wins/losses, p; mass up/down, p) | arm vs V1, holdout |", "|---|---|---|---|---|---|---|---|"]
+    rows = [*[(f"{name} (stored round {STORED[name]})", "-", a) for name, a in summary["stored rounds"].items()],
+            *[(name, a["samples"], a) for name, a in summary["arms"].items()]]
+    for label, samples, a in rows:
+        name = label.split(" ")[0]
+        lines.append(f"| {label} | {samples} | {a.get('dev_acc')} | {a.get('holdout_acc')} "
+                     f"| {dash(a.get('dev_mass'))} | {dash(a.get('holdout_mass'))} "
+                     f"| {test(summary['targeted vs'].get(name, {}).get('holdout'))} "
+                     f"| {test(summary['vs V1'].get(name, {}).get('holdout'))} |")
+    floors = summary["baselines (chance, best constant, mass chance)"]
+    lines.append("| chance / best constant | | " + " | ".join(
+        f"{floors[k][0]} / {floors[k][1]}" if k in floors else "-" for k in ("dev", "holdout")) + " | | | | |")
     return "\n".join(lines)
 
 
