@@ -59,13 +59,14 @@ def prepare(config: str, run_id: str, sets: list[str]) -> None:
 
 def arms(ctx, seed: int, multiples: list[int], wanted: list[str]) -> dict[str, list[Sample]]:
     """Round 2's training sets; `seed` varies which random samples are drawn."""
-    from pwd_agent.nodes.train import compose_training_set
+    from pwd_agent.nodes.train import compose_training_set, round_floor
 
     with session_scope(ctx.db_url) as s:
         if s.get(Round, 2) is None:  # the run waits before round 2's train node made its row
             s.add(Round(id=2))
             s.flush()
-        compose_training_set(s, 2, ctx.config.builder.patch_fraction, ctx.config.builder.seed)  # idempotent
+        compose_training_set(s, 2, ctx.config.builder.patch_fraction, ctx.config.builder.seed,  # idempotent
+                             round_floor(s, ctx.config.builder.repair_size))
         members = s.exec(select(RoundSample).where(RoundSample.round_id == 2)).all()
         by_id = {x.id: x for x in s.exec(select(Sample)).all()}
         patches = [by_id[m.sample_id] for m in members if m.role == "patch"]

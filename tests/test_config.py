@@ -61,3 +61,12 @@ def test_facets_the_offline_rules_cannot_write_are_refused_with_the_fix():
         load_config(None, ['tests.facets=["order","order"]'])
     cfg = load_config(None, ['tests.facets=["order","pitfall"]', "llm.backend=openai"])
     assert cfg.tests.facets == ["order", "pitfall"]
+
+
+def test_repair_size_takes_a_rule_name_or_a_positive_count():
+    assert load_config(None, []).builder.repair_size == "patches"  # the paper's ratio rule, unchanged
+    assert load_config(None, ["builder.repair_size=v1"]).builder.repair_size == "v1"
+    assert load_config(None, ["builder.repair_size=1000"]).builder.repair_size == 1000
+    for bad in ("0", "all"):
+        with pytest.raises(ConfigError, match="repair_size"):
+            load_config(None, [f"builder.repair_size={bad}"])

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 from sqlmodel import select
 
-from pwd_agent.nodes.train import compose_training_set, replay_wanted, warn_fallback
+from pwd_agent.nodes.train import compose_training_set, replay_wanted, round_floor, warn_fallback
 from pwd_agent.store import (
     Diagnosis, Event, Patch, Round, RoundSample, Sample, TestItem, session_scope,
 )
@@ -144,3 +144,15 @@ def test_composing_again_keeps_the_set_and_adds_nothing(url):
     after = round_set(url, 2)
     assert ids_by_role(after) == ids_by_role(before)
     assert round_sizes(url, 2) == (N_PATCH, WANTED, N_PATCH + WANTED)
+
+
+def test_a_floor_tops_the_replay_up_so_the_round_trains_on_at_least_that_many(url):
+    build_store(url, free=20, sharing=10)
+    with session_scope(url) as s:
+        floor = round_floor(s, "v1")
+        assert floor == 30 and round_floor(s, "patches") == 0 and round_floor(s, 25) == 25
+        assert compose_training_set(s, 2, FRACTION, SEED, floor) == 30 - N_PATCH - 20  # the pool of 20, then random
+    members = round_set(url, 2)
+    assert len(members["replay"]) == 20 and all(1 not in x.statement_ids for x in members["replay"])
+    assert round_sizes(url, 2) == (N_PATCH, 30 - N_PATCH, 30)
+    assert replay_wanted(N_PATCH, FRACTION, floor=5) == WANTED  # a floor below the ratio's mix changes nothing

@@ -45,13 +45,15 @@ def train(state: RunState, runtime: Runtime[RunContext]) -> dict:
         row.prompt_version = choice_prompt_version()
         row.status = "trained" if round_id == 0 else "training"  # round 0 is the base model
         session.add(row)
-        fallback = 0
+        fallback, floor = 0, 0
         if round_id > 0:
+            floor = round_floor(session, ctx.config.builder.repair_size)
             fallback = compose_training_set(session, round_id, ctx.config.builder.patch_fraction,
-                                            ctx.config.builder.seed)
+                                            ctx.config.builder.seed, floor)
         n_patch, n_replay = row.n_patch, row.n_replay
     if fallback:  # emitted after the commit: an event is its own write
-        warn_fallback(ctx, round_id, replay_wanted(n_patch, ctx.config.builder.patch_fraction), n_replay, fallback)
+        warn_fallback(ctx, round_id, replay_wanted(n_patch, ctx.config.builder.patch_fraction, floor), n_replay,
+                      fallback)
     if round_id == 0:
         emit(ctx.db_url, "train", "round 0 is the base model: evaluated without training")
         return {}
@@ -67,11 +69,12 @@ def train(state: RunState, runtime: Runtime[RunContext]) -> dict:
     return {}
 
 
-def compose_training_set(session: Session, round_id: int, patch_fraction: float, seed: int) -> int:
+def compose_training_set(session: Session, round_id: int, patch_fraction: float, seed: int, floor: int = 0) -> int:
     """Round 1 trains on V1; later rounds on their patches plus replay of earlier samples that
     share no statement with the patches (the paper's rule), topped up with random V1 samples when
-    that pool is short (the paper's fallback). Returns how many random V1 samples were added.
-    Idempotent: an existing set is kept (and 0 returned)."""
+    that pool is short (the paper's fallback); `floor` (`round_floor`) is the least a repair round
+    trains on. Returns how many random V1 samples were added. Idempotent: an existing set is kept
+    (and 0 returned)."""
     if session.exec(select(RoundSample).where(RoundSample.round_id == round_id)).first():
         return 0
     row = session.get(Round, round_id)
@@ -82,7 +85,7 @@ def compose_training_set(session: Session, round_id: int, patch_fraction: float,
         return 0
     patches = _patch_samples(session, round_id)
     pool = _replay_pool(session, round_id, {sid for s in patches for sid in s.statement_ids})
-    wanted = replay_wanted(len(patches), patch_fraction) if patches else len(pool)
+    wanted = replay_wanted(len(patches), patch_fraction, floor) if patches else len(pool)
     replay = [s.id for s in random.Random(f"{seed}:replay:{round_id}").sample(pool, min(wanted, len(pool)))]
     # A short pool is filled from V1, even with samples that share statements with the patches.
     chosen = set(replay)
@@ -104,9 +107,19 @@ def warn_fallback(ctx: RunContext, round_id: int, wanted: int, n_replay: int, fa
          f"added {fallback} random V1 samples{short}", "warning", pool=pool, wanted=wanted, random_v1=fallback)
 
 
-def replay_wanted(n_patch: int, patch_fraction: float) -> int:
-    """How many replay samples go with `n_patch` patch samples so patches are `patch_fraction` of the mix."""
-    return round(n_patch * (1 - patch_fraction) / patch_fraction)
+def replay_wanted(n_patch: int, patch_fraction: float, floor: int = 0) -> int:
+    """How many replay samples go with `n_patch` patch samples so patches are `patch_fraction` of the mix,
+    or more, so the round trains on at least `floor` samples."""
+    return max(round(n_patch * (1 - patch_fraction) / patch_fraction), floor - n_patch)
+
+
+def round_floor(session: Session, repair_size: int | str) -> int:
+    """`builder.repair_size` as a sample count: 0 for 'patches', V1's size for 'v1'. Why it matters: every
+    round is retrained from the base, so a repair round smaller than V1 gives the facts fewer exposures
+    than round 1 did and can lose what round 1 learned."""
+    if repair_size == "patches":
+        return 0
+    return len(_v1_ids(session)) if repair_size == "v1" else int(repair_size)
 
 
 def _v1_ids(session: Session) -> list[int]:
