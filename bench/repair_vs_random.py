@@ -1,7 +1,7 @@
 """Do targeted patches beat the same number of random samples? Equal budgets, several seeds, paired tests.
 
     python bench/repair_vs_random.py -c examples/invented.yaml --seeds 0 1 2 [--multiples 2 4] [--set k=v ...]
-                                     [--run-id ID]
+                                     [--run-id ID] [--repair-size patches|v1|N]
 
 From one run's V1 round (round 1) and its diagnoses and patches, round 2 is trained several ways,
 from the base model as every round is, once per training seed:
@@ -57,21 +57,12 @@ def prepare(config: str, run_id: str, sets: list[str]) -> None:
         sys.exit(f"expected the run to wait at the before_train gate (exit 6), got {code}")
 
 
-def arms(ctx, seed: int, multiples: list[int], wanted: list[str]) -> dict[str, list[Sample]]:
-    """Round 2's training sets; `seed` varies which random samples are drawn."""
-    from pwd_agent.nodes.train import compose_training_set, round_floor
-
-    with session_scope(ctx.db_url) as s:
-        if s.get(Round, 2) is None:  # the run waits before round 2's train node made its row
-            s.add(Round(id=2))
-            s.flush()
-        compose_training_set(s, 2, ctx.config.builder.patch_fraction, ctx.config.builder.seed,  # idempotent
-                             round_floor(s, ctx.config.builder.repair_size))
-        members = s.exec(select(RoundSample).where(RoundSample.round_id == 2)).all()
-        by_id = {x.id: x for x in s.exec(select(Sample)).all()}
-        patches = [by_id[m.sample_id] for m in members if m.role == "patch"]
-        replay = [by_id[m.sample_id] for m in members if m.role != "patch"]
-        v1 = [x for x in by_id.values() if x.origin == "v1"]
+def arms(ctx, seed: int, multiples: list[int], wanted: list[str], repair_size=None) -> dict[str, list]:
+    """Round 2's training sets; `seed` varies which random samples are drawn. With `repair_size` (a
+    `builder.repair_size` other than the run's), round 2's set is composed afresh and not stored, so one
+    setup run serves several sizes."""
+    out = round_two(ctx, repair_size)
+    patches, replay, v1 = out["patch"], out["replay"], out["v1"]
     rng = random.Random(f"random-arm:{seed}")
     out = {"targeted": patches + replay, "random": rng.sample(v1, min(len(patches), len(v1))) + replay}
     for k in multiples:
@@ -80,6 +71,33 @@ def arms(ctx, seed: int, multiples: list[int], wanted: list[str]) -> dict[str, l
     out = {name: samples for name, samples in out.items() if name in wanted or name.startswith("random-x")}
     print(f"# {len(patches)} patch samples, {len(replay)} replay samples, {len(v1)} V1 samples", file=sys.stderr)
     return out
+
+
+def round_two(ctx, repair_size=None) -> dict[str, list[SimpleNamespace]]:
+    """Round 2's patch and replay samples (replay = every other role) and all V1 samples. The run's own set
+    is composed and stored as the train node would; another `repair_size`'s is composed in a transaction
+    that is rolled back."""
+    from sqlmodel import Session, delete
+
+    from pwd_agent.nodes.train import compose_training_set, round_floor
+    from pwd_agent.store.db import get_engine
+
+    size = ctx.config.builder.repair_size if repair_size is None else repair_size
+    with Session(get_engine(ctx.db_url), expire_on_commit=False) as s:
+        if s.get(Round, 2) is None:  # the run waits before round 2's train node made its row
+            s.add(Round(id=2))
+            s.flush()
+        if repair_size is not None:
+            s.exec(delete(RoundSample).where(RoundSample.round_id == 2))
+        compose_training_set(s, 2, ctx.config.builder.patch_fraction, ctx.config.builder.seed,  # idempotent
+                             round_floor(s, size))
+        roles = {m.sample_id: m.role for m in s.exec(select(RoundSample).where(RoundSample.round_id == 2)).all()}
+        samples = [SimpleNamespace(id=x.id, prompt=x.prompt, answer=x.answer, origin=x.origin)
+                   for x in s.exec(select(Sample).order_by(Sample.id)).all()]
+        s.rollback() if repair_size is not None else s.commit()
+    return {"patch": [x for x in samples if roles.get(x.id) == "patch"],
+            "replay": [x for x in samples if roles.get(x.id) not in (None, "patch")],
+            "v1": [x for x in samples if x.origin == "v1"]}
 
 
 def train_and_score(ctx, samples: list[Sample], seed: int, folder: Path, items: list[TestItem]) -> tuple[list, float]:
@@ -149,6 +167,9 @@ def main() -> None:
                         choices=["targeted", "random", "replay"], help="Arms to train (targeted always first).")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="Config override for the setup run.")
     parser.add_argument("--run-id", default=None, help="A run waiting at round 2's before_train gate.")
+    parser.add_argument("--repair-size", default=None, type=lambda v: int(v) if v.isdigit() else v,
+                        help="Compose round 2 with this builder.repair_size (patches | v1 | N) instead of the "
+                             "run's; its arms are kept in their own folders (ARM-SIZE-SEED).")
     args = parser.parse_args()
     args.arms = ["targeted", *[a for a in args.arms if a != "targeted"]]  # the arm every other is tested against
     run_id = args.run_id or f"repair-vs-random-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -164,16 +185,18 @@ def main() -> None:
     for name, preds in stored.items():  # one scoring per item, the same in every seed's pair
         results |= {(name, seed): preds for seed in args.seeds}
     for seed in args.seeds:
-        for name, samples in arms(ctx, seed, args.multiples, args.arms).items():
-            preds, seconds = train_and_score(ctx, samples, seed, ctx.run_dir / "repair_vs_random" / f"{name}-{seed}",
-                                             items)
+        for name, samples in arms(ctx, seed, args.multiples, args.arms, args.repair_size).items():
+            folder = f"{name}-{seed}" if args.repair_size is None else f"{name}-{args.repair_size}-{seed}"
+            preds, seconds = train_and_score(ctx, samples, seed, ctx.run_dir / "repair_vs_random" / folder, items)
             results[(name, seed)] = preds
             row = {"arm": name, "seed": seed, "samples": len(samples), **split_scores(items, preds),
                    "seconds": round(seconds)}
             print(json.dumps(row), flush=True)
             rows.append(row)
     names = list(dict.fromkeys(r["arm"] for r in rows))
-    summary = {"run_id": run_id, "seeds": args.seeds, "baselines (chance, best constant, mass chance)": floors,
+    summary = {"run_id": run_id, "seeds": args.seeds,
+               "repair_size": args.repair_size or ctx.config.builder.repair_size,
+               "baselines (chance, best constant, mass chance)": floors,
                "stored rounds": {name: split_scores(items, preds) for name, preds in stored.items()},
                "arms": {}, "targeted vs": {}, "vs V1": {}}
     for name in names:
