@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from common import train_once  # noqa: E402 (bench/common.py, beside this script)
 from pwd_agent.runs import open_run  # noqa: E402
-from pwd_agent.store import ItemResult, Round, RoundSample, Sample, TestItem, session_scope  # noqa: E402
+from pwd_agent.store import Diagnosis, ItemResult, Round, RoundSample, Sample, TestItem, session_scope  # noqa: E402
 
 STORED = {"base": 0, "V1": 1}  # the setup run's own rounds, scored by the run itself: the reference arms
 
@@ -131,13 +131,19 @@ def stored_preds(session, round_id: int, items: list[TestItem]) -> list:
     return [SimpleNamespace(passed=got[i.id].passed, mass=got[i.id].mass) for i in items]
 
 
-def split_scores(items: list[TestItem], preds: list) -> dict:
+def split_scores(items: list[TestItem], preds: list, reached: set[int] = frozenset()) -> dict:
+    """Accuracy and mass per split; with `reached` (the diagnosed items' chains) also the holdout accuracy on
+    those chains (where a patch can reach) and elsewhere (where only replay and forgetting act)."""
     out = {}
     for split in ("dev", "holdout"):
         mine = [p for i, p in zip(items, preds) if i.split == split]
         out[f"{split}_acc"] = round(statistics.mean(p.passed for p in mine), 4)
         masses = [p.mass for p in mine if p.mass is not None]
         out[f"{split}_mass"] = round(statistics.mean(masses), 4) if masses else None
+    for where, inside in (("reached", True), ("elsewhere", False)):
+        mine = [p.passed for i, p in zip(items, preds) if i.split == "holdout" and (i.chain_id in reached) == inside]
+        if reached and mine:
+            out[f"holdout_{where}_acc"] = round(statistics.mean(mine), 4)
     return out
 
 
@@ -181,6 +187,8 @@ def main() -> None:
         floors = {k: (round(b.chance, 4), round(b.best_constant, 4), round(b.mass_chance, 4))
                   for k, b in split_baselines(s, ctx.config.tests.one_key).items() if b}
         stored = {name: stored_preds(s, round_id, items) for name, round_id in STORED.items()}
+        diagnosed = set(s.exec(select(Diagnosis.item_id).where(Diagnosis.round_id == 1)).all())
+        reached = {i.chain_id for i in items if i.id in diagnosed}
     results, rows = {}, []
     for name, preds in stored.items():  # one scoring per item, the same in every seed's pair
         results |= {(name, seed): preds for seed in args.seeds}
@@ -189,7 +197,7 @@ def main() -> None:
             folder = f"{name}-{seed}" if args.repair_size is None else f"{name}-{args.repair_size}-{seed}"
             preds, seconds = train_and_score(ctx, samples, seed, ctx.run_dir / "repair_vs_random" / folder, items)
             results[(name, seed)] = preds
-            row = {"arm": name, "seed": seed, "samples": len(samples), **split_scores(items, preds),
+            row = {"arm": name, "seed": seed, "samples": len(samples), **split_scores(items, preds, reached),
                    "seconds": round(seconds)}
             print(json.dumps(row), flush=True)
             rows.append(row)
@@ -197,14 +205,16 @@ def main() -> None:
     summary = {"run_id": run_id, "seeds": args.seeds,
                "repair_size": args.repair_size or ctx.config.builder.repair_size,
                "baselines (chance, best constant, mass chance)": floors,
-               "stored rounds": {name: split_scores(items, preds) for name, preds in stored.items()},
+               "stored rounds": {name: split_scores(items, preds, reached) for name, preds in stored.items()},
+               "holdout items on the diagnosed chains": sum(i.split == "holdout" and i.chain_id in reached
+                                                           for i in items),
                "arms": {}, "targeted vs": {}, "vs V1": {}}
     for name in names:
         mine = [r for r in rows if r["arm"] == name]
         summary["arms"][name] = {"samples": mine[0]["samples"], **{
             key: round(statistics.mean(r[key] for r in mine), 4) for key in mine[0]
             if key.endswith(("_acc", "_mass")) and mine[0][key] is not None}}
-    for other in [*names[1:], *STORED]:
+    for other in [*names[1:], "base"]:  # against V1: "vs V1" below
         summary["targeted vs"][other] = {split: paired(items, results, "targeted", other, args.seeds, split)
                                          for split in ("dev", "holdout")}
     for name in names:  # did the repair round move past the round it repairs (the paper's V1 -> V2)?
@@ -237,19 +247,21 @@ def table(summary: dict) -> str:
         return (f"{vs['wins']}/{vs['losses']}, p {vs['p']}; "
                 f"{vs.get('mass_up', '-')}/{vs.get('mass_down', '-')}, p {vs.get('mass_p', '-')}")
 
-    lines = ["| arm | samples | dev acc | holdout acc | dev mass | holdout mass | targeted vs arm, holdout "
-             "(wins/losses, p; mass up/down, p) | arm vs V1, holdout |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| arm | samples | dev acc | holdout acc | holdout acc, diagnosed chains / elsewhere | dev mass "
+             "| holdout mass | targeted vs arm, holdout (wins/losses, p; mass up/down, p) | arm vs V1, holdout |",
+             "|---|---|---|---|---|---|---|---|---|"]
     rows = [*[(f"{name} (stored round {STORED[name]})", "-", a) for name, a in summary["stored rounds"].items()],
             *[(name, a["samples"], a) for name, a in summary["arms"].items()]]
     for label, samples, a in rows:
         name = label.split(" ")[0]
         lines.append(f"| {label} | {samples} | {a.get('dev_acc')} | {a.get('holdout_acc')} "
+                     f"| {dash(a.get('holdout_reached_acc'))} / {dash(a.get('holdout_elsewhere_acc'))} "
                      f"| {dash(a.get('dev_mass'))} | {dash(a.get('holdout_mass'))} "
                      f"| {test(summary['targeted vs'].get(name, {}).get('holdout'))} "
                      f"| {test(summary['vs V1'].get(name, {}).get('holdout'))} |")
     floors = summary["baselines (chance, best constant, mass chance)"]
     lines.append("| chance / best constant | | " + " | ".join(
-        f"{floors[k][0]} / {floors[k][1]}" if k in floors else "-" for k in ("dev", "holdout")) + " | | | | |")
+        f"{floors[k][0]} / {floors[k][1]}" if k in floors else "-" for k in ("dev", "holdout")) + " | | | | | |")
     return "\n".join(lines)
 
 
