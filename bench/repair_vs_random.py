@@ -220,6 +220,9 @@ def main() -> None:
     for name in names:  # did the repair round move past the round it repairs (the paper's V1 -> V2)?
         summary["vs V1"][name] = {split: paired(items, results, name, "V1", args.seeds, split)
                                   for split in ("dev", "holdout")}
+    # The V1 round's own gain over the base (one seed's pairs: both are the run's single stored scoring).
+    summary["V1 vs base"] = {split: paired(items, results, "V1", "base", args.seeds[:1], split)
+                             for split in ("dev", "holdout")}
     summary["sample_efficiency"] = efficiency(summary["arms"])
     print(json.dumps(summary))
     print(table(summary))
