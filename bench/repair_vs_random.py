@@ -94,7 +94,10 @@ def round_two(ctx, repair_size=None) -> dict[str, list[SimpleNamespace]]:
         roles = {m.sample_id: m.role for m in s.exec(select(RoundSample).where(RoundSample.round_id == 2)).all()}
         samples = [SimpleNamespace(id=x.id, prompt=x.prompt, answer=x.answer, origin=x.origin)
                    for x in s.exec(select(Sample).order_by(Sample.id)).all()]
-        s.rollback() if repair_size is not None else s.commit()
+        if repair_size is None:
+            s.commit()
+        else:
+            s.rollback()
     return {"patch": [x for x in samples if roles.get(x.id) == "patch"],
             "replay": [x for x in samples if roles.get(x.id) not in (None, "patch")],
             "v1": [x for x in samples if x.origin == "v1"]}
