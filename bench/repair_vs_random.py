@@ -90,7 +90,7 @@ def round_two(ctx, repair_size=None) -> dict[str, list[SimpleNamespace]]:
         if repair_size is not None:
             s.exec(delete(RoundSample).where(RoundSample.round_id == 2))
         compose_training_set(s, 2, ctx.config.builder.patch_fraction, ctx.config.builder.seed,  # idempotent
-                             round_floor(s, size))
+                             round_floor(s, size, 2))
         roles = {m.sample_id: m.role for m in s.exec(select(RoundSample).where(RoundSample.round_id == 2)).all()}
         samples = [SimpleNamespace(id=x.id, prompt=x.prompt, answer=x.answer, origin=x.origin)
                    for x in s.exec(select(Sample).order_by(Sample.id)).all()]
@@ -177,8 +177,8 @@ def main() -> None:
     parser.add_argument("--set", dest="sets", action="append", default=[], help="Config override for the setup run.")
     parser.add_argument("--run-id", default=None, help="A run waiting at round 2's before_train gate.")
     parser.add_argument("--repair-size", default=None, type=lambda v: int(v) if v.isdigit() else v,
-                        help="Compose round 2 with this builder.repair_size (patches | v1 | N) instead of the "
-                             "run's; its arms are kept in their own folders (ARM-SIZE-SEED).")
+                        help="Compose round 2 with this builder.repair_size (patches | v1 | v1+patches | N) "
+                             "instead of the run's; its arms are kept in their own folders (ARM-SIZE-SEED).")
     args = parser.parse_args()
     args.arms = ["targeted", *[a for a in args.arms if a != "targeted"]]  # the arm every other is tested against
     run_id = args.run_id or f"repair-vs-random-{time.strftime('%Y%m%d-%H%M%S')}"

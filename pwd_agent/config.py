@@ -142,10 +142,11 @@ class BuilderConfig(Section):
     patch_samples_per_failure: int = Field(7, ge=1, description="Patch samples per diagnosed failure (paper: 7).")
     patch_fraction: float = Field(0.35, gt=0, le=1,
                                   description="Patches' share of a repair round's mix (the rest is replay).")
-    repair_size: int | Literal["patches", "v1"] = Field(
+    repair_size: int | Literal["patches", "v1", "v1+patches"] = Field(
         "patches", description="The least a repair round trains on. 'patches': the patches and replay in the "
         "patch_fraction ratio, however few the patches; 'v1': at least as many samples as V1 (more replay), so a "
-        "student retrained from the base sees as much as round 1 did; a number: at least that many (the paper's tool: "
+        "student retrained from the base sees as much as round 1 did; 'v1+patches': V1's size plus the round's "
+        "patches, so every V1 sample is replayed beside them; a number: at least that many (the paper's tool: "
         "1,000).",
     )
     seed: int = Field(0, description="Seed for sample types and replay selection.")
@@ -160,7 +161,8 @@ class BuilderConfig(Section):
         if self.qa_share + self.choice_share > 1:
             raise ValueError("builder.qa_share + builder.choice_share must be at most 1 (the rest is true/false)")
         if isinstance(self.repair_size, int) and self.repair_size < 1:
-            raise ValueError("builder.repair_size must be 'patches', 'v1' or a positive number of samples")
+            raise ValueError("builder.repair_size must be 'patches', 'v1', 'v1+patches' or a positive number of "
+                             "samples")
         return self
 
 

@@ -66,6 +66,7 @@ def test_facets_the_offline_rules_cannot_write_are_refused_with_the_fix():
 def test_repair_size_takes_a_rule_name_or_a_positive_count():
     assert load_config(None, []).builder.repair_size == "patches"  # the paper's ratio rule, unchanged
     assert load_config(None, ["builder.repair_size=v1"]).builder.repair_size == "v1"
+    assert load_config(None, ["builder.repair_size=v1+patches"]).builder.repair_size == "v1+patches"
     assert load_config(None, ["builder.repair_size=1000"]).builder.repair_size == 1000
     for bad in ("0", "all"):
         with pytest.raises(ConfigError, match="repair_size"):

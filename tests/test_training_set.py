@@ -149,10 +149,23 @@ def test_composing_again_keeps_the_set_and_adds_nothing(url):
 def test_a_floor_tops_the_replay_up_so_the_round_trains_on_at_least_that_many(url):
     build_store(url, free=20, sharing=10)
     with session_scope(url) as s:
-        floor = round_floor(s, "v1")
-        assert floor == 30 and round_floor(s, "patches") == 0 and round_floor(s, 25) == 25
+        floor = round_floor(s, "v1", 2)
+        assert floor == 30 and round_floor(s, "patches", 2) == 0 and round_floor(s, 25, 2) == 25
         assert compose_training_set(s, 2, FRACTION, SEED, floor) == 30 - N_PATCH - 20  # the pool of 20, then random
     members = round_set(url, 2)
     assert len(members["replay"]) == 20 and all(1 not in x.statement_ids for x in members["replay"])
     assert round_sizes(url, 2) == (N_PATCH, 30 - N_PATCH, 30)
     assert replay_wanted(N_PATCH, FRACTION, floor=5) == WANTED  # a floor below the ratio's mix changes nothing
+
+
+def test_v1_plus_patches_replays_every_v1_sample_beside_the_patches(url):
+    build_store(url, free=20, sharing=10)
+    with session_scope(url) as s:
+        floor = round_floor(s, "v1+patches", 2)
+        assert floor == 30 + N_PATCH
+        assert compose_training_set(s, 2, FRACTION, SEED, floor) == 10  # the 10 that share a statement
+    members = round_set(url, 2)
+    with session_scope(url) as s:
+        v1 = set(s.exec(select(Sample.id).where(Sample.origin == "v1")).all())
+    assert {x.id for x in members["replay"] + members["random"]} == v1
+    assert round_sizes(url, 2) == (N_PATCH, 30, 30 + N_PATCH)

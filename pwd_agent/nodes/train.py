@@ -47,7 +47,7 @@ def train(state: RunState, runtime: Runtime[RunContext]) -> dict:
         session.add(row)
         fallback, floor = 0, 0
         if round_id > 0:
-            floor = round_floor(session, ctx.config.builder.repair_size)
+            floor = round_floor(session, ctx.config.builder.repair_size, round_id)
             fallback = compose_training_set(session, round_id, ctx.config.builder.patch_fraction,
                                             ctx.config.builder.seed, floor)
         n_patch, n_replay = row.n_patch, row.n_replay
@@ -113,13 +113,18 @@ def replay_wanted(n_patch: int, patch_fraction: float, floor: int = 0) -> int:
     return max(round(n_patch * (1 - patch_fraction) / patch_fraction), floor - n_patch)
 
 
-def round_floor(session: Session, repair_size: int | str) -> int:
-    """`builder.repair_size` as a sample count: 0 for 'patches', V1's size for 'v1'. Why it matters: every
-    round is retrained from the base, so a repair round smaller than V1 gives the facts fewer exposures
-    than round 1 did and can lose what round 1 learned."""
+def round_floor(session: Session, repair_size: int | str, round_id: int) -> int:
+    """`builder.repair_size` as a sample count: 0 for 'patches', V1's size for 'v1', V1's size plus round
+    `round_id`'s patch samples for 'v1+patches' (so the replay is all of V1). Why it matters: every round is
+    retrained from the base, so a repair round smaller than V1 gives the facts fewer exposures than round 1
+    did and can lose what round 1 learned."""
     if repair_size == "patches":
         return 0
-    return len(_v1_ids(session)) if repair_size == "v1" else int(repair_size)
+    if repair_size == "v1":
+        return len(_v1_ids(session))
+    if repair_size == "v1+patches":
+        return len(_v1_ids(session)) + len(_patch_samples(session, round_id))
+    return int(repair_size)
 
 
 def _v1_ids(session: Session) -> list[int]:
