@@ -85,8 +85,8 @@ def write_data(ctx, cfg, taught: set[int], path: Path) -> dict:
         ok, leaked = gate_samples(leak_gate, drafts, "v1", unit[0].id)
         kept += ok
         dropped += len(leaked)
-    path.write_text("".join(json.dumps({"id": n, "prompt": d.prompt, "answer": d.answer}) + "\n"
-                            for n, d in enumerate(kept)))
+    path.write_text("".join(json.dumps({"id": n, "prompt": d.prompt, "answer": d.answer,
+                                        "statements": d.statement_ids}) + "\n" for n, d in enumerate(kept)))
     exposures = Counter(sid for d in kept for sid in d.statement_ids)
     n_statements = sum(len(u[1]) for u in units)
     return {"samples": len(kept), "leaked": dropped, "kinds": dict(Counter(d.kind for d in kept)),

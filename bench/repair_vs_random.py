@@ -92,7 +92,8 @@ def round_two(ctx, repair_size=None) -> dict[str, list[SimpleNamespace]]:
         compose_training_set(s, 2, ctx.config.builder.patch_fraction, ctx.config.builder.seed,  # idempotent
                              round_floor(s, size, 2))
         roles = {m.sample_id: m.role for m in s.exec(select(RoundSample).where(RoundSample.round_id == 2)).all()}
-        samples = [SimpleNamespace(id=x.id, prompt=x.prompt, answer=x.answer, origin=x.origin)
+        samples = [SimpleNamespace(id=x.id, prompt=x.prompt, answer=x.answer, origin=x.origin,
+                                   statement_ids=x.statement_ids)
                    for x in s.exec(select(Sample).order_by(Sample.id)).all()]
         if repair_size is None:
             s.commit()
@@ -114,7 +115,8 @@ def train_and_score(ctx, samples: list[Sample], seed: int, folder: Path, items: 
     if scores.is_file():
         return [SimpleNamespace(**json.loads(line)) for line in scores.read_text().splitlines()], 0.0
     start = time.time()
-    rows = "".join(json.dumps({"id": x.id, "prompt": x.prompt, "answer": x.answer}) + "\n" for x in samples)
+    rows = "".join(json.dumps({"id": x.id, "prompt": x.prompt, "answer": x.answer, "statements": x.statement_ids})
+                   + "\n" for x in samples)
     (folder / "train.jsonl").write_text(rows)
     train_once(ctx.config, folder / "train.jsonl", folder, seed)
     with loaded_evaluator(ctx, str(folder / "adapter")) as evaluator:

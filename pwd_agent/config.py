@@ -205,6 +205,18 @@ class TrainConfig(Section):
         "batch_size x grad_accum x num_processes.")
     num_processes: int = Field(1, ge=1, description="Trainer processes under torchrun / accelerate.")
     cpu_bf16: bool = Field(True, description="On a CPU with bf16 support, autocast matmuls to bf16 (faster).")
+    heldout_share: float = Field(
+        0.0, ge=0, lt=1, description="Early stopping: this share of a round's samples is held out (other wordings "
+        "of facts that stay in training, never test items), scored after every epoch, and the epoch with the "
+        "lowest held-out loss is kept; train.epochs is then the most. 0 = off (train.engine=own only).")
+    patience: int = Field(1, ge=1, description="Early stopping: epochs in a row without a lower held-out loss "
+                          "before training stops.")
+
+    @model_validator(mode="after")
+    def _early_stopping_engine(self) -> "TrainConfig":
+        if self.heldout_share > 0 and self.engine != "own":
+            raise ValueError("train.heldout_share (early stopping) needs train.engine=own; set it to 0 for trl")
+        return self
 
 
 class EvalConfig(Section):

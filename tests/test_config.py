@@ -71,3 +71,13 @@ def test_repair_size_takes_a_rule_name_or_a_positive_count():
     for bad in ("0", "all"):
         with pytest.raises(ConfigError, match="repair_size"):
             load_config(None, [f"builder.repair_size={bad}"])
+
+
+def test_early_stopping_is_off_by_default_and_needs_the_own_engine():
+    cfg = load_config(None, [])
+    assert (cfg.train.heldout_share, cfg.train.patience) == (0.0, 1)
+    assert load_config(None, ["train.heldout_share=0.1", "train.patience=2"]).train.patience == 2
+    with pytest.raises(ConfigError, match="engine=own"):
+        load_config(None, ["train.heldout_share=0.1", "train.engine=trl"])
+    with pytest.raises(ConfigError, match="heldout_share"):
+        load_config(None, ["train.heldout_share=1"])

@@ -175,3 +175,64 @@ def test_a_job_copies_every_training_setting_from_the_config_with_its_defaults()
     cfg.train.learning_rate, cfg.student.lora_r = 1e-3, 8
     job = TrainJob.from_config(cfg, "m", "d", "o", seed=5)
     assert (job.learning_rate, job.lora_r, job.seed, job.config_hash) == (1e-3, 8, 5, cfg.config_hash())
+
+
+def test_held_out_rows_are_other_wordings_of_facts_that_stay_in_training():
+    from pwd_agent.training.trainer import split_heldout
+
+    rows = [{"prompt": f"q{i}", "answer": "a", "statements": [i % 5]} for i in range(20)]  # 4 wordings a fact
+    rows += [{"prompt": "lone", "answer": "a", "statements": [99]}, {"prompt": "none", "answer": "a"}]
+    train_rows, heldout = split_heldout(rows, 0.25, seed=0)
+    assert len(heldout) == round(22 * 0.25) and len(train_rows) + len(heldout) == 22
+    taught = {sid for r in train_rows for sid in r.get("statements", [])}
+    assert all(set(r["statements"]) <= taught for r in heldout)  # every held-out fact is still trained
+    assert {"lone", "none"} <= {r["prompt"] for r in train_rows}  # a fact's only row, and a row without ids
+    assert split_heldout(rows, 0.25, seed=0) == (train_rows, heldout) and split_heldout(rows, 0, 0) == (rows, [])
+
+
+def test_early_stop_keeps_the_weights_of_the_lowest_held_out_loss():
+    import torch
+
+    from pwd_agent.training.trainer import EarlyStop
+
+    param = torch.nn.Parameter(torch.zeros(2))
+    stopper = EarlyStop(patience=2)
+    seen = []
+    for value in (3.0, 2.0, 2.5, 2.1):
+        param.data += 1
+        seen.append(stopper.update(value, [param]))
+    assert seen == [False, False, False, True]  # two epochs after the best without a lower loss
+    extra = stopper.restore_best([param], epoch_steps=1)
+    assert torch.equal(param.data, torch.full((2,), 2.0))  # the weights after epoch 2
+    assert extra == {"heldout_losses": [3.0, 2.0, 2.5, 2.1], "best_epoch": 2, "epochs_run": 4}
+
+
+def test_training_with_early_stopping_saves_the_best_epoch_adapter(tiny_model, tmp_path):
+    """A real run that overfits (random answers, a high learning rate): held-out wordings scored every epoch,
+    training stops once they get worse, and the saved adapter is the best epoch's, not the last one's."""
+    import random
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from pwd_agent.training.trainer import heldout_loss, split_heldout
+
+    words, rng = "alum floc sand chlorine filter basin pump valve sludge screen tank pipe".split(), random.Random(0)
+    rows = [{"prompt": f"{ask} step {i}?", "answer": f"{rng.choice(words)} {rng.choice(words)}", "statements": [i]}
+            for i in range(8) for ask in ("What follows", "Which step comes after")]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    job = TrainJob(model_path=str(tiny_model), data_path=str(data), output_dir=str(tmp_path / "adapter"),
+                   target_modules=["q_proj", "v_proj"], epochs=8, learning_rate=0.2, batch_size=4, lora_r=4,
+                   heldout_share=0.25, patience=1, cpu_bf16=False)
+    metrics = train(job)
+
+    losses = metrics["heldout_losses"]
+    assert metrics["epochs_run"] == len(losses) < 8 and metrics["examples"] == 12  # stopped early
+    assert metrics["best_epoch"] == len(losses) - 1 and losses[-1] > losses[-2] == min(losses)
+    tokenizer = load_tokenizer(str(tiny_model))
+    _, held = split_heldout(rows, 0.25, job.seed)
+    examples = [encode(tokenizer, r["prompt"], r["answer"], 512) for r in held]
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(tiny_model)), tmp_path / "adapter")
+    saved = heldout_loss(model, examples, 4, tokenizer.pad_token_id, "cpu", autocast=False)
+    assert saved == pytest.approx(min(losses), abs=1e-3)

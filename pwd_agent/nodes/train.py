@@ -63,9 +63,11 @@ def train(state: RunState, runtime: Runtime[RunContext]) -> dict:
         row.status, row.train_loss = "trained", metrics["train_loss"]
         row.adapter_path = str(ctx.round_dir(round_id) / "adapter")
     (ctx.round_dir(round_id) / "DONE").write_text("trained\n")
+    kept = (f"; kept epoch {metrics['best_epoch']} of {metrics['epochs_run']} by held-out loss"
+            if "best_epoch" in metrics else "")
     emit(ctx.db_url, "train",
          f"round {round_id} trained: loss {metrics['first_loss']:.3f} -> {metrics['train_loss']:.3f} "
-         f"on {metrics['examples']} samples in {metrics['seconds']:.0f}s", **metrics)
+         f"on {metrics['examples']} samples in {metrics['seconds']:.0f}s{kept}", **metrics)
     return {}
 
 
@@ -147,7 +149,9 @@ def _replay_pool(session: Session, round_id: int, patched: set[int]) -> list[Sam
 
 def write_training_data(session: Session, round_id: int, path: Path) -> int:
     rows = round_samples(session, round_id)
-    path.write_text("".join(json.dumps({"id": s.id, "prompt": s.prompt, "answer": s.answer}) + "\n" for s in rows))
+    # The statement ids let the trainer hold out other wordings of trained facts (train.heldout_share).
+    path.write_text("".join(json.dumps({"id": s.id, "prompt": s.prompt, "answer": s.answer,
+                                        "statements": s.statement_ids}) + "\n" for s in rows))
     return len(rows)
 
 

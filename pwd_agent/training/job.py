@@ -9,7 +9,8 @@ from pwd_agent.config import StudentConfig, TrainConfig
 # The settings a job copies from the run config by name; their defaults are the config's own, so
 # they are declared once (config.py).
 STUDENT_KEYS = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "max_length", "chat_template", "dtype")
-TRAIN_KEYS = ("epochs", "learning_rate", "batch_size", "grad_accum", "seed", "threads", "cpu_bf16", "engine", "packing")
+TRAIN_KEYS = ("epochs", "learning_rate", "batch_size", "grad_accum", "seed", "threads", "cpu_bf16", "engine", "packing",
+              "heldout_share", "patience")
 
 
 def _default(section: type[BaseModel], key: str):
@@ -41,6 +42,8 @@ class TrainJob(BaseModel):
     cpu_bf16: bool = _default(TrainConfig, "cpu_bf16")
     engine: str = _default(TrainConfig, "engine")  # own | trl
     packing: bool = _default(TrainConfig, "packing")  # trl engine
+    heldout_share: float = _default(TrainConfig, "heldout_share")  # early stopping (own engine)
+    patience: int = _default(TrainConfig, "patience")
 
     @classmethod
     def from_config(cls, cfg, model_path: str, data: str, adapter: str, seed: int | None = None) -> "TrainJob":

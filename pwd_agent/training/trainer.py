@@ -103,6 +103,32 @@ def read_rows(job: TrainJob) -> tuple[list[dict], bytes]:
     return [json.loads(line) for line in data.decode().splitlines() if line.strip()], data
 
 
+def split_heldout(rows: list[dict], share: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(train, held out): about `share` of the rows set aside as held-out wordings of facts that stay in
+    training. A row is held out only when every statement it teaches (its "statements" ids) is still
+    taught by a kept row, so early stopping measures recall of trained facts in unseen words and no
+    fact loses all its samples. Rows without statement ids always train."""
+    if share <= 0:
+        return rows, []
+    wanted = round(len(rows) * share)
+    kept = {}  # statement id -> how many training rows still teach it
+    for row in rows:
+        for sid in row.get("statements") or ():
+            kept[sid] = kept.get(sid, 0) + 1
+    order = list(range(len(rows)))
+    random.Random(f"{seed}:heldout").shuffle(order)
+    out: set[int] = set()
+    for i in order:
+        sids = rows[i].get("statements") or ()
+        if len(out) >= wanted:
+            break
+        if sids and all(kept[sid] > 1 for sid in sids):
+            out.add(i)
+            for sid in sids:
+                kept[sid] -= 1
+    return [r for i, r in enumerate(rows) if i not in out], [r for i, r in enumerate(rows) if i in out]
+
+
 def planned_steps(n_examples: int, job: TrainJob, world: int) -> int:
     """Optimizer steps: batches of `batch_size`, `grad_accum` of them per process and step."""
     steps_per_epoch = math.ceil(math.ceil(n_examples / job.batch_size) / (job.grad_accum * world))
@@ -116,7 +142,7 @@ def step_line(step: int, total: int, loss: float, tokens: float, elapsed: float)
 
 
 def save_adapter(job: TrainJob, model, losses: list[float], steps: int, examples: int, tokens: int,
-                 start: float, data: bytes, world: int, engine: str) -> dict:
+                 start: float, data: bytes, world: int, engine: str, extra: dict | None = None) -> dict:
     """The PEFT adapter plus train_metrics.json (the last quarter's mean loss as the train loss)."""
     out = Path(job.output_dir)
     model.save_pretrained(out)
@@ -127,6 +153,7 @@ def save_adapter(job: TrainJob, model, losses: list[float], steps: int, examples
         "data_hash": hashlib.sha256(data).hexdigest()[:16], "config_hash": job.config_hash,
         "processes": world, "engine": engine,
         "base_model": job.model_path,  # the weights this run started from: a fresh LoRA on them, no earlier adapter
+        **(extra or {}),
     }
     (out / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
     log(f"done: loss {metrics['first_loss']:.4f} -> {metrics['train_loss']:.4f} in {metrics['seconds']}s")
@@ -161,10 +188,14 @@ def _train(job: TrainJob, rank: int, local_rank: int, world: int) -> dict:
     torch.manual_seed(job.seed)
     rng = random.Random(job.seed)
     rows, data = read_rows(job)
+    rows, heldout_rows = split_heldout(rows, job.heldout_share, job.seed)
     tokenizer = load_tokenizer(job.model_path, job.chat_template)
     examples = [e for r in rows if (e := encode(tokenizer, r["prompt"], r["answer"], job.max_length))]
+    heldout = [e for r in heldout_rows if (e := encode(tokenizer, r["prompt"], r["answer"], job.max_length))]
     if not examples:
         raise SystemExit(f"no trainable example in {job.data_path}")
+    if job.heldout_share > 0 and not heldout:
+        log("early stopping off: no row can be held out (each needs statement ids taught by another row)")
 
     device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     if device != "cpu":
@@ -188,7 +219,10 @@ def _train(job: TrainJob, rank: int, local_rank: int, world: int) -> dict:
     total_steps = planned_steps(len(examples), job, world)
     scheduler = get_linear_schedule_with_warmup(optimizer, max(1, total_steps // 10), total_steps)
     say = log if rank == 0 else (lambda _: None)
-    say(f"train: {len(examples)} examples, {total_steps} steps, device {device}"
+    stopper = EarlyStop(job.patience) if heldout else None
+    epoch_steps = planned_steps(len(examples), job.model_copy(update={"epochs": 1}), world)
+    say(f"train: {len(examples)} examples{f' ({len(heldout)} held out)' if heldout else ''}, "
+        f"{total_steps} steps, device {device}"
         f"{f' x {world} processes' if world > 1 else ''}, "
         f"{'bf16 autocast, ' if autocast else ''}trainable params {sum(p.numel() for p in params):,}")
 
@@ -225,7 +259,57 @@ def _train(job: TrainJob, rank: int, local_rank: int, world: int) -> dict:
             losses.append(step_loss)
             if step % log_every == 0 or step == total_steps:
                 say(step_line(step, total_steps, step_loss, tokens, time.time() - start))
+            if stopper and (step % epoch_steps == 0 or step == total_steps):
+                # Every process scores the whole held-out set on the same weights: the same decision, no messages.
+                value = heldout_loss(model, heldout, job.batch_size, pad_id, device, autocast)
+                stop = stopper.update(value, params)
+                say(f"epoch {step / epoch_steps:.2f}: held-out loss {value:.4f}"
+                    f"{' (best)' if stopper.best_step == len(stopper.history) else ''}")
+                if stop:
+                    say(f"early stop: no lower held-out loss for {job.patience} epoch(s)")
+                    total_steps = step
 
     if rank != 0:
         return {}  # rank 0 saves the adapter; every process holds the same weights
-    return save_adapter(job, model, losses, step, len(examples), tokens, start, data, world, "own")
+    extra = stopper.restore_best(params, epoch_steps) if stopper else {}
+    return save_adapter(job, model, losses, step, len(examples), tokens, start, data, world, "own", extra)
+
+
+def heldout_loss(model, examples: list, batch_size: int, pad_id: int, device: str, autocast: bool) -> float:
+    """Mean answer loss per answer token over the held-out examples, without gradients or dropout."""
+    import torch
+
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        ordered = sorted(examples, key=lambda e: len(e[0]))
+        for i in range(0, len(ordered), batch_size):
+            *tensors, keep = collate(ordered[i : i + batch_size], pad_id)
+            ids, labels, mask, positions = (t.to(device) for t in tensors)
+            n = int((labels[:, -(keep - 1):] != IGNORE).sum())
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                total += float(answer_loss(model, ids, labels, mask, positions, keep)) * n
+            count += n
+    model.train()
+    return total / max(count, 1)
+
+
+class EarlyStop:
+    """Keeps the trainable weights of the epoch with the lowest held-out loss; says when `patience`
+    epochs in a row have not lowered it."""
+
+    def __init__(self, patience: int):
+        self.patience, self.history, self.best, self.best_step = patience, [], None, 0
+
+    def update(self, value: float, params: list) -> bool:
+        self.history.append(value)
+        if self.best is None or value < min(self.history[:-1]):
+            self.best, self.best_step = [p.detach().clone() for p in params], len(self.history)
+        return len(self.history) - self.best_step >= self.patience
+
+    def restore_best(self, params: list, epoch_steps: int) -> dict:
+        """Put the best epoch's weights back; what happened, for train_metrics.json."""
+        for p, best in zip(params, self.best):
+            p.data.copy_(best)
+        return {"heldout_losses": [round(x, 5) for x in self.history], "best_epoch": self.best_step,
+                "epochs_run": len(self.history)}
