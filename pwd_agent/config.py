@@ -188,6 +188,10 @@ class StudentConfig(Section):
 
 
 class TrainConfig(Section):
+    method: Literal["lora", "full"] = Field(
+        "lora", description="lora = a LoRA adapter on student.target_modules (the paper's setting); full = every "
+        "weight trained and the whole model saved per round (learns new facts with fewer exposures, forgets more; "
+        "needs a lower learning_rate, about 1e-5 to 5e-5, and 4x the model's size in memory for AdamW).")
     epochs: float = Field(1.0, gt=0, description="Passes over the round's data (paper: 1).")
     learning_rate: float = Field(2e-4, gt=0)
     batch_size: int = Field(8, ge=1)

@@ -111,11 +111,20 @@ def torch_dtype(name: str = "auto"):
     return getattr(torch, dtype_name(name))
 
 
+def is_full_model(weights: str | None) -> bool:
+    """Whether a round's weights folder holds a whole model (train.method=full) rather than a LoRA adapter."""
+    return bool(weights) and (Path(weights) / "config.json").is_file() and \
+        not (Path(weights) / "adapter_config.json").is_file()
+
+
 def load_model(path: str, adapter: str | None = None, dtype: str = "auto"):
-    """The base model in student.dtype, with a LoRA adapter merged if given (the hf evaluator)."""
+    """The base model in student.dtype, with a LoRA adapter merged if given (the hf evaluator); a round
+    trained with train.method=full is loaded from its own folder instead."""
     import torch
     from transformers import AutoModelForCausalLM
 
+    if is_full_model(adapter):
+        path, adapter = adapter, None
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype))
     if adapter:
         from peft import PeftModel

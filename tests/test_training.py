@@ -236,3 +236,31 @@ def test_training_with_early_stopping_saves_the_best_epoch_adapter(tiny_model, t
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(tiny_model)), tmp_path / "adapter")
     saved = heldout_loss(model, examples, 4, tokenizer.pad_token_id, "cpu", autocast=False)
     assert saved == pytest.approx(min(losses), abs=1e-3)
+
+
+def test_full_training_moves_every_weight_and_the_evaluator_loads_the_round_folder(tiny_model, tmp_path):
+    """train.method=full: no adapter; the whole model (and tokenizer) is the round's weights folder, and the
+    hf evaluator given that folder as the round's weights scores with it, not with the base."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from pwd_agent.evaluation.hf import HFEvaluator
+    from pwd_agent.student import is_full_model
+
+    data = step_data(tmp_path / "train.jsonl", 16)
+    out = tmp_path / "weights"
+    job = TrainJob(model_path=str(tiny_model), data_path=str(data), output_dir=str(out), method="full", epochs=2,
+                   learning_rate=1e-3, batch_size=4)
+    metrics = train(job)
+    assert metrics["method"] == "full" and metrics["train_loss"] < metrics["first_loss"]
+    assert is_full_model(str(out)) and (out / "tokenizer_config.json").is_file()
+
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model)).state_dict()
+    tuned = AutoModelForCausalLM.from_pretrained(str(out)).state_dict()
+    assert base.keys() == tuned.keys()
+    assert all(not torch.equal(base[k], tuned[k]) for k in base)  # every tensor moved, not only some layers
+    evaluator = HFEvaluator(str(tiny_model), str(out), scorer="options")
+    loaded = evaluator.model.state_dict()
+    assert all(torch.equal(loaded[k], tuned[k]) for k in tuned)
+    prediction = evaluator.score_items([("What follows step 3?", ["Step 4 follows.", "Step 9 follows."], "A")])[0]
+    assert prediction.mass is not None

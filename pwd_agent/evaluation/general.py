@@ -78,8 +78,10 @@ def score_lm_eval(spec: str, include_path: str | None, model_path: str, adapter:
     import lm_eval
     import torch
 
-    from pwd_agent.student import dtype_name
+    from pwd_agent.student import dtype_name, is_full_model
 
+    if is_full_model(adapter):  # train.method=full: the round's own model (its folder holds the tokenizer)
+        model_path, adapter = adapter, None
     args = f"pretrained={model_path},dtype={dtype_name(dtype)}"
     if adapter:
         args += f",peft={adapter}"

@@ -19,10 +19,12 @@ class VLLMEvaluator:
     def __init__(self, model_path: str, adapter: str | None, cfg: RunConfig):
         from vllm import LLM
 
-        from pwd_agent.student import dtype_name, load_tokenizer
+        from pwd_agent.student import dtype_name, is_full_model, load_tokenizer
 
         self.tokenizer = load_tokenizer(model_path, cfg.student.chat_template)
         self.max_new_tokens = cfg.eval.max_new_tokens
+        if is_full_model(adapter):  # train.method=full: the round's own model, no LoRA
+            model_path, adapter = adapter, None
         self.adapter = adapter
         self.llm = LLM(model=model_path, enable_lora=adapter is not None, max_lora_rank=max(cfg.student.lora_r, 8),
                        tensor_parallel_size=cfg.eval.tensor_parallel_size, dtype=dtype_name(cfg.student.dtype),

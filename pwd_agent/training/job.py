@@ -9,8 +9,8 @@ from pwd_agent.config import StudentConfig, TrainConfig
 # The settings a job copies from the run config by name; their defaults are the config's own, so
 # they are declared once (config.py).
 STUDENT_KEYS = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "max_length", "chat_template", "dtype")
-TRAIN_KEYS = ("epochs", "learning_rate", "batch_size", "grad_accum", "seed", "threads", "cpu_bf16", "engine", "packing",
-              "heldout_share", "patience")
+TRAIN_KEYS = ("method", "epochs", "learning_rate", "batch_size", "grad_accum", "seed", "threads", "cpu_bf16", "engine",
+              "packing", "heldout_share", "patience")
 
 
 def _default(section: type[BaseModel], key: str):
@@ -22,7 +22,7 @@ class TrainJob(BaseModel):
 
     model_path: str
     data_path: str  # JSONL of {"prompt", "answer"}
-    output_dir: str  # the adapter is saved here (PEFT format)
+    output_dir: str  # the round's weights are saved here: a PEFT adapter, or the whole model (method full)
     config_hash: str = ""
     # student.*
     lora_r: int = _default(StudentConfig, "lora_r")
@@ -33,6 +33,7 @@ class TrainJob(BaseModel):
     chat_template: str = _default(StudentConfig, "chat_template")
     dtype: str = _default(StudentConfig, "dtype")
     # train.*
+    method: str = _default(TrainConfig, "method")  # lora | full
     epochs: float = _default(TrainConfig, "epochs")
     learning_rate: float = _default(TrainConfig, "learning_rate")
     batch_size: int = _default(TrainConfig, "batch_size")

@@ -1,4 +1,5 @@
-"""LoRA fine-tuning with the loss on the answer tokens only, always from the base model.
+"""Fine-tuning (LoRA, or every weight with train.method=full) with the loss on the answer tokens only,
+always from the base model.
 
 One process by default. Under `torchrun` or `accelerate launch` (WORLD_SIZE > 1) each process
 takes its share of every optimizer step's micro-batches and the LoRA gradients are summed across
@@ -141,17 +142,20 @@ def step_line(step: int, total: int, loss: float, tokens: float, elapsed: float)
     return f"step {step}/{total} loss {loss:.4f} tok/s {tokens / max(elapsed, 1e-9):.0f} eta {eta:.0f}s"
 
 
-def save_adapter(job: TrainJob, model, losses: list[float], steps: int, examples: int, tokens: int,
+def save_adapter(job: TrainJob, model, tokenizer, losses: list[float], steps: int, examples: int, tokens: int,
                  start: float, data: bytes, world: int, engine: str, extra: dict | None = None) -> dict:
-    """The PEFT adapter plus train_metrics.json (the last quarter's mean loss as the train loss)."""
+    """The PEFT adapter (or, with method full, the whole model and its tokenizer, so the folder loads on its
+    own) plus train_metrics.json (the last quarter's mean loss as the train loss)."""
     out = Path(job.output_dir)
     model.save_pretrained(out)
+    if job.method == "full":
+        tokenizer.save_pretrained(out)
     tail = losses[-max(1, len(losses) // 4):]
     metrics = {
         "train_loss": sum(tail) / len(tail), "first_loss": losses[0], "steps": steps, "examples": examples,
         "tokens": tokens, "seconds": round(time.time() - start, 2),
         "data_hash": hashlib.sha256(data).hexdigest()[:16], "config_hash": job.config_hash,
-        "processes": world, "engine": engine,
+        "processes": world, "engine": engine, "method": job.method,
         "base_model": job.model_path,  # the weights this run started from: a fresh LoRA on them, no earlier adapter
         **(extra or {}),
     }
@@ -208,8 +212,9 @@ def _train(job: TrainJob, rank: int, local_rank: int, world: int) -> dict:
         r=job.lora_r, lora_alpha=job.lora_alpha, lora_dropout=job.lora_dropout,
         target_modules=job.target_modules, task_type="CAUSAL_LM",
     )
-    model = get_peft_model(model, lora)
-    params = [p for p in model.parameters() if p.requires_grad]
+    if job.method == "lora":
+        model = get_peft_model(model, lora)
+    params = [p for p in model.parameters() if p.requires_grad]  # full: every weight (tied ones once)
     if world > 1:
         for p in params:  # every process starts from rank 0's LoRA init
             torch.distributed.broadcast(p.data, src=0)
@@ -272,7 +277,7 @@ def _train(job: TrainJob, rank: int, local_rank: int, world: int) -> dict:
     if rank != 0:
         return {}  # rank 0 saves the adapter; every process holds the same weights
     extra = stopper.restore_best(params, epoch_steps) if stopper else {}
-    return save_adapter(job, model, losses, step, len(examples), tokens, start, data, world, "own", extra)
+    return save_adapter(job, model, tokenizer, losses, step, len(examples), tokens, start, data, world, "own", extra)
 
 
 def heldout_loss(model, examples: list, batch_size: int, pad_id: int, device: str, autocast: bool) -> float:
@@ -295,7 +300,7 @@ def heldout_loss(model, examples: list, batch_size: int, pad_id: int, device: st
 
 
 class EarlyStop:
-    """Keeps the trainable weights of the epoch with the lowest held-out loss; says when `patience`
+    """Keeps (in memory) the trainable weights of the epoch with the lowest held-out loss; says when `patience`
     epochs in a row have not lowered it."""
 
     def __init__(self, patience: int):

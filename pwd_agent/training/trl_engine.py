@@ -1,4 +1,4 @@
-"""train.engine = trl: the same job trained by TRL's SFTTrainer (LoRA through peft_config).
+"""train.engine = trl: the same job trained by TRL's SFTTrainer (LoRA through peft_config, or every weight).
 
 The data is TRL's standard prompt-completion format with our chat layout already applied, so the
 loss covers the completion (answer + end-of-answer token) only, as in our own loop. Hugging Face's
@@ -62,7 +62,8 @@ def train_trl(job: TrainJob) -> dict:
                 log(step_line(state.global_step, state.max_steps, float(logs["loss"]),
                               float(logs.get("num_tokens", 0)), time.time() - start))
 
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora,
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=lora if job.method == "lora" else None,
                          callbacks=[StepLines()])
     trainer.remove_callback(PrinterCallback)  # its raw dicts would drown our step lines
     if rank == 0:
@@ -73,8 +74,8 @@ def train_trl(job: TrainJob) -> dict:
     if not trainer.is_world_process_zero():
         return {}
     tokens = int(trainer.state.num_input_tokens_seen or _logged_tokens(trainer))
-    return save_adapter(job, trainer.model, losses, trainer.state.global_step, len(rows), tokens, start, data, world,
-                        "trl")
+    return save_adapter(job, trainer.model, tokenizer, losses, trainer.state.global_step, len(rows), tokens, start,
+                        data, world, "trl")
 
 
 def _logged_tokens(trainer) -> float:
