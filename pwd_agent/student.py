@@ -129,7 +129,14 @@ def load_model(path: str, adapter: str | None = None, dtype: str = "auto"):
     if adapter:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        embeddings = {n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                      if m is model.get_input_embeddings() or m is model.get_output_embeddings()}
+        model = PeftModel.from_pretrained(model, adapter)
+        targets = set(model.peft_config["default"].target_modules or ())
+        # Merging a LoRA on tied embeddings would add its update to the shared weight twice (once as the
+        # input table, once as the output head): such an adapter stays unmerged, exact and a little slower.
+        if not (model.config.tie_word_embeddings and targets & embeddings):
+            model = model.merge_and_unload()
     if torch.cuda.is_available():
         model = model.to("cuda")
     return model.eval()

@@ -264,3 +264,31 @@ def test_full_training_moves_every_weight_and_the_evaluator_loads_the_round_fold
     assert all(torch.equal(loaded[k], tuned[k]) for k in tuned)
     prediction = evaluator.score_items([("What follows step 3?", ["Step 4 follows.", "Step 9 follows."], "A")])[0]
     assert prediction.mass is not None
+
+
+def test_lora_on_the_embeddings_trains_and_merges(tiny_model, tmp_path):
+    """student.target_modules may name the embedding layer (new names' tokens get their own update): the
+    adapter holds an embedding LoRA, and the merged model the evaluator loads computes what the trained
+    adapter does, though the tiny model (like SmolLM2) ties its embeddings to the output head."""
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from pwd_agent.evaluation.hf import HFEvaluator
+
+    data = step_data(tmp_path / "train.jsonl", 16)
+    job = TrainJob(model_path=str(tiny_model), data_path=str(data), output_dir=str(tmp_path / "adapter"),
+                   target_modules=["q_proj", "v_proj", "embed_tokens"], epochs=2, learning_rate=5e-3, batch_size=4,
+                   lora_r=4)
+    train(job)
+    adapter = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    embedding = [v for k, v in adapter.items() if "embed_tokens" in k and "lora_embedding_B" in k]
+    assert embedding and embedding[0].abs().sum() > 0  # B starts at zero: it was trained
+    evaluator = HFEvaluator(str(tiny_model), str(tmp_path / "adapter"), scorer="options")
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model))
+    assert base.config.tie_word_embeddings
+    unmerged = PeftModel.from_pretrained(base, tmp_path / "adapter").eval()
+    ids = evaluator.tokenizer("What follows step 3? Step 4 follows.", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.allclose(unmerged(ids).logits, evaluator.model(ids).logits, atol=1e-4)

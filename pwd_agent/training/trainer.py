@@ -130,6 +130,19 @@ def split_heldout(rows: list[dict], share: float, seed: int) -> tuple[list[dict]
     return [r for i, r in enumerate(rows) if i not in out], [r for i, r in enumerate(rows) if i in out]
 
 
+def lora_config(job: TrainJob):
+    """The job's LoRA config. A target tied to another layer (embed_tokens, which most small students share
+    with lm_head) gets its adapter tied too, so the trained model and the merged one the evaluator loads
+    compute the same thing (without it, merging would move the output head the training never moved)."""
+    import inspect
+
+    from peft import LoraConfig
+
+    tying = {"ensure_weight_tying": True} if "ensure_weight_tying" in inspect.signature(LoraConfig).parameters else {}
+    return LoraConfig(r=job.lora_r, lora_alpha=job.lora_alpha, lora_dropout=job.lora_dropout,
+                      target_modules=job.target_modules, task_type="CAUSAL_LM", **tying)
+
+
 def planned_steps(n_examples: int, job: TrainJob, world: int) -> int:
     """Optimizer steps: batches of `batch_size`, `grad_accum` of them per process and step."""
     steps_per_epoch = math.ceil(math.ceil(n_examples / job.batch_size) / (job.grad_accum * world))
@@ -182,7 +195,7 @@ def train(job: TrainJob) -> dict:
 
 def _train(job: TrainJob, rank: int, local_rank: int, world: int) -> dict:
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import AutoModelForCausalLM, get_linear_schedule_with_warmup
 
     from pwd_agent.student import load_tokenizer, torch_dtype
@@ -208,12 +221,8 @@ def _train(job: TrainJob, rank: int, local_rank: int, world: int) -> dict:
     # On CPUs with bf16 units, autocast runs the matmuls in bf16 (about 1.3x here); weights stay fp32.
     autocast = device == "cpu" and job.cpu_bf16 and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     model = AutoModelForCausalLM.from_pretrained(job.model_path, dtype=dtype).to(device)
-    lora = LoraConfig(
-        r=job.lora_r, lora_alpha=job.lora_alpha, lora_dropout=job.lora_dropout,
-        target_modules=job.target_modules, task_type="CAUSAL_LM",
-    )
     if job.method == "lora":
-        model = get_peft_model(model, lora)
+        model = get_peft_model(model, lora_config(job))
     params = [p for p in model.parameters() if p.requires_grad]  # full: every weight (tied ones once)
     if world > 1:
         for p in params:  # every process starts from rank 0's LoRA init

@@ -17,12 +17,13 @@ from pwd_agent.training.job import TrainJob
 def train_trl(job: TrainJob) -> dict:
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM, PrinterCallback, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     from pwd_agent.student import chat_prompt, end_of_answer, load_tokenizer, torch_dtype
-    from pwd_agent.training.trainer import distributed, log, planned_steps, read_rows, save_adapter, step_line
+    from pwd_agent.training.trainer import (
+        distributed, log, lora_config, planned_steps, read_rows, save_adapter, step_line,
+    )
 
     rank, _, world = distributed()
     if job.threads:
@@ -46,8 +47,7 @@ def train_trl(job: TrainJob) -> dict:
         bf16=on_gpu and dtype == torch.bfloat16, use_cpu=not on_gpu,
         ddp_backend="gloo" if world > 1 and not on_gpu else None, logging_steps=1,
         save_strategy="no", report_to="none", disable_tqdm=True, dataloader_drop_last=False)
-    lora = LoraConfig(r=job.lora_r, lora_alpha=job.lora_alpha, lora_dropout=job.lora_dropout,
-                      target_modules=job.target_modules, task_type="CAUSAL_LM")
+    lora = lora_config(job)
     losses: list[float] = []
     start = time.time()
 
