@@ -202,7 +202,7 @@ def test_early_stop_keeps_the_weights_of_the_lowest_held_out_loss():
         param.data += 1
         seen.append(stopper.update(value, [param]))
     assert seen == [False, False, False, True]  # two epochs after the best without a lower loss
-    extra = stopper.restore_best([param], epoch_steps=1)
+    extra = stopper.restore_best([param])
     assert torch.equal(param.data, torch.full((2,), 2.0))  # the weights after epoch 2
     assert extra == {"heldout_losses": [3.0, 2.0, 2.5, 2.1], "best_epoch": 2, "epochs_run": 4}
 

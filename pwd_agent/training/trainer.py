@@ -132,8 +132,8 @@ def split_heldout(rows: list[dict], share: float, seed: int) -> tuple[list[dict]
 
 def lora_config(job: TrainJob):
     """The job's LoRA config. A target tied to another layer (embed_tokens, which most small students share
-    with lm_head) gets its adapter tied too, so the trained model and the merged one the evaluator loads
-    compute the same thing (without it, merging would move the output head the training never moved)."""
+    with lm_head) gets its adapter tied too, so the update acts on both as the shared weight does (the hf
+    evaluator keeps such an adapter unmerged: see student.load_model)."""
     import inspect
 
     from peft import LoraConfig
@@ -278,14 +278,14 @@ def _train(job: TrainJob, rank: int, local_rank: int, world: int) -> dict:
                 value = heldout_loss(model, heldout, job.batch_size, pad_id, device, autocast)
                 stop = stopper.update(value, params)
                 say(f"epoch {step / epoch_steps:.2f}: held-out loss {value:.4f}"
-                    f"{' (best)' if stopper.best_step == len(stopper.history) else ''}")
+                    f"{' (best)' if stopper.best_epoch == len(stopper.history) else ''}")
                 if stop:
                     say(f"early stop: no lower held-out loss for {job.patience} epoch(s)")
                     total_steps = step
 
     if rank != 0:
         return {}  # rank 0 saves the adapter; every process holds the same weights
-    extra = stopper.restore_best(params, epoch_steps) if stopper else {}
+    extra = stopper.restore_best(params) if stopper else {}
     return save_adapter(job, model, tokenizer, losses, step, len(examples), tokens, start, data, world, "own", extra)
 
 
@@ -313,17 +313,18 @@ class EarlyStop:
     epochs in a row have not lowered it."""
 
     def __init__(self, patience: int):
-        self.patience, self.history, self.best, self.best_step = patience, [], None, 0
+        self.patience, self.history, self.best, self.best_epoch = patience, [], None, 0
 
     def update(self, value: float, params: list) -> bool:
+        """Record an epoch's held-out loss; True when training should stop."""
         self.history.append(value)
         if self.best is None or value < min(self.history[:-1]):
-            self.best, self.best_step = [p.detach().clone() for p in params], len(self.history)
-        return len(self.history) - self.best_step >= self.patience
+            self.best, self.best_epoch = [p.detach().clone() for p in params], len(self.history)
+        return len(self.history) - self.best_epoch >= self.patience
 
-    def restore_best(self, params: list, epoch_steps: int) -> dict:
+    def restore_best(self, params: list) -> dict:
         """Put the best epoch's weights back; what happened, for train_metrics.json."""
         for p, best in zip(params, self.best):
             p.data.copy_(best)
-        return {"heldout_losses": [round(x, 5) for x in self.history], "best_epoch": self.best_step,
+        return {"heldout_losses": [round(x, 5) for x in self.history], "best_epoch": self.best_epoch,
                 "epochs_run": len(self.history)}
