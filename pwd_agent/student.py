@@ -117,6 +117,15 @@ def is_full_model(weights: str | None) -> bool:
         not (Path(weights) / "adapter_config.json").is_file()
 
 
+def targets_tied_embeddings(model, targets) -> bool:
+    """Whether LoRA `targets` name an embedding layer the model ties to another (input table and output head)."""
+    if not getattr(model.config, "tie_word_embeddings", False):
+        return False
+    layers = (model.get_input_embeddings(), model.get_output_embeddings())
+    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if any(m is x for x in layers)}
+    return bool(names & set(targets))
+
+
 def load_model(path: str, adapter: str | None = None, dtype: str = "auto"):
     """The base model in student.dtype, with a LoRA adapter merged if given (the hf evaluator); a round
     trained with train.method=full is loaded from its own folder instead."""
@@ -129,13 +138,10 @@ def load_model(path: str, adapter: str | None = None, dtype: str = "auto"):
     if adapter:
         from peft import PeftModel
 
-        embeddings = {n.rsplit(".", 1)[-1] for n, m in model.named_modules()
-                      if m is model.get_input_embeddings() or m is model.get_output_embeddings()}
         model = PeftModel.from_pretrained(model, adapter)
-        targets = set(model.peft_config["default"].target_modules or ())
         # Merging a LoRA on tied embeddings would add its update to the shared weight twice (once as the
         # input table, once as the output head): such an adapter stays unmerged, exact and a little slower.
-        if not (model.config.tie_word_embeddings and targets & embeddings):
+        if not targets_tied_embeddings(model.get_base_model(), model.peft_config["default"].target_modules or ()):
             model = model.merge_and_unload()
     if torch.cuda.is_available():
         model = model.to("cuda")

@@ -130,15 +130,22 @@ def split_heldout(rows: list[dict], share: float, seed: int) -> tuple[list[dict]
     return [r for i, r in enumerate(rows) if i not in out], [r for i, r in enumerate(rows) if i in out]
 
 
-def lora_config(job: TrainJob):
-    """The job's LoRA config. A target tied to another layer (embed_tokens, which most small students share
-    with lm_head) gets its adapter tied too, so the update acts on both as the shared weight does (the hf
-    evaluator keeps such an adapter unmerged: see student.load_model)."""
-    import inspect
+def lora_config(job: TrainJob, model):
+    """The job's LoRA config for `model`. A target tied to another layer (embed_tokens, which most small
+    students share with lm_head) gets its adapter tied too, so the update acts on both as the shared weight
+    does (the hf evaluator keeps such an adapter unmerged: see student.load_model)."""
+    import dataclasses
 
     from peft import LoraConfig
 
-    tying = {"ensure_weight_tying": True} if "ensure_weight_tying" in inspect.signature(LoraConfig).parameters else {}
+    from pwd_agent.student import targets_tied_embeddings
+
+    tying = {}
+    if targets_tied_embeddings(model, job.target_modules):
+        if "ensure_weight_tying" not in {f.name for f in dataclasses.fields(LoraConfig)}:
+            raise SystemExit("a LoRA on tied embeddings needs peft's ensure_weight_tying: `pip install -U peft`, "
+                             "or drop embed_tokens / lm_head from student.target_modules")
+        tying = {"ensure_weight_tying": True}
     return LoraConfig(r=job.lora_r, lora_alpha=job.lora_alpha, lora_dropout=job.lora_dropout,
                       target_modules=job.target_modules, task_type="CAUSAL_LM", **tying)
 
@@ -222,7 +229,7 @@ def _train(job: TrainJob, rank: int, local_rank: int, world: int) -> dict:
     autocast = device == "cpu" and job.cpu_bf16 and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     model = AutoModelForCausalLM.from_pretrained(job.model_path, dtype=dtype).to(device)
     if job.method == "lora":
-        model = get_peft_model(model, lora_config(job))
+        model = get_peft_model(model, lora_config(job, model))
     params = [p for p in model.parameters() if p.requires_grad]  # full: every weight (tied ones once)
     if world > 1:
         for p in params:  # every process starts from rank 0's LoRA init

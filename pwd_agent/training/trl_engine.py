@@ -47,7 +47,7 @@ def train_trl(job: TrainJob) -> dict:
         bf16=on_gpu and dtype == torch.bfloat16, use_cpu=not on_gpu,
         ddp_backend="gloo" if world > 1 and not on_gpu else None, logging_steps=1,
         save_strategy="no", report_to="none", disable_tqdm=True, dataloader_drop_last=False)
-    lora = lora_config(job)
+    lora = lora_config(job, model)
     losses: list[float] = []
     start = time.time()
 
