@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
 
 def train_once(cfg, data: Path, folder: Path, seed: int) -> bool:
-    """Train an adapter on `data` into folder/adapter with training seed `seed`, unless the one there
+    """Train round weights (an adapter, or a whole model with train.method=full) on `data` into
+    folder/adapter with training seed `seed`, unless the ones there
     was trained from this same job (folder/job.json) on these same bytes (the data hash the trainer
     writes into train_metrics.json). True when it trained."""
     from pwd_agent.nodes.train import train_job, trainer_command
@@ -21,6 +23,9 @@ def train_once(cfg, data: Path, folder: Path, seed: int) -> bool:
         same_data = json.loads(metrics.read_text())["data_hash"] == hashlib.sha256(data.read_bytes()).hexdigest()[:16]
         if same_job and same_data:
             return False
+    # Weights of another job would mislead: a LoRA's adapter_config.json left beside a full model's files
+    # makes the folder read as an adapter.
+    shutil.rmtree(folder / "adapter", ignore_errors=True)
     saved.write_text(job.model_dump_json(indent=2))
     with open(folder / "train.log", "w") as log:
         subprocess.run(trainer_command(cfg.train, saved), stdout=log, stderr=subprocess.STDOUT, check=True)

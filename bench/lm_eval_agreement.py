@@ -51,9 +51,12 @@ def theirs(model_path: str, adapter: str, tasks_dir: Path, tasks: list[str], bat
     import lm_eval
     from lm_eval.tasks import TaskManager
 
+    from pwd_agent.student import is_full_model
+
     started = time.perf_counter()
+    weights = f"pretrained={adapter}" if is_full_model(adapter) else f"pretrained={model_path},peft={adapter}"
     out = lm_eval.simple_evaluate(
-        model="hf", model_args=f"pretrained={model_path},peft={adapter},dtype=float32", tasks=tasks,
+        model="hf", model_args=f"{weights},dtype=float32", tasks=tasks,
         task_manager=TaskManager(include_path=str(tasks_dir)), batch_size=batch_size, device="cpu",
         apply_chat_template=True, log_samples=True, limit=limit)
     return out, time.perf_counter() - started

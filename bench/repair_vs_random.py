@@ -1,7 +1,7 @@
 """Do targeted patches beat the same number of random samples? Equal budgets, several seeds, paired tests.
 
     python bench/repair_vs_random.py -c examples/invented.yaml --seeds 0 1 2 [--multiples 2 4] [--set k=v ...]
-                                     [--run-id ID] [--repair-size patches|v1|N]
+                                     [--run-id ID] [--repair-size patches|v1|v1+patches|N]
 
 From one run's V1 round (round 1) and its diagnoses and patches, round 2 is trained several ways,
 from the base model as every round is, once per training seed:
@@ -90,7 +90,7 @@ def round_two(ctx, repair_size=None) -> dict[str, list[SimpleNamespace]]:
         if repair_size is not None:
             s.exec(delete(RoundSample).where(RoundSample.round_id == 2))
         compose_training_set(s, 2, ctx.config.builder.patch_fraction, ctx.config.builder.seed,  # idempotent
-                             round_floor(s, size, 2))
+                             round_floor(s, size, 2), v1_only=size == "v1+patches")
         roles = {m.sample_id: m.role for m in s.exec(select(RoundSample).where(RoundSample.round_id == 2)).all()}
         samples = [SimpleNamespace(id=x.id, prompt=x.prompt, answer=x.answer, origin=x.origin,
                                    statement_ids=x.statement_ids)

@@ -63,15 +63,21 @@ def _finish(ctx) -> None:
     typer.echo(render_status(ctx))
     values = final_state(ctx)["values"]
     if values.get("goal_met"):
-        typer.echo(f"\ngoal met. Model: base student + {_last_adapter(ctx)}")
+        typer.echo(f"\ngoal met. Model: {_last_adapter(ctx)}")
         raise typer.Exit(EXIT_GOAL_MET)
     typer.echo(f"\nstopped short of the goal ({values.get('stop_reason')}); exit code {EXIT_STOPPED_SHORT}")
     raise typer.Exit(EXIT_STOPPED_SHORT)
 
 
 def _last_adapter(ctx) -> str:
+    """The last round's weights, said as what they are: a LoRA on the base student or a whole model."""
+    from pwd_agent.student import is_full_model
+
     adapters = sorted((ctx.run_dir / "rounds").glob("*/adapter"))
-    return str(adapters[-1]) if adapters else "no adapter (round 0, the base model)"
+    if not adapters:
+        return "the base student (round 0, no training)"
+    kind = "the fully trained student in" if is_full_model(str(adapters[-1])) else "base student +"
+    return f"{kind} {adapters[-1]}"
 
 
 def _execute(ctx, resume: bool, quiet: bool, answer: dict | None = None) -> None:

@@ -146,7 +146,7 @@ class BuilderConfig(Section):
         "patches", description="The least a repair round trains on. 'patches': the patches and replay in the "
         "patch_fraction ratio, however few the patches; 'v1': at least as many samples as V1 (more replay), so a "
         "student retrained from the base sees as much as round 1 did; 'v1+patches': V1's size plus the round's "
-        "patches, so every V1 sample is replayed beside them; a number: at least that many (the paper's tool: "
+        "patches, so every V1 sample (and no earlier round's patch) is replayed beside them; a number: at least that many (the paper's tool: "
         "1,000).",
     )
     seed: int = Field(0, description="Seed for sample types and replay selection.")
@@ -220,6 +220,9 @@ class TrainConfig(Section):
     def _early_stopping_engine(self) -> "TrainConfig":
         if self.heldout_share > 0 and self.engine != "own":
             raise ValueError("train.heldout_share (early stopping) needs train.engine=own; set it to 0 for trl")
+        if self.heldout_share > 0 and self.epochs <= 1:
+            raise ValueError("train.heldout_share (early stopping) picks the best of several epochs and needs "
+                             "train.epochs above 1; raise train.epochs (e.g. 3) or set train.heldout_share=0")
         return self
 
 

@@ -113,10 +113,14 @@ def _write_training(folder: Path, pairs: list[tuple[str, str]]) -> None:
 
 
 def _write_serving(folder: Path, ctx: RunContext, adapter: str | None, round_id: int | None) -> None:
-    from pwd_agent.student import resolve_student
+    from pwd_agent.student import is_full_model, resolve_student
 
     if adapter is None:
         text = "# No trained round yet: nothing to serve.\n"
+    elif is_full_model(adapter):  # train.method=full: the round's folder is a whole model
+        text = (f"# Serve round {round_id}'s fully trained student (its own folder, no base model needed):\n"
+                f"vllm serve {Path(adapter).resolve()} --served-model-name {ctx.run_id}-r{round_id}\n"
+                f"# then ask for model \"{ctx.run_id}-r{round_id}\" on http://127.0.0.1:8000/v1\n")
     else:
         base = resolve_student(ctx.config.student)
         name = f"{ctx.run_id}-r{round_id}"

@@ -15,7 +15,7 @@ def check_run(cfg: RunConfig) -> None:
     from pwd_agent.student import check_student
 
     check_backends(cfg)
-    check_student(cfg.student)  # the model, its chat layout, the LoRA targets
+    check_student(cfg.student, lora=cfg.train.method == "lora")  # the model, its chat layout, the LoRA targets
 
 
 TRACKER_INSTALL = {"mlflow": "pip install 'pwd-agent[mlflow]'", "wandb": "pip install 'pwd-agent[wandb]'"}

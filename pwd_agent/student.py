@@ -154,9 +154,10 @@ def chat_prompt(tokenizer, user_text: str) -> str:
                                          add_generation_prompt=True)
 
 
-def check_student(cfg: StudentConfig) -> str:
-    """Before any work: the model loads, has a chat layout, and every LoRA target names a module.
-    Reads the config and tokenizer only (the weights stay on disk); returns the resolved path."""
+def check_student(cfg: StudentConfig, lora: bool = True) -> str:
+    """Before any work: the model loads, has a chat layout, and (for LoRA training) every LoRA target names a
+    module and the installed peft can tie a tied embedding's adapter. Reads the config and tokenizer only (the
+    weights stay on disk); returns the resolved path."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -177,7 +178,22 @@ def check_student(cfg: StudentConfig) -> str:
         linear = sorted({n.rsplit(".", 1)[-1] for n, m in skeleton.named_modules() if isinstance(m, torch.nn.Linear)})
         raise StudentError(f"student.target_modules {missing} match no module of {cfg.model}",
                            f"its linear layers are: {', '.join(linear)}")
+    if lora and targets_tied_embeddings(skeleton, cfg.target_modules) and not peft_can_tie():
+        raise StudentError(TIED_LORA_NEEDS, TIED_LORA_FIX)
     return path
+
+
+TIED_LORA_NEEDS = "a LoRA on tied embeddings needs peft's LoraConfig(ensure_weight_tying=...)"
+TIED_LORA_FIX = "`pip install -U peft`, or drop embed_tokens / lm_head from student.target_modules"
+
+
+def peft_can_tie() -> bool:
+    """Whether the installed peft can tie a LoRA on an embedding to the layer the weights are tied to."""
+    import dataclasses
+
+    from peft import LoraConfig
+
+    return "ensure_weight_tying" in {f.name for f in dataclasses.fields(LoraConfig)}
 
 
 def end_of_answer(tokenizer) -> str:

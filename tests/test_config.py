@@ -76,8 +76,10 @@ def test_repair_size_takes_a_rule_name_or_a_positive_count():
 def test_early_stopping_is_off_by_default_and_needs_the_own_engine():
     cfg = load_config(None, [])
     assert (cfg.train.heldout_share, cfg.train.patience) == (0.0, 1)
-    assert load_config(None, ["train.heldout_share=0.1", "train.patience=2"]).train.patience == 2
+    assert load_config(None, ["train.heldout_share=0.1", "train.patience=2", "train.epochs=3"]).train.patience == 2
     with pytest.raises(ConfigError, match="engine=own"):
-        load_config(None, ["train.heldout_share=0.1", "train.engine=trl"])
+        load_config(None, ["train.heldout_share=0.1", "train.engine=trl", "train.epochs=3"])
+    with pytest.raises(ConfigError, match="train.epochs above 1"):  # one epoch leaves nothing to choose from
+        load_config(None, ["train.heldout_share=0.1"])
     with pytest.raises(ConfigError, match="heldout_share"):
         load_config(None, ["train.heldout_share=1"])

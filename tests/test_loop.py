@@ -40,7 +40,7 @@ def tiny_args(tiny_model: Path, corpus: Path, run_id: str, *extra: str) -> list[
 def test_two_rounds_store_every_step(tiny_model, small_corpus):
     result = cli(*tiny_args(tiny_model, small_corpus, "loop", "--goal", "0.99", "--set", "loop.max_rounds=2",
                             "--set", "builder.paraphrases=1", "--set", "builder.text_passages=1",
-                            "--set", "train.heldout_share=0.1"))
+                            "--set", "train.heldout_share=0.1", "--set", "train.epochs=2"))
     assert result.returncode == 3, result.stderr  # goal not met: the documented "stopped short" code
     assert "stopped short of the goal (max_rounds)" in result.stdout
 
@@ -130,7 +130,7 @@ def check_every_round_trains_from_the_base(tiny_model: Path) -> None:
         # train.heldout_share: the node passes each sample's statements, so the trainer can hold wordings out
         rows = [json.loads(line) for line in (folder / "train.jsonl").read_text().splitlines()]
         assert all("statements" in r for r in rows) and metrics["examples"] < len(rows)
-        assert metrics["best_epoch"] == metrics["epochs_run"] == len(metrics["heldout_losses"]) == 1  # epochs: 1
+        assert metrics["epochs_run"] == len(metrics["heldout_losses"]) == 2 and metrics["best_epoch"] in (1, 2)
         adapter_config = json.loads((folder / "adapter" / "adapter_config.json").read_text())
         assert adapter_config["base_model_name_or_path"] == str(tiny_model)
 

@@ -99,6 +99,18 @@ def test_check_student_accepts_the_tiny_model(tiny_model):
     assert check_student(StudentConfig(model=str(tiny_model))) == str(tiny_model)
 
 
+def test_lora_on_tied_embeddings_is_refused_up_front_when_peft_cannot_tie_it(tiny_model, monkeypatch):
+    import pwd_agent.student as student
+
+    monkeypatch.setattr(student, "peft_can_tie", lambda: False)  # an older peft, without ensure_weight_tying
+    tied = StudentConfig(model=str(tiny_model), target_modules=["q_proj", "embed_tokens"])
+    with pytest.raises(StudentError, match="ensure_weight_tying") as caught:
+        check_student(tied)
+    assert "pip install -U peft" in caught.value.hint
+    assert check_student(tied, lora=False) == str(tiny_model)  # full training has no adapter to tie
+    assert check_student(StudentConfig(model=str(tiny_model))) == str(tiny_model)  # q_proj, v_proj: nothing tied
+
+
 def test_trl_engine_is_refused_when_trl_is_missing(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "trl" else real(name, *a))

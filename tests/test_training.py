@@ -7,7 +7,7 @@ import pytest
 
 from pwd_agent.student import load_tokenizer
 from pwd_agent.training.job import TrainJob
-from pwd_agent.training.trainer import IGNORE, encode, train
+from pwd_agent.training.trainer import IGNORE, encode, lora_config, train, weights_dtype
 
 from conftest import step_data
 
@@ -99,7 +99,8 @@ def test_answer_loss_equals_full_sequence_loss(tiny_model):
 @pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
 def test_two_processes_train_the_same_adapter_as_one_with_the_same_global_batch(tiny_model, tmp_path, launcher):
     """The launcher's command, for real: 2 CPU processes (gloo) with grad_accum 1 against 1 process
-    with grad_accum 2. Same micro-batches per step, gradients summed: the same adapter."""
+    with grad_accum 2. Same micro-batches per step, gradients summed: the same adapter. With early
+    stopping on, so the processes' per-epoch stop decision is taken together too."""
     import subprocess
 
     import torch
@@ -108,19 +109,23 @@ def test_two_processes_train_the_same_adapter_as_one_with_the_same_global_batch(
     from pwd_agent.config import TrainConfig
     from pwd_agent.nodes.train import trainer_command
 
-    data = step_data(tmp_path / "train.jsonl", 20)
+    data = tmp_path / "train.jsonl"  # two wordings of each of 10 facts: 4 rows can be held out
+    data.write_text("".join(json.dumps({"prompt": f"{ask} step {i % 10}?", "answer": f"Step {i % 10 + 1}.",
+                                        "statements": [i % 10]}) + "\n"
+                            for i, ask in enumerate(["What follows"] * 10 + ["Which step comes after"] * 10)))
     adapters = {}
     for name, accum, cfg in [("one", 2, TrainConfig()), ("two", 1, TrainConfig(launcher=launcher, num_processes=2))]:
         job = TrainJob(model_path=str(tiny_model), data_path=str(data), output_dir=str(tmp_path / name),
                        lora_r=4, lora_dropout=0.0, epochs=2, learning_rate=5e-3, batch_size=3, grad_accum=accum,
-                       threads=1, cpu_bf16=False)
+                       threads=1, cpu_bf16=False, heldout_share=0.2)
         (tmp_path / f"{name}.json").write_text(job.model_dump_json())
         done = subprocess.run(trainer_command(cfg, tmp_path / f"{name}.json"), capture_output=True, text=True,
                               timeout=300)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         adapters[name] = load_file(tmp_path / name / "adapter_model.safetensors")
         metrics = json.loads((tmp_path / name / "train_metrics.json").read_text())
-        assert metrics["processes"] == (2 if name == "two" else 1) and metrics["steps"] == 8  # ceil(7 / 2) x 2 epochs
+        assert metrics["processes"] == (2 if name == "two" else 1) and metrics["steps"] == 6  # ceil(6 / 2) x 2 epochs
+        assert metrics["examples"] == 16 and metrics["epochs_run"] == len(metrics["heldout_losses"]) == 2
     assert adapters["one"].keys() == adapters["two"].keys()
     for key, value in adapters["one"].items():
         assert not torch.allclose(value, torch.zeros_like(value)) or "lora_A" in key
@@ -188,6 +193,23 @@ def test_held_out_rows_are_other_wordings_of_facts_that_stay_in_training():
     assert all(set(r["statements"]) <= taught for r in heldout)  # every held-out fact is still trained
     assert {"lone", "none"} <= {r["prompt"] for r in train_rows}  # a fact's only row, and a row without ids
     assert split_heldout(rows, 0.25, seed=0) == (train_rows, heldout) and split_heldout(rows, 0, 0) == (rows, [])
+
+
+def test_full_training_on_a_gpu_keeps_fp32_weights_under_autocast(monkeypatch):
+    """bf16 weights would round away most AdamW steps at full training's learning rates, so full training
+    loads fp32 weights and autocasts; LoRA (peft keeps the adapter in fp32) keeps the dtype it was given."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    job = TrainJob(model_path="m", data_path="d", output_dir="o", method="full", dtype="bfloat16")
+    assert weights_dtype(job, "cuda:0") == (torch.float32, torch.bfloat16)
+    assert weights_dtype(job.model_copy(update={"dtype": "float16"}), "cuda:0") == (torch.float32, torch.bfloat16)
+    assert weights_dtype(job.model_copy(update={"method": "lora"}), "cuda:0") == (torch.bfloat16, None)
+    assert weights_dtype(job.model_copy(update={"dtype": "float32"}), "cuda:0") == (torch.float32, None)
+    assert weights_dtype(job, "cpu") == (torch.float32, None)  # train.cpu_bf16 decides the CPU's autocast
+    assert weights_dtype(job.model_copy(update={"method": "lora"}), "cpu") == (torch.bfloat16, None)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert weights_dtype(job, "cuda:0") == (torch.float32, None)  # no bf16 units: plain fp32, no fp16 scaler here
 
 
 def test_early_stop_keeps_the_weights_of_the_lowest_held_out_loss():
@@ -264,12 +286,21 @@ def test_full_training_moves_every_weight_and_the_evaluator_loads_the_round_fold
     assert all(torch.equal(loaded[k], tuned[k]) for k in tuned)
     prediction = evaluator.score_items([("What follows step 3?", ["Step 4 follows.", "Step 9 follows."], "A")])[0]
     assert prediction.mass is not None
+    from types import SimpleNamespace
+
+    from pwd_agent.config import RunConfig
+    from pwd_agent.export import _write_serving
+
+    ctx = SimpleNamespace(run_id="r", config=RunConfig(student={"model": str(tiny_model)}))
+    _write_serving(tmp_path, ctx, str(out), 2)
+    serve = (tmp_path / "serve.sh").read_text()  # `pwd-agent export` serves the folder itself, not base + LoRA
+    assert f"vllm serve {out.resolve()} --served-model-name r-r2" in serve and "--lora-modules" not in serve
 
 
-def test_lora_on_the_embeddings_trains_and_merges(tiny_model, tmp_path):
+def test_lora_on_the_embeddings_is_tied_and_the_evaluator_computes_what_it_trained(tiny_model, tmp_path):
     """student.target_modules may name the embedding layer (new names' tokens get their own update): the
-    adapter holds an embedding LoRA, and the merged model the evaluator loads computes what the trained
-    adapter does, though the tiny model (like SmolLM2) ties its embeddings to the output head."""
+    adapter holds an embedding LoRA tied to the output head, as the tiny model (like SmolLM2) ties the weights,
+    and the evaluator (which keeps such an adapter unmerged) computes what the trained adapter does."""
     import torch
     from peft import PeftModel
     from safetensors.torch import load_file
@@ -285,6 +316,11 @@ def test_lora_on_the_embeddings_trains_and_merges(tiny_model, tmp_path):
     adapter = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
     embedding = [v for k, v in adapter.items() if "embed_tokens" in k and "lora_embedding_B" in k]
     assert embedding and embedding[0].abs().sum() > 0  # B starts at zero: it was trained
+    saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert saved["ensure_weight_tying"] is True
+    plain = lora_config(job.model_copy(update={"target_modules": ["q_proj", "v_proj"]}),
+                        AutoModelForCausalLM.from_pretrained(str(tiny_model)))
+    assert plain.ensure_weight_tying is False  # nothing tied is targeted: peft is not asked to tie
     evaluator = HFEvaluator(str(tiny_model), str(tmp_path / "adapter"), scorer="options")
     base = AutoModelForCausalLM.from_pretrained(str(tiny_model))
     assert base.config.tie_word_embeddings

@@ -163,9 +163,33 @@ def test_v1_plus_patches_replays_every_v1_sample_beside_the_patches(url):
     with session_scope(url) as s:
         floor = round_floor(s, "v1+patches", 2)
         assert floor == 30 + N_PATCH
-        assert compose_training_set(s, 2, FRACTION, SEED, floor) == 10  # the 10 that share a statement
+        assert compose_training_set(s, 2, FRACTION, SEED, floor, v1_only=True) == 10  # the 10 sharing a statement
     members = round_set(url, 2)
     with session_scope(url) as s:
         v1 = set(s.exec(select(Sample.id).where(Sample.origin == "v1")).all())
     assert {x.id for x in members["replay"] + members["random"]} == v1
     assert round_sizes(url, 2) == (N_PATCH, 30, 30 + N_PATCH)
+
+
+def test_v1_plus_patches_replays_all_of_v1_in_later_rounds_too_not_earlier_patches(url):
+    """Round 3 under v1+patches: V1 plus round 3's patches; round 2's patch samples are not replayed in V1's
+    place (the replay pool of later rounds holds them)."""
+    build_store(url, free=20, sharing=10)
+    with session_scope(url) as s:
+        compose_training_set(s, 2, FRACTION, SEED, round_floor(s, "v1+patches", 2), v1_only=True)
+        s.add(Round(id=3, status="training"))
+        s.add(Diagnosis(id=2, round_id=2, item_id=1, kind="concept_gap", statement_ids=[2]))
+        s.flush()
+        s.add(Patch(id=2, diagnosis_id=2, target_round=3, n_samples=3))
+        s.flush()
+        s.add_all(Sample(origin="patch", kind="qa", prompt=f"patch3 {i}", answer="a", chain_id=1, statement_ids=[2],
+                         patch_id=2) for i in range(3))
+        s.flush()
+        floor = round_floor(s, "v1+patches", 3)
+        assert floor == 30 + 3
+        compose_training_set(s, 3, FRACTION, SEED, floor, v1_only=True)
+        v1 = set(s.exec(select(Sample.id).where(Sample.origin == "v1")).all())
+    members = round_set(url, 3)
+    assert {x.id for x in members["replay"] + members["random"]} == v1  # all of V1, nothing of round 2's patches
+    assert [x.prompt for x in members["patch"]] == ["patch3 0", "patch3 1", "patch3 2"]
+    assert round_sizes(url, 3) == (3, 30, 33)

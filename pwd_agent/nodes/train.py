@@ -47,11 +47,13 @@ def train(state: RunState, runtime: Runtime[RunContext]) -> dict:
         session.add(row)
         fallback, floor = 0, 0
         if round_id > 0:
-            floor = round_floor(session, ctx.config.builder.repair_size, round_id)
+            size = ctx.config.builder.repair_size
+            floor = round_floor(session, size, round_id)
             fallback = compose_training_set(session, round_id, ctx.config.builder.patch_fraction,
-                                            ctx.config.builder.seed, floor)
+                                            ctx.config.builder.seed, floor, v1_only=size == "v1+patches")
         n_patch, n_replay = row.n_patch, row.n_replay
-    if fallback:  # emitted after the commit: an event is its own write
+    # Emitted after the commit (an event is its own write); under v1+patches the top-up is the rule, not a shortage.
+    if fallback and ctx.config.builder.repair_size != "v1+patches":
         warn_fallback(ctx, round_id, replay_wanted(n_patch, ctx.config.builder.patch_fraction, floor), n_replay,
                       fallback)
     if round_id == 0:
@@ -71,12 +73,14 @@ def train(state: RunState, runtime: Runtime[RunContext]) -> dict:
     return {}
 
 
-def compose_training_set(session: Session, round_id: int, patch_fraction: float, seed: int, floor: int = 0) -> int:
+def compose_training_set(session: Session, round_id: int, patch_fraction: float, seed: int, floor: int = 0,
+                         v1_only: bool = False) -> int:
     """Round 1 trains on V1; later rounds on their patches plus replay of earlier samples that
     share no statement with the patches (the paper's rule), topped up with random V1 samples when
     that pool is short (the paper's fallback); `floor` (`round_floor`) is the least a repair round
-    trains on. Returns how many random V1 samples were added. Idempotent: an existing set is kept
-    (and 0 returned)."""
+    trains on; `v1_only` replays V1 samples only, not earlier rounds' patches (repair_size v1+patches,
+    whose floor then makes the replay all of V1 in every round). Returns how many random V1 samples
+    were added. Idempotent: an existing set is kept (and 0 returned)."""
     if session.exec(select(RoundSample).where(RoundSample.round_id == round_id)).first():
         return 0
     row = session.get(Round, round_id)
@@ -87,6 +91,8 @@ def compose_training_set(session: Session, round_id: int, patch_fraction: float,
         return 0
     patches = _patch_samples(session, round_id)
     pool = _replay_pool(session, round_id, {sid for s in patches for sid in s.statement_ids})
+    if v1_only:
+        pool = [s for s in pool if s.origin == "v1"]
     wanted = replay_wanted(len(patches), patch_fraction, floor) if patches else len(pool)
     replay = [s.id for s in random.Random(f"{seed}:replay:{round_id}").sample(pool, min(wanted, len(pool)))]
     # A short pool is filled from V1, even with samples that share statements with the patches.

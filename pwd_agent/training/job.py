@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict
 
 from pwd_agent.config import StudentConfig, TrainConfig
@@ -33,7 +35,7 @@ class TrainJob(BaseModel):
     chat_template: str = _default(StudentConfig, "chat_template")
     dtype: str = _default(StudentConfig, "dtype")
     # train.*
-    method: str = _default(TrainConfig, "method")  # lora | full
+    method: Literal["lora", "full"] = _default(TrainConfig, "method")
     epochs: float = _default(TrainConfig, "epochs")
     learning_rate: float = _default(TrainConfig, "learning_rate")
     batch_size: int = _default(TrainConfig, "batch_size")
@@ -41,7 +43,7 @@ class TrainJob(BaseModel):
     seed: int = _default(TrainConfig, "seed")
     threads: int | None = _default(TrainConfig, "threads")
     cpu_bf16: bool = _default(TrainConfig, "cpu_bf16")
-    engine: str = _default(TrainConfig, "engine")  # own | trl
+    engine: Literal["own", "trl"] = _default(TrainConfig, "engine")
     packing: bool = _default(TrainConfig, "packing")  # trl engine
     heldout_share: float = _default(TrainConfig, "heldout_share")  # early stopping (own engine)
     patience: int = _default(TrainConfig, "patience")

@@ -134,17 +134,14 @@ def lora_config(job: TrainJob, model):
     """The job's LoRA config for `model`. A target tied to another layer (embed_tokens, which most small
     students share with lm_head) gets its adapter tied too, so the update acts on both as the shared weight
     does (the hf evaluator keeps such an adapter unmerged: see student.load_model)."""
-    import dataclasses
-
     from peft import LoraConfig
 
-    from pwd_agent.student import targets_tied_embeddings
+    from pwd_agent.student import TIED_LORA_FIX, TIED_LORA_NEEDS, peft_can_tie, targets_tied_embeddings
 
     tying = {}
     if targets_tied_embeddings(model, job.target_modules):
-        if "ensure_weight_tying" not in {f.name for f in dataclasses.fields(LoraConfig)}:
-            raise SystemExit("a LoRA on tied embeddings needs peft's ensure_weight_tying: `pip install -U peft`, "
-                             "or drop embed_tokens / lm_head from student.target_modules")
+        if not peft_can_tie():  # check_student refuses this before a run starts; a bench job can still get here
+            raise SystemExit(f"{TIED_LORA_NEEDS}: {TIED_LORA_FIX}")
         tying = {"ensure_weight_tying": True}
     return LoraConfig(r=job.lora_r, lora_alpha=job.lora_alpha, lora_dropout=job.lora_dropout,
                       target_modules=job.target_modules, task_type="CAUSAL_LM", **tying)
@@ -205,28 +202,32 @@ def _train(job: TrainJob, rank: int, local_rank: int, world: int) -> dict:
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, get_linear_schedule_with_warmup
 
-    from pwd_agent.student import load_tokenizer, torch_dtype
+    from pwd_agent.student import load_tokenizer
 
     if job.threads:
         torch.set_num_threads(job.threads)
     torch.manual_seed(job.seed)
     rng = random.Random(job.seed)
     rows, data = read_rows(job)
-    rows, heldout_rows = split_heldout(rows, job.heldout_share, job.seed)
     tokenizer = load_tokenizer(job.model_path, job.chat_template)
-    examples = [e for r in rows if (e := encode(tokenizer, r["prompt"], r["answer"], job.max_length))]
-    heldout = [e for r in heldout_rows if (e := encode(tokenizer, r["prompt"], r["answer"], job.max_length))]
+    # Encoded before the split, so a held-out row's facts stay taught by rows that really train.
+    rows = [dict(r, encoded=e) for r in rows if (e := encode(tokenizer, r["prompt"], r["answer"], job.max_length))]
+    rows, heldout_rows = split_heldout(rows, job.heldout_share, job.seed)
+    examples, heldout = [r["encoded"] for r in rows], [r["encoded"] for r in heldout_rows]
     if not examples:
         raise SystemExit(f"no trainable example in {job.data_path}")
     if job.heldout_share > 0 and not heldout:
-        log("early stopping off: no row can be held out (each needs statement ids taught by another row)")
+        why = ("too few rows for that share" if round(len(rows) * job.heldout_share) == 0 else
+               "every row's facts are taught by it alone (a held-out row needs its statement ids on another row)")
+        log(f"early stopping off: no row held out, {why}")
 
     device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     if device != "cpu":
         torch.cuda.set_device(local_rank)
-    dtype = torch_dtype(job.dtype)
+    dtype, amp = weights_dtype(job, device)
     # On CPUs with bf16 units, autocast runs the matmuls in bf16 (about 1.3x here); weights stay fp32.
-    autocast = device == "cpu" and job.cpu_bf16 and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    autocast = amp is not None or (device == "cpu" and job.cpu_bf16 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    amp = amp or torch.bfloat16
     model = AutoModelForCausalLM.from_pretrained(job.model_path, dtype=dtype).to(device)
     if job.method == "lora":
         model = get_peft_model(model, lora_config(job, model))
@@ -261,7 +262,7 @@ def _train(job: TrainJob, rank: int, local_rank: int, world: int) -> dict:
             for group in in_step[rank::world]:
                 *tensors, keep = collate(group, pad_id)
                 ids, labels, mask, positions = (t.to(device) for t in tensors)
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                with torch.autocast(device.split(":")[0], dtype=amp, enabled=autocast):
                     loss = answer_loss(model, ids, labels, mask, positions, keep) / len(in_step)
                 loss.backward()
                 step_loss += loss.item()
@@ -281,9 +282,9 @@ def _train(job: TrainJob, rank: int, local_rank: int, world: int) -> dict:
             if step % log_every == 0 or step == total_steps:
                 say(step_line(step, total_steps, step_loss, tokens, time.time() - start))
             if stopper and (step % epoch_steps == 0 or step == total_steps):
-                # Every process scores the whole held-out set on the same weights: the same decision, no messages.
-                value = heldout_loss(model, heldout, job.batch_size, pad_id, device, autocast)
-                stop = stopper.update(value, params)
+                # Every process scores the held-out set on the same weights; `agree` makes them stop together.
+                value = heldout_loss(model, heldout, job.batch_size, pad_id, device, autocast, amp)
+                stop = agree(stopper.update(value, params), world, device)
                 say(f"epoch {step / epoch_steps:.2f}: held-out loss {value:.4f}"
                     f"{' (best)' if stopper.best_epoch == len(stopper.history) else ''}")
                 if stop:
@@ -296,7 +297,35 @@ def _train(job: TrainJob, rank: int, local_rank: int, world: int) -> dict:
     return save_adapter(job, model, tokenizer, losses, step, len(examples), tokens, start, data, world, "own", extra)
 
 
-def heldout_loss(model, examples: list, batch_size: int, pad_id: int, device: str, autocast: bool) -> float:
+def weights_dtype(job: TrainJob, device: str):
+    """(dtype the weights load in, autocast dtype or None). Full training keeps fp32 weights and autocasts to the
+    half dtype asked for: AdamW steps of lr 1e-5 on bf16 weights mostly round away (LoRA escapes this because peft
+    keeps the adapter in fp32). fp16 has no gradient scaler here, so it autocasts to bf16 where the GPU has it."""
+    import torch
+
+    from pwd_agent.student import torch_dtype
+
+    dtype = torch_dtype(job.dtype)
+    if job.method != "full" or dtype not in (torch.bfloat16, torch.float16):
+        return dtype, None
+    if device == "cpu":
+        return torch.float32, None  # train.cpu_bf16's autocast still applies
+    return torch.float32, (torch.bfloat16 if torch.cuda.is_bf16_supported() else None)
+
+
+def agree(stop: bool, world: int, device: str) -> bool:
+    """One early-stop decision for every process (any one stopping stops all), so none waits in a collective."""
+    if world == 1:
+        return stop
+    import torch
+
+    flag = torch.tensor([float(stop)], device=device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+def heldout_loss(model, examples: list, batch_size: int, pad_id: int, device: str, autocast: bool,
+                 amp=None) -> float:
     """Mean answer loss per answer token over the held-out examples, without gradients or dropout."""
     import torch
 
@@ -308,7 +337,7 @@ def heldout_loss(model, examples: list, batch_size: int, pad_id: int, device: st
             *tensors, keep = collate(ordered[i : i + batch_size], pad_id)
             ids, labels, mask, positions = (t.to(device) for t in tensors)
             n = int((labels[:, -(keep - 1):] != IGNORE).sum())
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            with torch.autocast(device.split(":")[0], dtype=amp or torch.bfloat16, enabled=autocast):
                 total += float(answer_loss(model, ids, labels, mask, positions, keep)) * n
             count += n
     model.train()
@@ -326,7 +355,8 @@ class EarlyStop:
         """Record an epoch's held-out loss; True when training should stop."""
         self.history.append(value)
         if self.best is None or value < min(self.history[:-1]):
-            self.best, self.best_epoch = [p.detach().clone() for p in params], len(self.history)
+            # On the CPU: with full training on a GPU a device copy would add a whole model to its memory.
+            self.best, self.best_epoch = [p.detach().to("cpu", copy=True) for p in params], len(self.history)
         return len(self.history) - self.best_epoch >= self.patience
 
     def restore_best(self, params: list) -> dict:

@@ -36,7 +36,9 @@ def train_trl(job: TrainJob) -> dict:
                                                                else tokenizer.eos_token or "")} for r in rows])
     on_gpu = torch.cuda.is_available()
     dtype = torch_dtype(job.dtype)
-    model = AutoModelForCausalLM.from_pretrained(job.model_path, dtype=dtype)
+    # Full training keeps fp32 weights under bf16 mixed precision (see trainer.weights_dtype).
+    weights = torch.float32 if job.method == "full" and dtype in (torch.bfloat16, torch.float16) else dtype
+    model = AutoModelForCausalLM.from_pretrained(job.model_path, dtype=weights)
     total_steps = planned_steps(len(rows), job, world)
     args = SFTConfig(
         output_dir=str(Path(job.output_dir).parent / ".trl"), num_train_epochs=job.epochs,
@@ -47,7 +49,7 @@ def train_trl(job: TrainJob) -> dict:
         bf16=on_gpu and dtype == torch.bfloat16, use_cpu=not on_gpu,
         ddp_backend="gloo" if world > 1 and not on_gpu else None, logging_steps=1,
         save_strategy="no", report_to="none", disable_tqdm=True, dataloader_drop_last=False)
-    lora = lora_config(job, model)
+    lora = lora_config(job, model) if job.method == "lora" else None
     losses: list[float] = []
     start = time.time()
 
@@ -63,7 +65,7 @@ def train_trl(job: TrainJob) -> dict:
                               float(logs.get("num_tokens", 0)), time.time() - start))
 
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=lora if job.method == "lora" else None,
+                         peft_config=lora,
                          callbacks=[StepLines()])
     trainer.remove_callback(PrinterCallback)  # its raw dicts would drown our step lines
     if rank == 0:
