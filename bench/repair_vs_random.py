@@ -152,6 +152,11 @@ def split_scores(items: list[TestItem], preds: list, reached: set[int] = frozens
     return out
 
 
+def significant(p: float) -> float:
+    """A p-value to 3 significant figures (rounding to decimals printed 1e-6 as 0.0)."""
+    return float(f"{p:.3g}")
+
+
 def paired(items: list[TestItem], results: dict, arm: str, other: str, seeds: list[int], split: str) -> dict:
     """Targeted-style arm `arm` against `other`: McNemar over (item, seed) pairs, sign test on mean mass."""
     from pwd_agent.stats import exact_mcnemar_p
@@ -159,11 +164,11 @@ def paired(items: list[TestItem], results: dict, arm: str, other: str, seeds: li
     idx = [k for k, i in enumerate(items) if i.split == split]
     wins = sum(results[(arm, s)][k].passed and not results[(other, s)][k].passed for s in seeds for k in idx)
     losses = sum(results[(other, s)][k].passed and not results[(arm, s)][k].passed for s in seeds for k in idx)
-    out = {"wins": wins, "losses": losses, "p": round(exact_mcnemar_p(wins, losses), 4)}
+    out = {"wins": wins, "losses": losses, "p": significant(exact_mcnemar_p(wins, losses))}
     if all(results[(arm, s)][k].mass is not None for s in seeds for k in idx):
         diff = [statistics.mean(results[(arm, s)][k].mass - results[(other, s)][k].mass for s in seeds) for k in idx]
         up, down = sum(d > 0 for d in diff), sum(d < 0 for d in diff)
-        out |= {"mass_up": up, "mass_down": down, "mass_p": round(exact_mcnemar_p(up, down), 4)}
+        out |= {"mass_up": up, "mass_down": down, "mass_p": significant(exact_mcnemar_p(up, down))}
     return out
 
 
