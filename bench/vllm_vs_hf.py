@@ -4,7 +4,7 @@
 
 Made for the GPU check of issue 4: run a round with `eval.backend=vllm` (and a launcher), e.g.
 
-    pwd-agent run -c examples/demo.yaml --run-id gpu --set eval.backend=vllm \\
+    pwd-agent run -c examples/water.yaml --run-id gpu --set eval.backend=vllm \\
         --set train.launcher=accelerate --set train.num_processes=1 --set loop.max_rounds=1
     python bench/vllm_vs_hf.py --run gpu
 

@@ -146,8 +146,8 @@ class BuilderConfig(Section):
         "patches", description="The least a repair round trains on. 'patches': the patches and replay in the "
         "patch_fraction ratio, however few the patches; 'v1': at least as many samples as V1 (more replay), so a "
         "student retrained from the base sees as much as round 1 did; 'v1+patches': V1's size plus the round's "
-        "patches, so every V1 sample (and no earlier round's patch) is replayed beside them; a number: at least that many (the paper's tool: "
-        "1,000).",
+        "patches, so every V1 sample (and no earlier round's patch) is replayed beside them; a number: at least "
+        "that many (the paper's tool: 1,000).",
     )
     seed: int = Field(0, description="Seed for sample types and replay selection.")
     leakage_ngram: int = Field(8, ge=3, description="Word n-gram size of the leakage gate.")

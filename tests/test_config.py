@@ -1,5 +1,7 @@
 """RunConfig: layering, validation and the messages a user sees."""
 
+from pathlib import Path
+
 import pytest
 
 from pwd_agent.config import RunConfig, load_config, parse_set, save_config
@@ -83,3 +85,10 @@ def test_early_stopping_is_off_by_default_and_needs_the_own_engine():
         load_config(None, ["train.heldout_share=0.1"])
     with pytest.raises(ConfigError, match="heldout_share"):
         load_config(None, ["train.heldout_share=1"])
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "invented.yaml", "water.yaml"])
+def test_the_shipped_example_configs_load_and_name_folders_that_exist(name):
+    root = Path(__file__).resolve().parent.parent
+    cfg = load_config(root / "examples" / name)
+    assert (root / cfg.corpus.path).is_dir()
