@@ -79,7 +79,7 @@ def round_two(ctx, repair_size=None) -> dict[str, list[SimpleNamespace]]:
     that is rolled back."""
     from sqlmodel import Session, delete
 
-    from pwd_agent.nodes.train import compose_training_set, round_floor
+    from pwd_agent.nodes.train import compose_training_set
     from pwd_agent.store.db import get_engine
 
     size = ctx.config.builder.repair_size if repair_size is None else repair_size
@@ -89,8 +89,7 @@ def round_two(ctx, repair_size=None) -> dict[str, list[SimpleNamespace]]:
             s.flush()
         if repair_size is not None:
             s.exec(delete(RoundSample).where(RoundSample.round_id == 2))
-        compose_training_set(s, 2, ctx.config.builder.patch_fraction, ctx.config.builder.seed,  # idempotent
-                             round_floor(s, size, 2), v1_only=size == "v1+patches")
+        compose_training_set(s, 2, ctx.config.builder.patch_fraction, ctx.config.builder.seed, size)  # idempotent
         roles = {m.sample_id: m.role for m in s.exec(select(RoundSample).where(RoundSample.round_id == 2)).all()}
         samples = [SimpleNamespace(id=x.id, prompt=x.prompt, answer=x.answer, origin=x.origin,
                                    statement_ids=x.statement_ids)

@@ -151,7 +151,7 @@ def test_a_floor_tops_the_replay_up_so_the_round_trains_on_at_least_that_many(ur
     with session_scope(url) as s:
         floor = round_floor(s, "v1", 2)
         assert floor == 30 and round_floor(s, "patches", 2) == 0 and round_floor(s, 25, 2) == 25
-        assert compose_training_set(s, 2, FRACTION, SEED, floor) == 30 - N_PATCH - 20  # the pool of 20, then random
+        assert compose_training_set(s, 2, FRACTION, SEED, "v1") == 30 - N_PATCH - 20  # the pool of 20, then random
     members = round_set(url, 2)
     assert len(members["replay"]) == 20 and all(1 not in x.statement_ids for x in members["replay"])
     assert round_sizes(url, 2) == (N_PATCH, 30 - N_PATCH, 30)
@@ -163,11 +163,11 @@ def test_v1_plus_patches_replays_every_v1_sample_beside_the_patches(url):
     with session_scope(url) as s:
         floor = round_floor(s, "v1+patches", 2)
         assert floor == 30 + N_PATCH
-        assert compose_training_set(s, 2, FRACTION, SEED, floor, v1_only=True) == 10  # the 10 sharing a statement
+        assert compose_training_set(s, 2, FRACTION, SEED, "v1+patches") == 0  # nothing drawn: no shortage to log
     members = round_set(url, 2)
     with session_scope(url) as s:
         v1 = set(s.exec(select(Sample.id).where(Sample.origin == "v1")).all())
-    assert {x.id for x in members["replay"] + members["random"]} == v1
+    assert {x.id for x in members["replay"]} == v1 and "random" not in members
     assert round_sizes(url, 2) == (N_PATCH, 30, 30 + N_PATCH)
 
 
@@ -176,7 +176,7 @@ def test_v1_plus_patches_replays_all_of_v1_in_later_rounds_too_not_earlier_patch
     place (the replay pool of later rounds holds them)."""
     build_store(url, free=20, sharing=10)
     with session_scope(url) as s:
-        compose_training_set(s, 2, FRACTION, SEED, round_floor(s, "v1+patches", 2), v1_only=True)
+        compose_training_set(s, 2, FRACTION, SEED, "v1+patches")
         s.add(Round(id=3, status="training"))
         s.add(Diagnosis(id=2, round_id=2, item_id=1, kind="concept_gap", statement_ids=[2]))
         s.flush()
@@ -187,9 +187,9 @@ def test_v1_plus_patches_replays_all_of_v1_in_later_rounds_too_not_earlier_patch
         s.flush()
         floor = round_floor(s, "v1+patches", 3)
         assert floor == 30 + 3
-        compose_training_set(s, 3, FRACTION, SEED, floor, v1_only=True)
+        compose_training_set(s, 3, FRACTION, SEED, "v1+patches")
         v1 = set(s.exec(select(Sample.id).where(Sample.origin == "v1")).all())
     members = round_set(url, 3)
-    assert {x.id for x in members["replay"] + members["random"]} == v1  # all of V1, nothing of round 2's patches
+    assert {x.id for x in members["replay"]} == v1 and "random" not in members  # all of V1, no round-2 patch
     assert [x.prompt for x in members["patch"]] == ["patch3 0", "patch3 1", "patch3 2"]
     assert round_sizes(url, 3) == (3, 30, 33)

@@ -48,12 +48,11 @@ def train(state: RunState, runtime: Runtime[RunContext]) -> dict:
         fallback, floor = 0, 0
         if round_id > 0:
             size = ctx.config.builder.repair_size
-            floor = round_floor(session, size, round_id)
             fallback = compose_training_set(session, round_id, ctx.config.builder.patch_fraction,
-                                            ctx.config.builder.seed, floor, v1_only=size == "v1+patches")
+                                            ctx.config.builder.seed, size)
+            floor = round_floor(session, size, round_id)
         n_patch, n_replay = row.n_patch, row.n_replay
-    # Emitted after the commit (an event is its own write); under v1+patches the top-up is the rule, not a shortage.
-    if fallback and ctx.config.builder.repair_size != "v1+patches":
+    if fallback:  # emitted after the commit: an event is its own write
         warn_fallback(ctx, round_id, replay_wanted(n_patch, ctx.config.builder.patch_fraction, floor), n_replay,
                       fallback)
     if round_id == 0:
@@ -73,14 +72,14 @@ def train(state: RunState, runtime: Runtime[RunContext]) -> dict:
     return {}
 
 
-def compose_training_set(session: Session, round_id: int, patch_fraction: float, seed: int, floor: int = 0,
-                         v1_only: bool = False) -> int:
+def compose_training_set(session: Session, round_id: int, patch_fraction: float, seed: int,
+                         repair_size: int | str = "patches") -> int:
     """Round 1 trains on V1; later rounds on their patches plus replay of earlier samples that
     share no statement with the patches (the paper's rule), topped up with random V1 samples when
-    that pool is short (the paper's fallback); `floor` (`round_floor`) is the least a repair round
-    trains on; `v1_only` replays V1 samples only, not earlier rounds' patches (repair_size v1+patches,
-    whose floor then makes the replay all of V1 in every round). Returns how many random V1 samples
-    were added. Idempotent: an existing set is kept (and 0 returned)."""
+    that pool is short (the paper's fallback) or smaller than `repair_size` asks (`round_floor`).
+    `repair_size` 'v1+patches' replays every V1 sample instead (none drawn, so no earlier round's
+    patch takes a V1 sample's place). Returns how many random V1 samples were added. Idempotent: an
+    existing set is kept (and 0 returned)."""
     if session.exec(select(RoundSample).where(RoundSample.round_id == round_id)).first():
         return 0
     row = session.get(Round, round_id)
@@ -90,21 +89,29 @@ def compose_training_set(session: Session, round_id: int, patch_fraction: float,
         row.n_train = len(v1)
         return 0
     patches = _patch_samples(session, round_id)
-    pool = _replay_pool(session, round_id, {sid for s in patches for sid in s.statement_ids})
-    if v1_only:
-        pool = [s for s in pool if s.origin == "v1"]
-    wanted = replay_wanted(len(patches), patch_fraction, floor) if patches else len(pool)
-    replay = [s.id for s in random.Random(f"{seed}:replay:{round_id}").sample(pool, min(wanted, len(pool)))]
-    # A short pool is filled from V1, even with samples that share statements with the patches.
-    chosen = set(replay)
-    spare = [i for i in _v1_ids(session) if i not in chosen]
-    extra = random.Random(f"{seed}:random:{round_id}").sample(spare, min(wanted - len(replay), len(spare)))
+    if repair_size == "v1+patches":
+        replay, extra = _v1_ids(session), []
+    else:
+        replay, extra = _draw_replay(session, round_id, patches, patch_fraction, seed,
+                                     round_floor(session, repair_size, round_id))
     session.add_all(RoundSample(round_id=round_id, sample_id=s.id, role="patch") for s in patches)
     session.add_all(RoundSample(round_id=round_id, sample_id=i, role="replay") for i in replay)
     session.add_all(RoundSample(round_id=round_id, sample_id=i, role="random") for i in extra)
     row.n_patch, row.n_replay = len(patches), len(replay) + len(extra)
     row.n_train = row.n_patch + row.n_replay
     return len(extra)
+
+
+def _draw_replay(session: Session, round_id: int, patches: list[Sample], patch_fraction: float, seed: int,
+                 floor: int) -> tuple[list[int], list[int]]:
+    """(replay, random V1) sample ids for the ratio rule with at least `floor` samples in the round."""
+    pool = _replay_pool(session, round_id, {sid for s in patches for sid in s.statement_ids})
+    wanted = replay_wanted(len(patches), patch_fraction, floor) if patches else len(pool)
+    replay = [s.id for s in random.Random(f"{seed}:replay:{round_id}").sample(pool, min(wanted, len(pool)))]
+    # A short pool is filled from V1, even with samples that share statements with the patches.
+    chosen = set(replay)
+    spare = [i for i in _v1_ids(session) if i not in chosen]
+    return replay, random.Random(f"{seed}:random:{round_id}").sample(spare, min(wanted - len(replay), len(spare)))
 
 
 def warn_fallback(ctx: RunContext, round_id: int, wanted: int, n_replay: int, fallback: int) -> None:

@@ -22,7 +22,7 @@ def train_trl(job: TrainJob) -> dict:
 
     from pwd_agent.student import chat_prompt, end_of_answer, load_tokenizer, torch_dtype
     from pwd_agent.training.trainer import (
-        distributed, log, lora_config, planned_steps, read_rows, save_adapter, step_line,
+        distributed, log, lora_config, planned_steps, read_rows, save_adapter, step_line, weights_dtype,
     )
 
     rank, _, world = distributed()
@@ -36,8 +36,7 @@ def train_trl(job: TrainJob) -> dict:
                                                                else tokenizer.eos_token or "")} for r in rows])
     on_gpu = torch.cuda.is_available()
     dtype = torch_dtype(job.dtype)
-    # Full training keeps fp32 weights under bf16 mixed precision (see trainer.weights_dtype).
-    weights = torch.float32 if job.method == "full" and dtype in (torch.bfloat16, torch.float16) else dtype
+    weights, _ = weights_dtype(job, "cuda" if on_gpu else "cpu")  # full training: fp32 weights, bf16 mixed precision
     model = AutoModelForCausalLM.from_pretrained(job.model_path, dtype=weights)
     total_steps = planned_steps(len(rows), job, world)
     args = SFTConfig(
