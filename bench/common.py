@@ -9,14 +9,14 @@ import subprocess
 from pathlib import Path
 
 
-def train_once(cfg, data: Path, folder: Path, seed: int) -> bool:
+def train_once(cfg, data: Path, folder: Path, seed: int, init_adapter: str | None = None) -> bool:
     """Train round weights (an adapter, or a whole model with train.method=full) on `data` into
-    folder/adapter with training seed `seed`, unless the ones there
+    folder/adapter with training seed `seed` (from `init_adapter`'s weights when given), unless the ones there
     was trained from this same job (folder/job.json) on these same bytes (the data hash the trainer
     writes into train_metrics.json). True when it trained."""
     from pwd_agent.nodes.train import train_job, trainer_command
 
-    job = train_job(cfg, data, folder / "adapter", seed=seed)
+    job = train_job(cfg, data, folder / "adapter", seed=seed, init_adapter=init_adapter)
     saved, metrics = folder / "job.json", folder / "adapter" / "train_metrics.json"
     if saved.is_file() and metrics.is_file():
         same_job = json.loads(saved.read_text()) == job.model_dump(mode="json")

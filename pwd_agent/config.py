@@ -86,7 +86,7 @@ class ExtractConfig(Section):
 
 class TestsConfig(Section):
     items_per_chain: int = Field(
-        3, ge=1, le=6, description="Test items built from each chain, each on another facet of it (the order of "
+        3, ge=1, le=16, description="Test items built from each chain, the facets taken in turn (the order of "
         "steps, what comes later, which steps belong to the process, preconditions, pitfalls...).")
     split: Literal["item", "chain"] = Field(
         "item", description="item = each chain's items are divided between dev and holdout, so a repair of a chain's "
@@ -138,6 +138,17 @@ class BuilderConfig(Section):
     text_passages: int = Field(
         0, ge=0, le=24, description="Plain-text passages per chain, each walking the process in another wording with "
         "the process named in every sentence; trained with the loss on every token, no chat layout.",
+    )
+    v1_budget: float | None = Field(
+        None, gt=0, le=1, description="Share of the KB's L2 statements that V1 teaches (the paper's V1 is a fixed "
+        "budget, so most facts go untaught and finding them is the Debugger's job). The taught statements are the "
+        "first of a seeded ranking (builder.seed and each statement's subject/predicate/object); an untaught "
+        "statement gets no V1 sample, and text passages walk only runs of taught steps. Unset: every statement.",
+    )
+    patch_exposures: int | None = Field(
+        None, ge=1, description="Exposures (samples x train.epochs) each located node gets in a repair round, in "
+        "wordings V1 did not use, both directions. bench/injection.py measured ~55 for the step order on the "
+        "default student (EVIDENCE.md: ~18 for a simple fact). Unset: builder.paraphrases samples per node.",
     )
     patch_samples_per_failure: int = Field(7, ge=1, description="Patch samples per diagnosed failure (paper: 7).")
     patch_fraction: float = Field(0.35, gt=0, le=1,
@@ -197,6 +208,10 @@ class TrainConfig(Section):
     batch_size: int = Field(8, ge=1)
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     seed: int = Field(0)
+    repair_from: Literal["base", "previous"] = Field(
+        "base", description="Where a repair round's training starts: base = the base model, on the whole round set "
+        "(the paper); previous = the previous round's adapter, trained further on the patches and their replay "
+        "(builder.repair_size patches: patch_fraction of the mix), so a repair costs the patch, not a retraining.")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice).")
     engine: Literal["own", "trl"] = Field(
         "own", description="own = pwd-agent's LoRA loop (logits over the answer span only: less memory and time); "

@@ -9,6 +9,16 @@ n-grams (within sentences), those not found in its source, and a sample leaks a 
 `builder.leakage_threshold` or more of them. A verbatim copy of a key option contains all of
 them; a sample that states the same fact in its own frame ("Once X, the next thing that happens
 is that Y") contains few, however long X and Y are.
+
+A key option that only restates a step ("The quillseed is sorted by weight.", the later and
+member facets) has no own n-grams: on its own it forms no part, since stating the step is what
+training is for. What such an item adds is its question's frame and the key read in it. So an item
+with such a key gets two more kinds of part: the question frame (its last sentence with own
+n-grams, at least n words: "Which ... later in the process than the moment when X?"), which the
+whole-question part dilutes with the preamble every item of the chain shares; and, per bare key,
+the frame and the key read as one claim ("... later than the moment when X Y"), the item's
+relation between the anchor X and the key Y. A sample that copies the frame, or pairs X with Y in
+the frame's words, leaks; one that states Y, or walks the process in order, does not.
 """
 
 from __future__ import annotations
@@ -44,14 +54,14 @@ class GateItem:
 
     item_id: int
     question: str
-    keys: list[str]
+    keys: list[tuple[str, str]]  # (letter, text) of each key option
     source: str
 
 
 @dataclass
 class Leak:
     item_id: int
-    part: str  # "question" or "option C"
+    part: str  # "question", "option C", "question frame" or "option C in the question's frame"
     overlap: float  # share of the part's own n-grams the sample contains
 
 
@@ -62,7 +72,8 @@ def key_options(options: list[str], answer: str) -> list[tuple[str, str]]:
 
 class LeakageGate:
     """Built once from every test item (dev and holdout); checks samples against each item's
-    question and each key option on its own."""
+    question and each key option on its own (a key that only restates a step: the question's frame,
+    and the key read in it)."""
 
     def __init__(self, items: list[GateItem], n: int, threshold: float):
         self.n = n
@@ -70,17 +81,36 @@ class LeakageGate:
         # part: (item id, part name, gram size, the part's own n-grams)
         self.parts: list[tuple[int, str, int, set]] = []
         source_grams: dict[tuple[str, int], set] = {}  # a chain's items share one source: read it once per size
+
+        def own(text: str, source: str, size: int) -> set:
+            if (source, size) not in source_grams:
+                source_grams[(source, size)] = ngrams(source, size)
+            return ngrams(text, size) - source_grams[(source, size)]
+
         for item in items:
             texts = [("question", item.question)] + [(f"option {letter}", text) for letter, text in item.keys]
+            bare = []  # key options that only restate the source (a step): no part of their own
             for name, text in texts:
                 size = min(n, len(words(text)))  # a short option is one gram: the whole of it
                 if size < MIN_WORDS:
                     continue
-                if (item.source, size) not in source_grams:
-                    source_grams[(item.source, size)] = ngrams(item.source, size)
-                own = ngrams(text, size) - source_grams[(item.source, size)]
-                if own:
-                    self.parts.append((item.item_id, name, size, own))
+                grams = own(text, item.source, size)
+                if grams:
+                    self.parts.append((item.item_id, name, size, grams))
+                elif name != "question":
+                    bare.append((name, text))
+            if not bare:
+                continue
+            # The question's frame: its last sentence of n or more words with own n-grams (the ask, not
+            # the preamble the chain's items share, nor an anchor's tail cut off at a ';').
+            frame = next((sentence.strip() for sentence in reversed(_SENTENCE_END.split(item.question))
+                          if len(words(sentence)) >= n and own(sentence, item.source, n)), None)
+            if frame is None:
+                continue
+            self.parts.append((item.item_id, "question frame", n, own(frame, item.source, n)))
+            for name, text in bare:  # the key read in the frame: the item's relation, anchor to key
+                self.parts.append((item.item_id, f"{name} in the question's frame", n,
+                                   own(f"{frame} {text}", item.source, n)))
         self.index: dict[tuple[str, ...], list[int]] = {}
         for pos, (_, _, _, grams) in enumerate(self.parts):
             for gram in grams:
@@ -102,20 +132,26 @@ class LeakageGate:
         return Leak(item_id, part, overlap) if overlap >= self.threshold else None
 
 
+def chain_source(chunk_text: str, chain, statements: list) -> str:
+    """An item's source: the chunk its chain came from, the chain's fields and its statements (store
+    rows or KB drafts alike)."""
+    return "\n".join([
+        chunk_text, chain.process_name, chain.domain, chain.summary,
+        *chain.preconditions, *chain.negative_constraints, *chain.steps,
+        *(f"{s.subject}\n{s.predicate}\n{s.object}" for s in statements),
+    ])
+
+
 def load_gate(session, n: int, threshold: float) -> LeakageGate:
     """The gate over every test item in the store, dev and holdout alike, each with its source."""
     from sqlmodel import select
 
     from pwd_agent.store import Chain, Chunk, Statement, TestItem
 
-    sources: dict[int, str] = {}
+    sources = {}
     for chain in session.exec(select(Chain)).all():
         statements = session.exec(select(Statement).where(Statement.chain_id == chain.id)).all()
-        sources[chain.id] = "\n".join([
-            session.get(Chunk, chain.chunk_id).text, chain.process_name, chain.domain, chain.summary,
-            *chain.preconditions, *chain.negative_constraints, *chain.steps,
-            *(f"{s.subject}\n{s.predicate}\n{s.object}" for s in statements),
-        ])
+        sources[chain.id] = chain_source(session.get(Chunk, chain.chunk_id).text, chain, statements)
     items = [GateItem(i.id, i.question, key_options(i.options, i.answer), sources.get(i.chain_id, ""))
              for i in session.exec(select(TestItem)).all()]
     return LeakageGate(items, n, threshold)

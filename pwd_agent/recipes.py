@@ -22,7 +22,7 @@ own), which keeps them short: training time goes by tokens.
 
 from __future__ import annotations
 
-from pwd_agent.agents.schemas import KBChain, KBStatement, SampleDraft
+from pwd_agent.agents.schemas import KBChain, KBConcept, KBStatement, SampleDraft
 from pwd_agent.phrasing import sentence_case, step_phrase
 
 # (question, answer) for one step pair: {p} the process (lower case), {a} the earlier step, {b} the
@@ -36,6 +36,29 @@ WORDINGS = (
     ("What does {p} go on with when {a}?", "When {a}, the following step of {p} is that {b}."),
 )
 
+# The same fact asked the other way round (the earlier step as the answer), for patches: a fact
+# trained in one direction only is not retrieved in the other (the reversal curse), and the
+# reversed wordings are new to a student that saw only V1's forward ones. {A} the earlier step as a
+# sentence.
+REVERSE_WORDINGS = (
+    ("In {p}, what happens just before {b}?", "{A}, and then {b}."),
+    ("Which step of {p} comes right before this one: {b}?", "The step before it in {p} is that {a}."),
+    ("During {p}, what must have happened before the step where {b}?", "In {p}, first {a}; only then {b}."),
+    ("{P}: {b}. What was the step before?", "Before that in {p}: {a}."),
+    ("Name the step of {p} that leads to this one: {b}.", "In {p}, the step where {a} leads to the step where {b}."),
+    ("What has {p} just done when {b}?", "When {b}, {p} has just finished the step where {a}."),
+)
+# Both directions, interleaved, so a dose of any size gets both.
+PATCH_WORDINGS = tuple(w for pair in zip(WORDINGS, REVERSE_WORDINGS) for w in pair)
+
+# Definitions of one L1 concept, for a failing concept probe: {t} the term, {d} its definition.
+CONCEPT_WORDINGS = (
+    ("In {p}, what is meant by {t}?", "{d}"),
+    ("Define {t}, as the word is used in {p}.", "In {p}, {t}: {d}"),
+    ("What does the term {t} name in {p}?", "The term {t} names this: {d}"),
+    ("Explain {t} in one sentence.", "{D} That is what {t} means in {p}."),
+)
+
 # Plain-text walks through one process, each step named once and in order, the process named in
 # every sentence: (opening, first step, each later step).
 PASSAGES = (
@@ -46,9 +69,10 @@ PASSAGES = (
 )
 
 
-def _fill(template: str, chain: KBChain, a: str = "", b: str = "", n: int = 0) -> str:
+def _fill(template: str, chain: KBChain, a: str = "", b: str = "", n: int = 0, **more) -> str:
     p = chain.process_name.lower()
-    return template.format(p=p, P=sentence_case(p), a=a, b=b, B=sentence_case(b), n=n, summary=chain.summary)
+    return template.format(p=p, P=sentence_case(p), a=a, b=b, A=sentence_case(a), B=sentence_case(b), n=n,
+                           summary=chain.summary, **more)
 
 
 def paraphrase_samples(chain: KBChain, statements: list[KBStatement], per_statement: int,
@@ -76,8 +100,83 @@ def passage(chain: KBChain, statements: list[KBStatement], variant: int) -> Samp
     return SampleDraft(kind="text", prompt="", answer=" ".join(lines), statement_ids=[st.id for st in statements])
 
 
-def text_passages(chain: KBChain, statements: list[KBStatement], n: int) -> list[SampleDraft]:
-    """`n` plain-text passages of the chain, in wordings offset per chain."""
+def text_passages(chain: KBChain, statements: list[KBStatement], n: int,
+                  taught: set[int] | None = None) -> list[SampleDraft]:
+    """`n` plain-text passages of the chain, in wordings offset per chain. With `taught` (a V1 on a
+    budget), each passage walks only the runs of consecutive taught statements, so an untaught
+    step pair is never put side by side."""
     if not statements:
         return []
-    return [passage(chain, statements, chain.id + k) for k in range(n)]
+    if taught is None:
+        return [passage(chain, statements, chain.id + k) for k in range(n)]
+    out = []
+    for run in taught_runs(statements, taught):
+        # The run's steps: the first statement's subject, then each object, as a chain of its own.
+        part = chain.model_copy(update={"steps": [run[0].subject, *[st.object for st in run]],
+                                        "preconditions": chain.preconditions if run[0].position == 0 else []})
+        out += [passage(part, run, chain.id + run[0].position + k) for k in range(n)]
+    return out
+
+
+def taught_runs(statements: list[KBStatement], taught: set[int]) -> list[list[KBStatement]]:
+    """Maximal runs of consecutive (by position) statements whose ids are in `taught`."""
+    runs: list[list[KBStatement]] = []
+    for st in sorted(statements, key=lambda s: s.position):
+        if st.id not in taught:
+            continue
+        if runs and runs[-1][-1].position == st.position - 1:
+            runs[-1].append(st)
+        else:
+            runs.append([st])
+    return runs
+
+
+def dose_samples(chain: KBChain, statement: KBStatement, n: int, used: int = 0) -> list[SampleDraft]:
+    """`n` chat QA samples teaching one statement, in PATCH_WORDINGS (forward and reversed,
+    interleaved), starting past the `used` forward wordings V1 already gave it; the cycle repeats
+    only when `n` exceeds the wordings left."""
+    fresh = [w for k, w in enumerate(PATCH_WORDINGS) if not (k % 2 == 0 and k // 2 < used)]
+    worded = [fresh[j % len(fresh)] for j in range(n)]
+    return [SampleDraft(kind="qa", prompt=_fill(q, chain, statement.subject, statement.object),
+                        answer=_fill(a, chain, statement.subject, statement.object), statement_ids=[statement.id])
+            for q, a in worded]
+
+
+def concept_dose(chain: KBChain, concept: KBConcept, n: int) -> list[SampleDraft]:
+    """`n` definition samples of one concept, cycling CONCEPT_WORDINGS."""
+    d = concept.definition.strip()
+    return [SampleDraft(kind="concept", prompt=_fill(q, chain, t=concept.term, d=d, D=sentence_case(d)),
+                        answer=_fill(a, chain, t=concept.term, d=d, D=sentence_case(d)),
+                        statement_ids=concept.statement_ids, concept_ids=[concept.id])
+            for q, a in (CONCEPT_WORDINGS[j % len(CONCEPT_WORDINGS)] for j in range(n))]
+
+
+def chain_dose(chain: KBChain, statements: list[KBStatement], located: list[KBStatement], n: int) -> list[SampleDraft]:
+    """`n` samples for a chain break at `located`: whole walks of the process in order, both hops
+    around a located statement in one sample, and the transitive "later than" facts from its
+    earlier step (what the `later` facet asks)."""
+    by_pos = {st.position: st for st in statements}
+    steps = [step_phrase(s) for s in chain.steps]
+    made: list[SampleDraft] = []
+    k = 0
+    while len(made) < n:
+        st = located[k % len(located)]
+        turn = k // len(located)
+        if turn % 3 == 0:
+            made.append(passage(chain, statements, chain.id + st.position + turn))
+        elif turn % 3 == 1:
+            nxt = by_pos.get(st.position + 1) or by_pos.get(st.position - 1)
+            pair = sorted({st.id: st, nxt.id: nxt}.values(), key=lambda s: s.position) if nxt else [st]
+            text = " ".join(_fill("In {p}, once {a}, next {b}.", chain, s.subject, s.object) for s in pair)
+            made.append(SampleDraft(kind="walk", prompt=_fill("Walk through {p} around the step where {a}.", chain,
+                                                              pair[0].subject), answer=text,
+                                    statement_ids=[s.id for s in pair]))
+        else:
+            later = steps[st.position + 1:]
+            text = " ".join(_fill("In {p}, the step where {a} comes before the step where {b}.", chain, st.subject, x)
+                            for x in later)
+            made.append(SampleDraft(kind="walk", prompt=_fill("In {p}, what happens after {a}?", chain, st.subject),
+                                    answer=text or _fill("{A} is the last step of {p}.", chain, st.subject),
+                                    statement_ids=[s.id for s in statements if s.position >= st.position]))
+        k += 1
+    return made

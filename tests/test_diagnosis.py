@@ -1,5 +1,6 @@
-"""Probe-based localisation: concept_gap names the failing nodes, chain_break needs every probe to
-pass, item_suspect flags an item every round got wrong the same way; the judge's view is kept."""
+"""Probe-based localisation on the item's own nodes: untaught / concept_gap name the failing nodes
+(never trained on / trained on), chain_break needs every located probe to pass, item_suspect flags an
+item every round got wrong the same way; the judge's view is kept."""
 
 import pytest
 
@@ -36,15 +37,19 @@ def store(tmp_path):
     return url
 
 
-def verdict(url, passed: dict[int, bool], answers=("C", "D")):
+TAUGHT = {("statement", 1): {"qa": 6.0}, ("statement", 2): {"qa": 6.0}, ("concept", 1): {"concept": 6.0}}
+
+
+def verdict(url, passed: dict[int, bool], answers=("C", "D"), ledger=TAUGHT, key="A,B"):
     with session_scope(url) as s:
+        s.get(TestItem, 1).answer = key
         for r, predicted in enumerate(answers):
             s.merge(ItemResult(round_id=r, item_id=1, raw=predicted, predicted=predicted, passed=False,
                                prompt_version="v"))
     with session_scope(url) as s:
         item, result = s.get(TestItem, 1), s.get(ItemResult, (1, 1))
         probes = [s.get(Probe, i) for i in (1, 2, 3)]
-        return localise(s, 1, item, result, probes, passed, JUDGE)
+        return localise(s, 1, item, result, probes, passed, JUDGE, ledger)
 
 
 def test_a_failing_concept_probe_is_a_concept_gap_on_that_concept_and_its_statements(store):
@@ -58,10 +63,31 @@ def test_a_failing_statement_probe_names_that_statement(store):
     assert (d.kind, d.statement_ids, d.concept_ids) == ("concept_gap", [1], [])
 
 
-def test_all_probes_passing_is_a_chain_break_over_the_whole_chain(store):
+def test_a_failing_node_never_trained_on_is_untaught(store):
+    d = verdict(store, {1: False, 2: True, 3: True}, ledger={("statement", 2): {"qa": 6.0}})
+    assert (d.kind, d.statement_ids) == ("untaught", [1])
+    assert {n["id"]: n["exposures"] for n in d.evidence["nodes"] if n["target"] == "statement"} == {1: 0, 2: 6.0}
+    # With exposures on the failing node it is a concept gap (taught, not learned) instead.
+    assert verdict(store, {1: False, 2: True, 3: True}).kind == "concept_gap"
+
+
+def test_all_probes_passing_is_a_chain_break_on_the_located_nodes(store):
     d = verdict(store, {1: True, 2: True, 3: True})
     assert (d.kind, d.statement_ids) == ("chain_break", [1, 2])
-    assert d.evidence["rule"] == "every probe passes: the composition fails"
+    assert d.evidence["rule"] == "every located node passes its probe: the composition fails"
+
+
+def test_localisation_takes_the_items_key_and_chosen_option_not_the_whole_chain(store):
+    # Key A rests on statement 1; the student chose C (no node). Statement 2 fails its probe, but the
+    # item does not rest on it, so it is not located: the item passes statement 1's probe -> chain break on 1.
+    d = verdict(store, {1: True, 2: False, 3: True}, key="A")
+    assert (d.kind, d.statement_ids) == ("chain_break", [1])
+    assert [n["id"] for n in d.evidence["nodes"] if n["target"] == "statement"] == [1]
+    # Chose B (statement 2's option): now statement 2 is located too, and its failing probe is the gap.
+    with session_scope(store) as s:
+        s.merge(ItemResult(round_id=1, item_id=1, raw="B", predicted="B", passed=False, prompt_version="v"))
+    d = verdict(store, {1: True, 2: False, 3: True}, answers=("C", "B"), key="A")
+    assert (d.kind, d.statement_ids) == ("concept_gap", [2])
 
 
 def test_same_wrong_answer_since_the_base_with_passing_probes_is_suspect(store):

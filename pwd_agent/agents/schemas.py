@@ -106,7 +106,7 @@ class SampleDraft(BaseModel):
 class DiagnosisDraft(BaseModel):
     """Why a test item failed: the located knowledge nodes and the evidence."""
 
-    kind: Literal["concept_gap", "chain_break", "item_suspect", "unknown"]
+    kind: Literal["untaught", "concept_gap", "chain_break", "item_suspect", "unknown"]
     statement_ids: list[int] = []
     concept_ids: list[int] = []
     evidence: dict = {}

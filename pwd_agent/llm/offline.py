@@ -209,7 +209,8 @@ class OfflineAgents:
         rng = random.Random(f"{self.seed}:item:{chain.id}:{variant}")
         facet = self.facets[variant % len(self.facets)]
         n_keys = 1 if self.one_key else KEY_COUNTS[(len(self.facets) * chain.id + variant) % len(KEY_COUNTS)]
-        options, ask = getattr(self, f"_{facet}_options")(chain, statements, foreign_steps, n_keys, rng)
+        turn = variant // len(self.facets)  # how many items of this facet the chain had before this one
+        options, ask = getattr(self, f"_{facet}_options")(chain, statements, foreign_steps, n_keys, rng, turn)
         if len(options) < 4:  # a chain too short for this facet's keys and distractors
             return None
         context = f" Precondition: {sentence_case(step_phrase(chain.preconditions[0]))}." if chain.preconditions else ""
@@ -222,10 +223,16 @@ class OfflineAgents:
             answer=letters_of([i for i, o in enumerate(options) if o[1] == "key"]),
         )
 
-    def _order_options(self, chain, statements, foreign_steps, n_keys, rng) -> tuple[list[tuple], str]:
-        """True adjacent pairs; reversed pairs, skipped steps, another process's step as distractors."""
+    def _order_options(self, chain, statements, foreign_steps, n_keys, rng, turn=0) -> tuple[list[tuple], str]:
+        """True adjacent pairs; reversed pairs, skipped steps, another process's step as distractors.
+        With tests.keys=one, items take the chain's statements in turn (from a seeded start), so a chain's order
+        items cover its statements evenly instead of repeating some and missing others."""
         steps = [step_phrase(s) for s in chain.steps]
-        keys = rng.sample(statements, min(n_keys, len(statements)))
+        if self.one_key:
+            start = random.Random(f"{self.seed}:keys:{chain.id}").randrange(len(statements))
+            keys = [statements[(start + turn) % len(statements)]]
+        else:
+            keys = rng.sample(statements, min(n_keys, len(statements)))
         pool = [(order_claim(st.object, st.subject), "wrong_order", st.id) for st in statements]
         pool += [(order_claim(steps[i], steps[i + 2]), "skipped_step", None) for i in range(len(steps) - 2)]
         if not self.same_process:
@@ -238,7 +245,7 @@ class OfflineAgents:
                "a step and the step that comes directly after it?")
         return _fill([(order_claim(st.subject, st.object), "key", st.id) for st in keys], pool), ask
 
-    def _later_options(self, chain, statements, foreign_steps, n_keys, rng) -> tuple[list[tuple], str]:
+    def _later_options(self, chain, statements, foreign_steps, n_keys, rng, turn=0) -> tuple[list[tuple], str]:
         """From one step of the chain: steps that come later (keys); earlier steps and another
         process's steps (distractors)."""
         steps = [step_phrase(s) for s in chain.steps]
@@ -259,7 +266,7 @@ class OfflineAgents:
                f"than the moment when {steps[anchor]}?")
         return _fill(keys, pool), ask
 
-    def _member_options(self, chain, statements, foreign_steps, n_keys, rng) -> tuple[list[tuple], str]:
+    def _member_options(self, chain, statements, foreign_steps, n_keys, rng, turn=0) -> tuple[list[tuple], str]:
         """Steps of this chain (keys) among steps of other processes (distractors)."""
         steps = [step_phrase(s) for s in chain.steps]
         node = step_nodes(statements)

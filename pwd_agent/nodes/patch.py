@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from langgraph.runtime import Runtime
 from sqlmodel import select
 
@@ -10,7 +12,7 @@ from pwd_agent.agents.schemas import DiagnosisDraft
 from pwd_agent.events import Progress, emit
 from pwd_agent.gates import gate
 from pwd_agent.leakage import gate_samples, load_gate
-from pwd_agent.recipes import paraphrase_samples
+from pwd_agent.recipes import chain_dose, concept_dose, dose_samples, paraphrase_samples
 from pwd_agent.runs import RunContext
 from pwd_agent.state import RunState
 from pwd_agent.store import Chain, Diagnosis, Patch, Sample, TestItem, session_scope
@@ -27,23 +29,27 @@ def patch(state: RunState, runtime: Runtime[RunContext]) -> dict:
         diagnoses = session.exec(select(Diagnosis).where(Diagnosis.round_id == round_id).order_by(Diagnosis.id)).all()
         # item_suspect is flagged for review, not patched: a faulty item must not shape the data.
         patchable = [d for d in diagnoses if d.kind != "item_suspect"]
-        units = [plan_unit(session, d) for d in patchable if d.id not in patched]
+        # A node located by several diagnoses is patched once, by the first of them (claimed over every
+        # diagnosis of the round, so a resumed node claims as the first attempt did).
+        units = [u for u in claim_nodes([plan_unit(session, d) for d in patchable]) if u[0] not in patched]
+        seen = {(x.prompt, x.answer) for x in session.exec(select(Sample)).all()}
         leak_gate = load_gate(session, ctx.config.builder.leakage_ngram, ctx.config.builder.leakage_threshold)
     progress = Progress(ctx.db_url, "patch", "diagnoses", len(patchable), already=len(patchable) - len(units))
 
-    paraphrases = ctx.config.builder.paraphrases
+    builder, epochs = ctx.config.builder, ctx.config.train.epochs
 
     def work(unit):
         diagnosis_id, chain, statements, concepts, foreign, draft = unit
+        if not (draft.statement_ids or draft.concept_ids):  # every node taken by an earlier diagnosis
+            return [], []
         drafts, calls = run_unit(backend, "debugger", f"patch_{draft.kind}", backend.write_patch, draft, chain,
                                  statements, concepts, foreign, n_samples, f"{round_id}:{diagnosis_id}", empty=[])
-        drafts = drafts or []
-        located = [st for st in statements if st.id in draft.statement_ids] or statements
-        # The injection recipe on the located nodes, further along the wordings than V1 went.
-        return drafts + paraphrase_samples(chain, located, paraphrases, offset=paraphrases), calls
+        return (drafts or []) + dose(chain, statements, concepts, draft, builder, epochs), calls
 
-    written = dropped = 0
+    written = dropped = repeats = 0
     for (diagnosis_id, chain, *_), (drafts, calls) in map_units(work, units, workers_for(backend, ctx.config)):
+        drafts, n_repeat = unseen(drafts, seen)
+        repeats += n_repeat
         kept, leaked = gate_samples(leak_gate, drafts, "patch", chain.id)
         with session_scope(ctx.db_url) as session:  # one patch, its samples and its ledger rows together
             row = Patch(diagnosis_id=diagnosis_id, target_round=round_id + 1, n_samples=len(kept))
@@ -58,7 +64,8 @@ def patch(state: RunState, runtime: Runtime[RunContext]) -> dict:
         dropped += len(leaked)
         progress.advance()  # after the commit: a kill here leaves this patch stored whole
     emit(ctx.db_url, "patch", f"round {round_id}: {written} patch samples for {len(units)} diagnoses "
-         f"({dropped} dropped by the leakage gate), training round {round_id + 1}", samples=written, leaked=dropped)
+         f"({dropped} dropped by the leakage gate, {repeats} repeats of stored samples dropped), "
+         f"training round {round_id + 1}", samples=written, leaked=dropped, repeats=repeats)
     gate(ctx, "on_patch", lambda s: {"round": round_id,
                                      "patches": count_rows(s, Patch, Patch.target_round == round_id + 1)})
     return {"round": round_id + 1}
@@ -72,3 +79,46 @@ def plan_unit(session, diagnosis: Diagnosis) -> tuple:
     return (diagnosis.id, kb_chain(session.get(Chain, chain_id)), statements,
             kb_concepts(session, [s.id for s in statements]), foreign_steps(session, chain_id),
             DiagnosisDraft.model_validate(diagnosis, from_attributes=True))
+
+
+def claim_nodes(units: list[tuple]) -> list[tuple]:
+    """Each located statement and concept to the first diagnosis (by id) that names it: a later
+    diagnosis keeps only nodes no earlier one took, so no node is dosed twice in a round."""
+    statements: set[int] = set()
+    concepts: set[int] = set()
+    out = []
+    for unit in units:
+        draft = unit[-1]
+        mine = draft.model_copy(update={"statement_ids": [i for i in draft.statement_ids if i not in statements],
+                                        "concept_ids": [i for i in draft.concept_ids if i not in concepts]})
+        statements.update(draft.statement_ids)
+        concepts.update(draft.concept_ids)
+        out.append((*unit[:-1], mine))
+    return out
+
+
+def unseen(drafts: list, seen: set[tuple[str, str]]) -> tuple[list, int]:
+    """The drafts whose (prompt, answer) no stored or earlier draft has; `seen` grows with them."""
+    out = []
+    for d in drafts:
+        if (d.prompt, d.answer) not in seen:
+            seen.add((d.prompt, d.answer))
+            out.append(d)
+    return out, len(drafts) - len(out)
+
+
+def dose(chain, statements, concepts, draft: DiagnosisDraft, builder, epochs: float) -> list:
+    """The recipe part of a patch, on the located nodes only. With builder.patch_exposures, each
+    node gets enough samples for that many exposures at train.epochs: a gap (untaught or not
+    learned) its statement in new wordings both ways and its failing concepts' definitions; a chain
+    break walks, both hops and transitive order facts. Without it, builder.paraphrases wordings per
+    located statement, further along the cycle than V1 went."""
+    located = [st for st in statements if st.id in draft.statement_ids]
+    if builder.patch_exposures is None:
+        return paraphrase_samples(chain, located, builder.paraphrases, offset=builder.paraphrases)
+    per_node = math.ceil(builder.patch_exposures / epochs)
+    if draft.kind == "chain_break":
+        return chain_dose(chain, statements, located, per_node * len(located)) if located else []
+    used = 0 if draft.kind == "untaught" else builder.paraphrases  # forward wordings V1 gave a taught node
+    out = [x for st in located for x in dose_samples(chain, st, per_node, used)]
+    return out + [x for c in concepts if c.id in draft.concept_ids for x in concept_dose(chain, c, per_node)]

@@ -14,7 +14,10 @@ from pwd_agent.leakage import gate_samples, load_gate
 from pwd_agent.recipes import paraphrase_samples, text_passages
 from pwd_agent.runs import RunContext
 from pwd_agent.state import RunState
-from pwd_agent.store import Chain, LeakedSample, Probe, Sample, TestItem, done_keys, mark_done, session_scope
+from pwd_agent.exposures import v1_taught
+from pwd_agent.store import (
+    Chain, LeakedSample, Probe, Sample, Statement, TestItem, done_keys, mark_done, session_scope,
+)
 from pwd_agent.store.queries import count_rows, foreign_steps, kb_chain, kb_concepts, kb_statements
 
 
@@ -28,10 +31,16 @@ def synthesize(state: RunState, runtime: Runtime[RunContext]) -> dict:
         todo = [c.id for c in session.exec(select(Chain).order_by(Chain.id)).all() if str(c.id) not in finished]
     progress = Progress(ctx.db_url, "synthesize", "chains", len(todo) + len(finished), len(finished))
     with session_scope(ctx.db_url) as session:
-        units = plan_units(session, todo, cfg.concept_samples)
+        taught = v1_taught(session, cfg.v1_budget, cfg.seed)
+        units = plan_units(session, todo, cfg.concept_samples, taught)
         leak_gate = load_gate(session, cfg.leakage_ngram, cfg.leakage_threshold)
+        n_statements = count_rows(session, Statement)
+    if taught is not None and not finished:
+        emit(ctx.db_url, "synthesize", f"V1 budget: {len(taught)} of {n_statements} statements taught "
+             f"(builder.v1_budget {cfg.v1_budget}); the rest are left for the Debugger to find",
+             taught=len(taught), statements=n_statements)
 
-    work = lambda unit: v1_drafts(backend, unit, cfg)  # noqa: E731
+    work = lambda unit: v1_drafts(backend, unit, cfg, taught)  # noqa: E731
     for (chain, *_), (drafts, calls) in map_units(work, units, workers_for(backend, ctx.config)):
         kept, leaked = gate_samples(leak_gate, drafts, "v1", chain.id)
         with session_scope(ctx.db_url) as session:  # the chain's samples, ledger rows and marker together
@@ -52,33 +61,40 @@ def synthesize(state: RunState, runtime: Runtime[RunContext]) -> dict:
     return {"counts": {**state.get("counts", {}), "v1_samples": n}}
 
 
-def v1_drafts(backend, unit: tuple, cfg) -> tuple[list, list]:
+def v1_drafts(backend, unit: tuple, cfg, taught: set[int] | None = None) -> tuple[list, list]:
     """One chain's V1 drafts before the leakage gate: the backend's samples (a failed unit gives
-    none) plus the recipe samples, and the ledger rows of the calls. bench/injection.py writes its
-    taught half's data with this too."""
+    none) plus the recipe samples, and the ledger rows of the calls; with `taught` (a V1 budget)
+    only those statements are taught. bench/injection.py writes its taught half's data with this too."""
     chain, statements, concepts, foreign = unit
-    drafts, calls = run_unit(backend, "builder", "v1_samples", backend.write_samples, chain, statements, concepts,
+    mine = statements if taught is None else [st for st in statements if st.id in taught]
+    if not mine:
+        return [], []
+    drafts, calls = run_unit(backend, "builder", "v1_samples", backend.write_samples, chain, mine, concepts,
                              foreign, cfg.samples_per_statement, cfg.qa_share, cfg.choice_share,
                              cfg.multi_select_share, empty=[])
-    return (drafts or []) + recipe_samples(chain, statements, cfg), calls
+    return (drafts or []) + recipe_samples(chain, statements, cfg, taught), calls
 
 
-def recipe_samples(chain, statements, cfg) -> list:
+def recipe_samples(chain, statements, cfg, taught: set[int] | None = None) -> list:
     """The knowledge-injection part of V1 (builder.paraphrases, builder.text_passages), written from
-    the KB by code for every backend."""
-    return paraphrase_samples(chain, statements, cfg.paraphrases) + text_passages(chain, statements, cfg.text_passages)
+    the KB by code for every backend; with `taught`, only about those statements."""
+    mine = statements if taught is None else [st for st in statements if st.id in taught]
+    return paraphrase_samples(chain, mine, cfg.paraphrases) + text_passages(chain, statements, cfg.text_passages,
+                                                                            taught)
 
 
-def plan_units(session, chain_ids: list[int], concept_samples: bool) -> list[tuple]:
+def plan_units(session, chain_ids: list[int], concept_samples: bool, taught: set[int] | None = None) -> list[tuple]:
     """Each chain's inputs, read in order; a concept shared by several chains is taught (one
-    definition sample) with the first of them only."""
+    definition sample) with the first of them only; under a V1 budget (`taught`), only concepts
+    linked to a taught statement."""
     rows = session.exec(select(Sample.concept_ids).where(Sample.origin == "v1", Sample.kind == "concept")).all()
-    taught = {cid for ids in rows for cid in ids}
+    defined = {cid for ids in rows for cid in ids}
     units = []
     for chain_id in chain_ids:
         statements = kb_statements(session, chain_id)
         concepts = kb_concepts(session, [s.id for s in statements]) if concept_samples else []
-        concepts = [c for c in concepts if c.id not in taught]
-        taught.update(c.id for c in concepts)
+        concepts = [c for c in concepts if c.id not in defined
+                    and (taught is None or set(c.statement_ids) & taught)]
+        defined.update(c.id for c in concepts)
         units.append((kb_chain(session.get(Chain, chain_id)), statements, concepts, foreign_steps(session, chain_id)))
     return units

@@ -58,7 +58,12 @@ def train(state: RunState, runtime: Runtime[RunContext]) -> dict:
     if round_id == 0:
         emit(ctx.db_url, "train", "round 0 is the base model: evaluated without training")
         return {}
-    metrics = run_training(ctx, round_id)
+    with session_scope(ctx.db_url) as session:
+        parent = parent_round(session, ctx.config.train.repair_from, round_id)
+        init = session.get(Round, parent).adapter_path if parent else None
+        row = session.get(Round, round_id)
+        row.epochs, row.parent_round = ctx.config.train.epochs, parent
+    metrics = run_training(ctx, round_id, init)
     with session_scope(ctx.db_url) as session:
         row = session.get(Round, round_id)
         row.status, row.train_loss = "trained", metrics["train_loss"]
@@ -70,6 +75,15 @@ def train(state: RunState, runtime: Runtime[RunContext]) -> dict:
          f"round {round_id} trained: loss {metrics['first_loss']:.3f} -> {metrics['train_loss']:.3f} "
          f"on {metrics['examples']} samples in {metrics['seconds']:.0f}s{kept}", **metrics)
     return {}
+
+
+def parent_round(session: Session, repair_from: str, round_id: int) -> int | None:
+    """The round whose adapter a repair round continues from (train.repair_from=previous): the
+    previous round, when it has one; None means training starts from the base model."""
+    if repair_from != "previous" or round_id < 2:
+        return None
+    previous = session.get(Round, round_id - 1)
+    return previous.id if previous is not None and previous.adapter_path else None
 
 
 def compose_training_set(session: Session, round_id: int, patch_fraction: float, seed: int,
@@ -168,8 +182,9 @@ def write_training_data(session: Session, round_id: int, path: Path) -> int:
     return len(rows)
 
 
-def run_training(ctx: RunContext, round_id: int) -> dict:
-    """Always from the base model; a crash marks the round failed with the trainer's last lines."""
+def run_training(ctx: RunContext, round_id: int, init_adapter: str | None = None) -> dict:
+    """From the base model, or from `init_adapter` (train.repair_from=previous); a crash marks the
+    round failed with the trainer's last lines."""
     folder = ctx.round_dir(round_id)
     adapter = folder / "adapter"
     shutil.rmtree(adapter, ignore_errors=True)  # a killed earlier attempt may have left half an adapter
@@ -179,11 +194,12 @@ def run_training(ctx: RunContext, round_id: int) -> dict:
         raise PwdAgentError(f"round {round_id} has no training samples",
                             "the KB has no statements to teach: check `pwd-agent logs RUN` for extraction failures")
     cfg = ctx.config
-    job = train_job(cfg, folder / "train.jsonl", adapter)
+    job = train_job(cfg, folder / "train.jsonl", adapter, init_adapter=init_adapter)
     (folder / "job.json").write_text(job.model_dump_json(indent=2))
     command = trainer_command(cfg.train, folder / "job.json")
     shown = " ".join(["python", *command[1:]])
-    emit(ctx.db_url, "train", f"round {round_id}: training on {n} samples ({shown})")
+    start = f", continuing from {init_adapter}" if init_adapter else ""
+    emit(ctx.db_url, "train", f"round {round_id}: training on {n} samples{start} ({shown})")
     tail = _stream(ctx, command, folder / "train.log")
     if tail is not None:
         with session_scope(ctx.db_url) as session:
@@ -195,9 +211,11 @@ def run_training(ctx: RunContext, round_id: int) -> dict:
     return json.loads((adapter / "train_metrics.json").read_text())
 
 
-def train_job(cfg, data: Path, adapter: Path, seed: int | None = None) -> TrainJob:
-    """The trainer's job for `data` under the run config (benches pass another training seed)."""
-    return TrainJob.from_config(cfg, resolve_student(cfg.student), str(data), str(adapter), seed)
+def train_job(cfg, data: Path, adapter: Path, seed: int | None = None, init_adapter: str | None = None) -> TrainJob:
+    """The trainer's job for `data` under the run config (benches pass another training seed, and
+    the adapter to continue from)."""
+    return TrainJob.from_config(cfg, resolve_student(cfg.student), str(data), str(adapter), seed,
+                                init_adapter=init_adapter)
 
 
 def trainer_command(cfg, job: Path) -> list[str]:

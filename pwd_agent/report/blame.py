@@ -8,6 +8,7 @@ from statistics import median
 from sqlmodel import func, select
 
 from pwd_agent.errors import PwdAgentError
+from pwd_agent.exposures import round_ledger, total
 from pwd_agent.runs import RunContext
 from pwd_agent.store import (
     Chain, Concept, ConceptStatement, Diagnosis, ItemResult, Patch, Probe, ProbeResult, RoundSample, Sample, Statement,
@@ -44,18 +45,72 @@ def render_blame(ctx: RunContext, item_id: int) -> str:
         for d in diagnoses:
             lines += ["", f"round {d.round_id} diagnosis: {d.kind} (judge: {d.judge_kind or '-'}); "
                           f"{d.evidence.get('rule', '')}"]
-            for sid in d.statement_ids:
-                st = s.get(Statement, sid)
-                lines.append(f"  statement {sid}: {_short(f'{st.subject} {st.predicate} {st.object}')}")
-            for cid in d.concept_ids:
-                lines.append(f"  concept {cid}: {s.get(Concept, cid).term}")
-            for patch in s.exec(select(Patch).where(Patch.diagnosis_id == d.id)).all():
+            patches = s.exec(select(Patch).where(Patch.diagnosis_id == d.id)).all()
+            target = patches[0].target_round if patches else None
+            nodes = trace_nodes(s, d, target, ctx.config.train.epochs)
+            for node in nodes:
+                lines.append(f"  {node['label']}: exposures {node['exposures'][0]:g} -> {_dash(node['exposures'][1])}, "
+                             f"probe {_verdict(node['probe'][0])} -> {_verdict(node['probe'][1])}")
+            for patch in patches:
                 samples = s.exec(select(Sample).where(Sample.patch_id == patch.id)).all()
                 after = results.get(patch.target_round)
                 verdict = ("not evaluated yet" if after is None else "fixed" if after.passed else "still failing")
                 lines.append(f"  patch {patch.id}: {len(samples)} samples for round {patch.target_round} -> {verdict}")
                 lines += [f"    [{x.kind}] {_short(x.prompt, 80)}" for x in samples]
+                lines.append(f"  repair trace: {broken_link(len(samples), nodes, after)}")
     return "\n".join(lines)
+
+
+def _dash(x) -> str:
+    return "-" if x is None else f"{x:g}"
+
+
+def _verdict(passed: bool | None) -> str:
+    return "not scored" if passed is None else "pass" if passed else "fail"
+
+
+def trace_nodes(session, diagnosis: Diagnosis, target: int | None, epochs: float) -> list[dict]:
+    """Each located node of a diagnosis: its exposures in the diagnosed round's weights and in the
+    repair round's (None before that round has a training set), and its probe before and after."""
+    def probe(round_id, target_kind, node_id):
+        if round_id is None:
+            return None
+        pid = session.exec(select(Probe.id).where(Probe.target == target_kind, Probe.node_id == node_id)).first()
+        row = session.get(ProbeResult, (round_id, pid)) if pid is not None else None
+        return None if row is None else row.passed
+
+    before = round_ledger(session, diagnosis.round_id, epochs)
+    trained = target is not None and session.exec(select(RoundSample).where(RoundSample.round_id == target)).first()
+    after = round_ledger(session, target, epochs) if trained else None
+    out = []
+    for kind, ids in (("statement", diagnosis.statement_ids), ("concept", diagnosis.concept_ids)):
+        for i in ids:
+            if kind == "statement":
+                st = session.get(Statement, i)
+                label = f"statement {i} ({_short(f'{st.subject} {st.predicate} {st.object}', 60)})"
+            else:
+                label = f"concept {i} ({session.get(Concept, i).term})"
+            out.append({"label": label, "exposures": [total(before, (kind, i)),
+                                                      None if after is None else total(after, (kind, i))],
+                        "probe": [probe(diagnosis.round_id, kind, i), probe(target, kind, i)]})
+    return out
+
+
+def broken_link(n_samples: int, nodes: list[dict], after) -> str:
+    """The first link of diagnosis -> nodes -> samples -> exposures -> probe -> item that did not hold."""
+    if after is None:
+        return "the repair round is not evaluated yet"
+    if after.passed:
+        return "repaired: the item passes after the patch"
+    if not nodes:
+        return "nothing was located"
+    if n_samples == 0:
+        return "no sample: an earlier diagnosis took these nodes, or the leakage gate dropped every sample"
+    if any(n["probe"][1] is False for n in nodes):
+        return "the dose did not teach: a located node still fails its probe"
+    if any(n["probe"][1] is None for n in nodes):
+        return "the item still fails; the located nodes' probes were not scored after the repair"
+    return "the located nodes pass their probes, the item still fails: the composition, or a node not located"
 
 
 def render_coverage(ctx: RunContext) -> str:
@@ -67,7 +122,6 @@ def render_coverage(ctx: RunContext) -> str:
         chain_of_statement = {st.id: st.chain_id for st in statements}
         links = s.exec(select(ConceptStatement)).all()
         samples = s.exec(select(Sample)).all()
-        taught_st = Counter(sid for x in samples for sid in x.statement_ids)
         taught_c = Counter(cid for x in samples for cid in x.concept_ids)
         probes = s.exec(select(Probe)).all()
         probe_pass = {} if last is None else dict(s.exec(select(ProbeResult.probe_id, ProbeResult.passed)
@@ -94,6 +148,9 @@ def render_coverage(ctx: RunContext) -> str:
         trained_round, exposures = exposures_per_statement(s, samples, ctx.config.train.epochs)
         for st in statements:
             per_chain[st.chain_id]["exposures"].append(exposures[st.id])
+        probe_of = {(p.target, p.node_id): p.id for p in probes}
+        not_learned = [st.id for st in statements if exposures[st.id] > 0
+                       and probe_pass.get(probe_of.get(("statement", st.id))) is False]
 
     def rate(ids, passed) -> str:
         scored = [passed[i] for i in ids if i in passed]
@@ -110,11 +167,12 @@ def render_coverage(ctx: RunContext) -> str:
                      f"{len(row['probes']):>6} {row['samples']:>7} {low:>9}  "
                      f"{rate([i.id for i in row['items']], item_pass):>10} "
                      f"{rate([p.id for p in row['probes']], probe_pass):>11}  {_short(c.process_name, 40)}")
-    untaught_st = [st.id for st in statements if not taught_st[st.id]]
+    untaught_st = [st.id for st in statements if not exposures[st.id]]
     untaught_c = sorted(cid for cid in {link.concept_id for link in links} if not taught_c[cid])
     untested = [st.id for st in statements if st.id not in tested_st]
     lines += ["",
-              f"untaught statements (no training sample): {untaught_st or 'none'}",
+              f"untaught statements (no exposure in the last training set's lineage): {untaught_st or 'none'}",
+              f"taught but not learned (exposed, probe failing in round {last}): {not_learned or 'none'}",
               f"untaught concepts (no sample names them): {[concepts[c] for c in untaught_c] or 'none'}",
               f"statements no test item option covers (probes only): {len(untested)} of {len(statements)}"]
     if statements:
@@ -127,12 +185,13 @@ def render_coverage(ctx: RunContext) -> str:
 
 
 def exposures_per_statement(session, samples: list[Sample], epochs: float) -> tuple[int | None, Counter]:
-    """(the last round with a training set or None, statement id -> samples that teach it in that
-    set x epochs); before any set is composed, the V1 data stands in (round 1's set is V1)."""
+    """(the last round with a training set or None, statement id -> its exposures in that round's
+    weights: the exposure ledger, lineage included); before any set is composed, the V1 data
+    stands in (round 1's set is V1), at train.epochs."""
     last = session.exec(select(func.max(RoundSample.round_id))).one()
     if last is None:
-        members = {x.id for x in samples if x.origin == "v1"}
-    else:
-        members = set(session.exec(select(RoundSample.sample_id).where(RoundSample.round_id == last)).all())
-    return last, Counter({sid: n * epochs for sid, n in
-                          Counter(sid for x in samples if x.id in members for sid in x.statement_ids).items()})
+        v1 = [x for x in samples if x.origin == "v1" and x.kind != "concept"]
+        cited = Counter(sid for x in v1 for sid in x.statement_ids)
+        return None, Counter({sid: n * epochs for sid, n in cited.items()})
+    ledger = round_ledger(session, last, epochs)
+    return last, Counter({i: total(ledger, (t, i)) for t, i in ledger if t == "statement"})

@@ -23,7 +23,7 @@ from pwd_agent.baselines import split_baselines
 from pwd_agent.store import Chain, ConfigChange, Diagnosis, ItemResult, LeakedSample, TestItem, session_scope
 from pwd_agent.store.queries import count_rows, ledger_by_agent, rounds
 
-KINDS = ("concept_gap", "chain_break", "item_suspect")
+KINDS = ("untaught", "concept_gap", "chain_break", "item_suspect")
 
 
 def write_report(ctx: RunContext) -> list[Path]:

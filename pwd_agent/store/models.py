@@ -175,6 +175,8 @@ class Round(SQLModel, table=True):
     n_replay: int = 0
     train_loss: float | None = None
     adapter_path: str | None = None
+    epochs: float | None = None  # train.epochs of the round's training (the exposure ledger counts with it)
+    parent_round: int | None = None  # the round whose adapter this one continued from (train.repair_from=previous)
     config_hash: str = ""
     prompt_version: str = ""  # the evaluation prompt
     prompt_versions: dict = json_field({})  # every agent prompt used so far: name -> version
@@ -224,7 +226,7 @@ class Diagnosis(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     round_id: int = Field(foreign_key="round.id", index=True)
     item_id: int = Field(foreign_key="testitem.id", index=True)
-    kind: str  # concept_gap | chain_break | item_suspect (flagged for review, not patched)
+    kind: str  # untaught | concept_gap | chain_break | item_suspect (flagged for review, not patched)
     statement_ids: list = json_field([])
     concept_ids: list = json_field([])
     evidence: dict = json_field({})

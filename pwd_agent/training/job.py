@@ -26,6 +26,10 @@ class TrainJob(BaseModel):
     data_path: str  # JSONL of {"prompt", "answer"}
     output_dir: str  # the round's weights are saved here: a PEFT adapter, or the whole model (method full)
     config_hash: str = ""
+    # The weights training continues from instead of a fresh start (a repair round trained on top of the previous
+    # round): a PEFT adapter folder (method lora), or a full-model folder (method full). Set by the caller, not a
+    # config key copied by name; None trains a fresh LoRA on model_path (or every weight of model_path).
+    init_adapter: str | None = None
     # student.*
     lora_r: int = _default(StudentConfig, "lora_r")
     lora_alpha: int = _default(StudentConfig, "lora_alpha")
@@ -49,8 +53,10 @@ class TrainJob(BaseModel):
     patience: int = _default(TrainConfig, "patience")
 
     @classmethod
-    def from_config(cls, cfg, model_path: str, data: str, adapter: str, seed: int | None = None) -> "TrainJob":
-        """The job for `data` under a RunConfig (benches pass another training seed)."""
+    def from_config(cls, cfg, model_path: str, data: str, adapter: str, seed: int | None = None, *,
+                    init_adapter: str | None = None) -> "TrainJob":
+        """The job for `data` under a RunConfig (benches pass another training seed; a repair round that
+        continues the previous round passes that round's weights folder as `init_adapter`)."""
         copied = {k: getattr(cfg.student, k) for k in STUDENT_KEYS} | {k: getattr(cfg.train, k) for k in TRAIN_KEYS}
         return cls(model_path=model_path, data_path=data, output_dir=adapter, config_hash=cfg.config_hash(),
-                   **copied | ({"seed": seed} if seed is not None else {}))
+                   init_adapter=init_adapter, **copied | ({"seed": seed} if seed is not None else {}))

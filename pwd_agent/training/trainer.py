@@ -1,5 +1,6 @@
 """Fine-tuning (LoRA, or every weight with train.method=full) with the loss on the answer tokens only,
-always from the base model.
+from the base model, or with the job's `init_adapter` from an earlier round's weights (its LoRA adapter on the
+base, trained further; or its saved full model).
 
 One process by default. Under `torchrun` or `accelerate launch` (WORLD_SIZE > 1) each process
 takes its share of every optimizer step's micro-batches and the LoRA gradients are summed across
@@ -147,6 +148,83 @@ def lora_config(job: TrainJob, model):
                       target_modules=job.target_modules, task_type="CAUSAL_LM", **tying)
 
 
+def start_model(job: TrainJob, dtype, device: str = "cpu"):
+    """The trainable model a job starts from. Without `init_adapter`: model_path's weights, with a fresh LoRA (method
+    lora). With it, an earlier round's weights trained further: method lora loads that PEFT adapter on model_path's
+    weights, trainable (its LoRA config must match the job's, see saved_lora_config), so the adapter saved at the
+    end is again base + one adapter; method full loads the whole model saved in that folder."""
+    from peft import PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    source = full_model_folder(job) if job.init_adapter and job.method == "full" else job.model_path
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device)
+    if job.method != "lora":
+        return model
+    if not job.init_adapter:
+        return get_peft_model(model, lora_config(job, model))
+    config = saved_lora_config(job, model)
+    # A tied embedding adapter (ensure_weight_tying in the saved config) is tied again on load: lm_head's LoRA
+    # shares the embedding LoRA's tensors, as in the round that trained it.
+    return PeftModel.from_pretrained(model, job.init_adapter, config=config, is_trainable=True, torch_device=device)
+
+
+def saved_lora_config(job: TrainJob, model):
+    """job.init_adapter's LoRA config, checked against the job's: r, lora_alpha and target modules must match (the
+    continued adapter is the same kind of adapter, trained further); its dropout becomes the job's (it acts in
+    training only). A SystemExit names both when they differ."""
+    from peft import LoraConfig
+
+    path = Path(job.init_adapter)
+    if not (path / "adapter_config.json").is_file():
+        what = "a full model (train.method full)" if (path / "config.json").is_file() else "no PEFT adapter"
+        raise SystemExit(f"init_adapter {path}: {what}, no adapter_config.json there; "
+                         f"train.method lora continues from a LoRA adapter folder")
+    saved = json.loads((path / "adapter_config.json").read_text())
+    if saved.get("peft_type") != "LORA":
+        raise SystemExit(f"init_adapter {path}: a {saved.get('peft_type')} adapter, not LoRA")
+    lora_config(job, model)  # the job's own checks (a tied embedding target needs a peft that ties)
+    have = (saved.get("r"), saved.get("lora_alpha"), _module_names(saved.get("target_modules")))
+    want = (job.lora_r, job.lora_alpha, _module_names(job.target_modules))
+    if have != want:
+        def show(r, alpha, targets):
+            return f"r={r}, lora_alpha={alpha}, target_modules={targets}"
+
+        raise SystemExit(f"init_adapter {path} was trained with {show(*have)} but this job has {show(*want)}: "
+                         f"set student.lora_r / lora_alpha / target_modules to the adapter's, or train from a "
+                         f"fresh LoRA (no init_adapter)")
+    config = LoraConfig.from_pretrained(str(path))
+    config.lora_dropout = job.lora_dropout
+    return config
+
+
+def _module_names(targets) -> list[str] | str | None:
+    """Target modules compared by layer name: peft adds a tied embedding's full name ("model.embed_tokens") beside
+    the short one it was given when it ties the adapter, which names no other layer. A regex stays as it is."""
+    if targets is None or isinstance(targets, str):
+        return targets
+    return sorted({t.rsplit(".", 1)[-1] for t in targets})
+
+
+def full_model_folder(job: TrainJob) -> str:
+    """job.init_adapter as a saved full model (train.method full) whose shape is model_path's."""
+    from transformers import AutoConfig
+
+    from pwd_agent.student import is_full_model
+
+    if not is_full_model(job.init_adapter):
+        what = "a LoRA adapter" if (Path(job.init_adapter) / "adapter_config.json").is_file() else "no model"
+        raise SystemExit(f"init_adapter {job.init_adapter}: {what}, not a full model folder (config.json and "
+                         f"weights); train.method full continues from a folder a full-training round saved")
+    keys = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers")
+    have, want = (AutoConfig.from_pretrained(p) for p in (job.init_adapter, job.model_path))
+    differ = {k: (getattr(have, k, None), getattr(want, k, None)) for k in keys
+              if getattr(have, k, None) != getattr(want, k, None)}
+    if differ:
+        raise SystemExit(f"init_adapter {job.init_adapter} is not a model of model_path {job.model_path}'s shape: "
+                         + ", ".join(f"{k} {a} against {b}" for k, (a, b) in differ.items()))
+    return job.init_adapter
+
+
 def planned_steps(n_examples: int, job: TrainJob, world: int) -> int:
     """Optimizer steps: batches of `batch_size`, `grad_accum` of them per process and step."""
     steps_per_epoch = math.ceil(math.ceil(n_examples / job.batch_size) / (job.grad_accum * world))
@@ -173,7 +251,8 @@ def save_adapter(job: TrainJob, model, tokenizer, losses: list[float], steps: in
         "tokens": tokens, "seconds": round(time.time() - start, 2),
         "data_hash": hashlib.sha256(data).hexdigest()[:16], "config_hash": job.config_hash,
         "processes": world, "engine": engine, "method": job.method,
-        "base_model": job.model_path,  # the weights this run started from: a fresh LoRA on them, no earlier adapter
+        "base_model": job.model_path,  # the base the adapter applies to (full: the tokenizer's source)
+        "init_adapter": job.init_adapter,  # the earlier round's weights this run continued, or None (a fresh start)
         **(extra or {}),
     }
     (out / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -199,8 +278,7 @@ def train(job: TrainJob) -> dict:
 
 def _train(job: TrainJob, rank: int, local_rank: int, world: int) -> dict:
     import torch
-    from peft import get_peft_model
-    from transformers import AutoModelForCausalLM, get_linear_schedule_with_warmup
+    from transformers import get_linear_schedule_with_warmup
 
     from pwd_agent.student import load_tokenizer
 
@@ -228,12 +306,12 @@ def _train(job: TrainJob, rank: int, local_rank: int, world: int) -> dict:
     # On CPUs with bf16 units, autocast runs the matmuls in bf16 (about 1.3x here); weights stay fp32.
     autocast = amp is not None or (device == "cpu" and job.cpu_bf16 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     amp = amp or torch.bfloat16
-    model = AutoModelForCausalLM.from_pretrained(job.model_path, dtype=dtype).to(device)
-    if job.method == "lora":
-        model = get_peft_model(model, lora_config(job, model))
+    model = start_model(job, dtype, device)
     params = [p for p in model.parameters() if p.requires_grad]  # full: every weight (tied ones once)
     if world > 1:
-        for p in params:  # every process starts from rank 0's LoRA init
+        # Every process starts from rank 0's weights: its fresh LoRA init (an init_adapter is read from disk
+        # by each process alike, so there the broadcast changes nothing).
+        for p in params:
             torch.distributed.broadcast(p.data, src=0)
     optimizer = torch.optim.AdamW(params, lr=job.learning_rate, weight_decay=0.0)
 
@@ -244,7 +322,7 @@ def _train(job: TrainJob, rank: int, local_rank: int, world: int) -> dict:
     stopper = EarlyStop(job.patience) if heldout else None
     epoch_steps = planned_steps(len(examples), job.model_copy(update={"epochs": 1}), world)
     say(f"train: {len(examples)} examples{f' ({len(heldout)} held out)' if heldout else ''}, "
-        f"{total_steps} steps, device {device}"
+        f"{total_steps} steps, {f'from {job.init_adapter}' if job.init_adapter else 'fresh'}, device {device}"
         f"{f' x {world} processes' if world > 1 else ''}, "
         f"{'bf16 autocast, ' if autocast else ''}trainable params {sum(p.numel() for p in params):,}")
 

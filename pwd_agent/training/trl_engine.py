@@ -3,7 +3,9 @@
 The data is TRL's standard prompt-completion format with our chat layout already applied, so the
 loss covers the completion (answer + end-of-answer token) only, as in our own loop. Hugging Face's
 Trainer runs the optimisation, so `torchrun` / `accelerate launch` give it DDP without code of ours.
-The adapter, `train_metrics.json` and the "step k/n ..." log lines are the same as the own loop's.
+The adapter, `train_metrics.json` and the "step k/n ..." log lines are the same as the own loop's, and so is a
+job's `init_adapter` (the same trainer.start_model and checks): the PeftModel goes to SFTTrainer as the model,
+with no peft_config.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ def train_trl(job: TrainJob) -> dict:
 
     from pwd_agent.student import chat_prompt, end_of_answer, load_tokenizer, torch_dtype
     from pwd_agent.training.trainer import (
-        distributed, log, lora_config, planned_steps, read_rows, save_adapter, step_line, weights_dtype,
+        distributed, log, lora_config, planned_steps, read_rows, save_adapter, start_model, step_line, weights_dtype,
     )
 
     rank, _, world = distributed()
@@ -37,7 +39,10 @@ def train_trl(job: TrainJob) -> dict:
     on_gpu = torch.cuda.is_available()
     dtype = torch_dtype(job.dtype)
     weights, _ = weights_dtype(job, "cuda" if on_gpu else "cpu")  # full training: fp32 weights, bf16 mixed precision
-    model = AutoModelForCausalLM.from_pretrained(job.model_path, dtype=weights)
+    if job.init_adapter:  # the earlier round's adapter (trainable) on the base, or its full model
+        model = start_model(job, weights)
+    else:  # a fresh LoRA is made by SFTTrainer from peft_config
+        model = AutoModelForCausalLM.from_pretrained(job.model_path, dtype=weights)
     total_steps = planned_steps(len(rows), job, world)
     args = SFTConfig(
         output_dir=str(Path(job.output_dir).parent / ".trl"), num_train_epochs=job.epochs,
@@ -48,7 +53,7 @@ def train_trl(job: TrainJob) -> dict:
         bf16=on_gpu and dtype == torch.bfloat16, use_cpu=not on_gpu,
         ddp_backend="gloo" if world > 1 and not on_gpu else None, logging_steps=1,
         save_strategy="no", report_to="none", disable_tqdm=True, dataloader_drop_last=False)
-    lora = lora_config(job, model) if job.method == "lora" else None
+    lora = lora_config(job, model) if job.method == "lora" and not job.init_adapter else None
     losses: list[float] = []
     start = time.time()
 
@@ -69,7 +74,8 @@ def train_trl(job: TrainJob) -> dict:
     trainer.remove_callback(PrinterCallback)  # its raw dicts would drown our step lines
     if rank == 0:
         log(f"train: {len(rows)} examples, {trainer.args.max_steps if trainer.args.max_steps > 0 else total_steps} "
-            f"steps, engine trl (SFTTrainer), device {'cuda' if on_gpu else 'cpu'}"
+            f"steps, {f'from {job.init_adapter}' if job.init_adapter else 'fresh'}, engine trl (SFTTrainer), "
+            f"device {'cuda' if on_gpu else 'cpu'}"
             f"{f' x {world} processes' if world > 1 else ''}")
     trainer.train()
     if not trainer.is_world_process_zero():

@@ -1,0 +1,422 @@
+"""Does the Debugger's targeting pay where V1 leaves facts untaught? Five arms at equal budget, paired tests.
+
+    python bench/repair_arms.py -c examples/budget.yaml [--corpus DIR] [--seeds 0 1 2]
+        [--arms targeted random-node oracle wrong-target none] [--multiples 2 4] [--run-id ID] [--set k=v ...]
+
+The regime of the paper: a V1 on a budget (builder.v1_budget), so some statements are never taught.
+A setup run (ingest -> extract -> tests -> V1 -> evaluate, one round) gives the KB, the benchmark,
+the probes and V1's training set; then, for each training seed:
+  V1            V1 retrained with this seed (the run's own round 1 for the run's seed), scored on every
+                item and every statement probe; its failed dev items are localised by the Debugger's
+                own code (nodes.diagnose.localise: the item's key and chosen option, the probes, the
+                exposure ledger).
+  targeted      the located statements of the failed dev items
+  random-node   as many statements drawn uniformly from the whole KB
+  oracle        as many of exactly the untaught statements the failed dev items rest on (filled
+                with other untaught statements when there are fewer): the ceiling of targeting
+  wrong-target  as many statements whose probes V1 already passes
+  none          V1 unchanged: no extra data
+  random-node-xK  K times as many draws (with repeats: a statement drawn twice gets two doses)
+Every arm's nodes go through the same patch writer (recipes.dose_samples: builder.patch_exposures
+exposures per node at train.epochs, wordings V1 did not use, both directions) and the leakage gate,
+so the arms differ only in which nodes are taught. Each arm trains as a repair round does under
+train.repair_from: from V1's adapter on the patches plus a replay share of V1 (patch_fraction), or
+from the base on all of V1 plus the patches. Samples and loss tokens are printed per arm.
+
+Reported per arm, averaged over seeds: dev and holdout accuracy, holdout accuracy on the items whose
+key rests on an untaught vs a taught statement, probe pass rate on untaught statements. Paired,
+one-sided: targeted against each arm and each arm against none, as an exact McNemar test over
+(item, seed) pairs and a sign test on the items' seed-averaged outcomes; V1-vs-V1 churn across seeds
+(the noise floor); the smallest difference the design can detect; localisation precision and recall
+against the statements V1 left untaught; a repair trace per failed dev item (trace.jsonl). If the
+oracle does not beat random-node, the verdict is "inconclusive": the dose or the writer cannot
+teach here, so no claim about targeting can be made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from types import SimpleNamespace
+
+from sqlmodel import select
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from common import train_once  # noqa: E402 (bench/common.py, beside this script)
+from pwd_agent.runs import open_run  # noqa: E402
+from pwd_agent.store import Probe, Round, RoundSample, Sample, TestItem, session_scope  # noqa: E402
+
+ARMS = ("targeted", "random-node", "oracle", "wrong-target", "none")
+ALPHA = 0.05
+
+
+def prepare(config: str, run_id: str, corpus: str | None, sets: list[str]) -> None:
+    """The config's run through round 1 (V1 trained and scored); exit 0 (goal met) or 3 (short of it)."""
+    cmd = [str(Path(sys.executable).with_name("pwd-agent")), "run", "-c", config, "--run-id", run_id, "-q",
+           *(["--corpus", corpus] if corpus else []), *[arg for s in sets for arg in ("--set", s)],
+           "--set", "loop.max_rounds=1", "--set", "loop.goal=1.0", "--set", "eval.general=none"]
+    code = subprocess.run(cmd).returncode
+    if code not in (0, 3):
+        sys.exit(f"the setup run {run_id} ended with exit {code}; see `pwd-agent logs {run_id}`")
+
+
+def load_setup(ctx) -> SimpleNamespace:
+    """The KB, items, statement probes, V1's training set and what V1 taught, from the setup run's store."""
+    from pwd_agent.exposures import round_ledger, total
+    from pwd_agent.store.queries import kb_chain, kb_concepts, kb_statements
+    from pwd_agent.store import Chain
+
+    with session_scope(ctx.db_url) as s:
+        if s.get(Round, 1) is None or s.get(Round, 1).adapter_path is None:
+            sys.exit(f"run {ctx.run_id} has no trained round 1: run it through V1 first (the bench does without "
+                     "--run-id)")
+        chains = {c.id: kb_chain(c) for c in s.exec(select(Chain).order_by(Chain.id)).all()}
+        statements = {st.id: st for cid in chains for st in kb_statements(s, cid)}
+        concepts = {cid: kb_concepts(s, [st.id for st in statements.values() if st.chain_id == cid]) for cid in chains}
+        items = list(s.exec(select(TestItem).order_by(TestItem.id)).all())
+        probes = list(s.exec(select(Probe).where(Probe.target == "statement").order_by(Probe.id)).all())
+        v1 = list(s.exec(select(Sample).join(RoundSample, RoundSample.sample_id == Sample.id)
+                         .where(RoundSample.round_id == 1).order_by(Sample.id)).all())
+        ledger = round_ledger(s, 1, ctx.config.train.epochs)
+        round1 = s.get(Round, 1).adapter_path
+    taught = {sid for sid in statements if total(ledger, ("statement", sid)) > 0}
+    return SimpleNamespace(chains=chains, statements=statements, concepts=concepts, items=items, probes=probes,
+                           v1=v1, ledger=ledger, taught=taught, round1=round1)
+
+
+def rows_of(samples) -> str:
+    return "".join(json.dumps({"id": getattr(x, "id", None), "prompt": x.prompt, "answer": x.answer,
+                               "statements": x.statement_ids}) + "\n" for x in samples)
+
+
+def train_and_score(ctx, setup, samples, seed: int, folder: Path, init: str | None) -> SimpleNamespace:
+    """Train on `samples` (from `init`'s adapter, else the base) and score every item and statement probe.
+    Resumable: kept weights of the same job and data are not retrained, kept scores not rescored."""
+    folder.mkdir(parents=True, exist_ok=True)
+    scores = folder / "scores.json"
+    if not scores.is_file():
+        (folder / "train.jsonl").write_text(rows_of(samples))
+        train_once(ctx.config, folder / "train.jsonl", folder, seed, init_adapter=init)
+        scores.write_text(json.dumps(score(ctx, setup, str(folder / "adapter"))))
+    metrics = json.loads((folder / "adapter" / "train_metrics.json").read_text())
+    return SimpleNamespace(**json.loads(scores.read_text()), tokens=metrics["tokens"], samples=len(samples))
+
+
+def score(ctx, setup, adapter: str) -> dict:
+    """{"items": {id: [passed, mass, predicted]}, "probes": {statement id: passed}} under the run's scorer."""
+    from pwd_agent.evaluation.loader import loaded_evaluator, score_test_items
+
+    with loaded_evaluator(ctx, adapter) as evaluator:
+        preds = score_test_items(evaluator, ctx.config, setup.items)
+        probe_preds = evaluator.score_items([(p.question, p.options, p.answer) for p in setup.probes], multi=False)
+    return {"items": {str(i.id): [p.passed, p.mass, p.predicted] for i, p in zip(setup.items, preds)},
+            "probes": {str(p.node_id): q.passed for p, q in zip(setup.probes, probe_preds)}}
+
+
+def v1_for_seed(ctx, setup, seed: int, out: Path) -> SimpleNamespace:
+    """V1 under training seed `seed`: the run's own round 1 for the run's seed, else retrained."""
+    if seed == ctx.config.train.seed:
+        folder = out / f"v1-{seed}"
+        folder.mkdir(parents=True, exist_ok=True)
+        scores = folder / "scores.json"
+        if not scores.is_file():
+            scores.write_text(json.dumps(score(ctx, setup, setup.round1)))
+        metrics = json.loads((Path(setup.round1) / "train_metrics.json").read_text())
+        return SimpleNamespace(**json.loads(scores.read_text()), tokens=metrics["tokens"], samples=len(setup.v1),
+                               adapter=setup.round1)
+    got = train_and_score(ctx, setup, setup.v1, seed, out / f"v1-{seed}", None)
+    got.adapter = str(out / f"v1-{seed}" / "adapter")
+    return got
+
+
+def localise_failures(ctx, setup, v1) -> list:
+    """The Debugger's diagnoses of V1's failed dev items (nodes.diagnose.localise, its ledger and probes)."""
+    from pwd_agent.nodes.diagnose import localise
+
+    judge = SimpleNamespace(kind="-", evidence={}, confidence=0.5)
+    probes_of = defaultdict(list)
+    for p in setup.probes:
+        probes_of[setup.statements[p.node_id].chain_id].append(p)
+    passed = {p.id: v1.probes.get(str(p.node_id), False) for p in setup.probes}
+    out = []
+    with session_scope(ctx.db_url) as s:
+        for item in setup.items:
+            ok, _, predicted = v1.items[str(item.id)]
+            if item.split != "dev" or ok:
+                continue
+            result = SimpleNamespace(predicted=predicted)
+            d = localise(s, 1, item, result, probes_of[item.chain_id], passed, judge, setup.ledger)
+            out.append(SimpleNamespace(item_id=item.id, kind=d.kind, statement_ids=list(d.statement_ids),
+                                       nodes=d.evidence["nodes"]))
+    return out
+
+
+def key_statements(item) -> list[int]:
+    return [st for st, kind in zip(item.option_statements, item.option_kinds) if kind == "key" and st is not None]
+
+
+def arm_nodes(setup, v1, diagnoses, seed: int, multiples: list[int]) -> dict[str, list[int]]:
+    """Each arm's statement draws (a statement may repeat in random-node-xK), the same count B for all."""
+    rng = random.Random(f"arms:{seed}")
+    targeted = list(dict.fromkeys(sid for d in diagnoses if d.kind != "item_suspect" for sid in d.statement_ids))
+    budget = len(targeted)
+    every = sorted(setup.statements)
+    untaught = [sid for sid in every if sid not in setup.taught]
+    failed = {d.item_id for d in diagnoses}
+    needed = list(dict.fromkeys(sid for i in setup.items if i.id in failed for sid in key_statements(i)
+                                if sid not in setup.taught))
+    oracle = rng.sample(needed, min(budget, len(needed)))
+    rest = [sid for sid in untaught if sid not in oracle]
+    oracle += rng.sample(rest, min(budget - len(oracle), len(rest)))
+    passing = [sid for sid in every if v1.probes.get(str(sid))]
+    out = {"targeted": targeted, "random-node": rng.sample(every, min(budget, len(every))), "oracle": oracle,
+           "wrong-target": rng.sample(passing, min(budget, len(passing))), "none": []}
+    for k in multiples:
+        out[f"random-node-x{k}"] = [rng.choice(every) for _ in range(k * budget)]
+    return out
+
+
+def write_patch(ctx, setup, nodes: list[int]) -> tuple[list, int]:
+    """The same writer for every arm: builder.patch_exposures per draw of a node (repeats add doses), new
+    wordings both ways, then the leakage gate. (samples, dropped by the gate)."""
+    from pwd_agent.leakage import gate_samples, load_gate
+    from pwd_agent.recipes import dose_samples
+
+    b = ctx.config.builder
+    per_node = math.ceil((b.patch_exposures or 6 * ctx.config.train.epochs) / ctx.config.train.epochs)
+    with session_scope(ctx.db_url) as s:
+        gate = load_gate(s, b.leakage_ngram, b.leakage_threshold)
+    samples, dropped = [], 0
+    for sid, draws in Counter(nodes).items():
+        st = setup.statements[sid]
+        used = b.paraphrases if sid in setup.taught else 0
+        drafts = dose_samples(setup.chains[st.chain_id], st, per_node * draws, used)
+        kept, leaked = gate_samples(gate, drafts, "patch", st.chain_id)
+        samples += kept
+        dropped += len(leaked)
+    return samples, dropped
+
+
+def replay(ctx, setup, n_patch: int, seed: int) -> list:
+    """The V1 samples trained beside the patches: a patch_fraction share of V1 when continuing from V1's
+    adapter (the same draw for every arm of a seed), all of V1 when training from the base."""
+    if ctx.config.train.repair_from == "base":
+        return list(setup.v1)
+    pf = ctx.config.builder.patch_fraction
+    wanted = min(len(setup.v1), round(n_patch * (1 - pf) / pf))
+    return random.Random(f"replay:{seed}").sample(setup.v1, wanted)
+
+
+def acc(setup, got, split: str, where=None) -> float | None:
+    mine = [got.items[str(i.id)][0] for i in setup.items if i.split == split and (where is None or where(i))]
+    return round(statistics.mean(mine), 4) if mine else None
+
+
+def untaught_key(setup):
+    return lambda i: any(sid not in setup.taught for sid in key_statements(i))
+
+
+def paired(setup, results, arm: str, other: str, seeds: list[int], split: str = "holdout") -> dict:
+    """One-sided: `arm` above `other`. McNemar over (item, seed) pairs; sign test on seed-averaged outcomes."""
+    from pwd_agent.stats import exact_mcnemar_p
+
+    idx = [str(i.id) for i in setup.items if i.split == split]
+    pairs = [(results[(arm, s)].items[k][0], results[(other, s)].items[k][0]) for s in seeds for k in idx]
+    wins, losses = sum(a and not b for a, b in pairs), sum(b and not a for a, b in pairs)
+    diff = [statistics.mean(results[(arm, s)].items[k][0] - results[(other, s)].items[k][0] for s in seeds)
+            for k in idx]
+    up, down = sum(d > 0 for d in diff), sum(d < 0 for d in diff)
+    return {"wins": wins, "losses": losses, "p": float(f"{exact_mcnemar_p(wins, losses):.3g}"),
+            "items_up": up, "items_down": down, "items_p": float(f"{exact_mcnemar_p(up, down):.3g}")}
+
+
+def churn(setup, results, seeds: list[int]) -> dict:
+    """V1 against V1 across training seeds on the holdout: the items that flip with the seed alone."""
+    idx = [str(i.id) for i in setup.items if i.split == "holdout"]
+    out = {}
+    for a in seeds:
+        for b in seeds:
+            if a < b:
+                flips = sum(results[("none", a)].items[k][0] != results[("none", b)].items[k][0] for k in idx)
+                out[f"{a}-{b}"] = {"flipped": flips, "of": len(idx)}
+    return out
+
+
+def detectable(n_pairs: int) -> dict:
+    """The fewest net wins (no losses) that reach p < ALPHA one-sided, and that as a share of the pairs."""
+    from pwd_agent.stats import exact_mcnemar_p
+
+    k = next(k for k in range(1, 64) if exact_mcnemar_p(k, 0) < ALPHA)
+    return {"net_wins": k, "pairs": n_pairs, "accuracy": round(k / max(n_pairs, 1), 3)}
+
+
+def trace(setup, diagnoses, v1, after, samples_per_node: Counter, per_node_exposure: float) -> list[dict]:
+    """Per failed dev item under the targeted arm: diagnosis -> nodes -> patch samples -> exposures ->
+    probe before/after -> item before/after, and the first broken link."""
+    rows = []
+    for d in diagnoses:
+        nodes = []
+        for sid in d.statement_ids:
+            before_exp = sum(setup.ledger.get(("statement", sid), {}).values())
+            nodes.append({"statement": sid, "samples": samples_per_node[sid],
+                          "exposures": [before_exp, before_exp + samples_per_node[sid] * per_node_exposure],
+                          "probe": [v1.probes.get(str(sid)), after.probes.get(str(sid))]})
+        fixed = after.items[str(d.item_id)][0]
+        if fixed:
+            link = "fixed"
+        elif not nodes:
+            link = "nothing located"
+        elif any(n["samples"] == 0 for n in nodes):
+            link = "a located node got no sample (leakage gate)"
+        elif any(not n["probe"][1] for n in nodes):
+            link = "dose did not teach: a located node still fails its probe"
+        else:
+            link = "probes pass, item still fails: composition (or a node not located)"
+        rows.append({"item": d.item_id, "diagnosis": d.kind, "nodes": nodes, "passed": [False, fixed], "link": link})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-c", "--config", default="examples/budget.yaml")
+    parser.add_argument("--corpus", default=None, help="Another corpus folder for the setup run (e.g. a generated "
+                        "world: bench/make_world.py).")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--multiples", type=int, nargs="*", default=[], help="random-node-xK arms.")
+    parser.add_argument("--set", dest="sets", action="append", default=[], help="Config override for the setup run.")
+    parser.add_argument("--run-id", default=None, help="A run already through round 1 (V1 trained and scored).")
+    args = parser.parse_args()
+    arms = ["none", "targeted", *[a for a in args.arms if a not in ("none", "targeted")]]
+    run_id = args.run_id or f"repair-arms-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.run_id is None:
+        prepare(args.config, run_id, args.corpus, args.sets)
+    ctx = open_run(run_id)
+    if ctx.config.builder.patch_exposures is None:
+        sys.exit("builder.patch_exposures is unset: the arms need a stated dose per node (e.g. --set "
+                 "builder.patch_exposures=54 on the setup run, or a config that sets it)")
+    setup = load_setup(ctx)
+    out = ctx.run_dir / "repair_arms"
+    epochs = ctx.config.train.epochs
+    results, rows, traces, local = {}, [], [], []
+    for seed in args.seeds:
+        v1 = v1_for_seed(ctx, setup, seed, out)
+        results[("none", seed)] = v1
+        diagnoses = localise_failures(ctx, setup, v1)
+        nodes = arm_nodes(setup, v1, diagnoses, seed, args.multiples)
+        located = set(nodes["targeted"])
+        needed = {sid for d in diagnoses for i in setup.items if i.id == d.item_id for sid in key_statements(i)
+                  if sid not in setup.taught}
+        local.append({"seed": seed, "failed_dev": len(diagnoses), "located": len(located),
+                      "kinds": dict(Counter(d.kind for d in diagnoses)),
+                      "precision_untaught": round(len(located - setup.taught) / max(len(located), 1), 3),
+                      "recall_needed": round(len(located & needed) / max(len(needed), 1), 3)})
+        print(f"# seed {seed}: {json.dumps(local[-1])}; nodes per arm "
+              f"{ {k: len(v) for k, v in nodes.items()} }", file=sys.stderr, flush=True)
+        for name in [a for a in arms if a != "none"] + [f"random-node-x{k}" for k in args.multiples]:
+            samples, dropped = write_patch(ctx, setup, nodes[name])
+            mix = samples + replay(ctx, setup, len(samples) or 1, seed)
+            init = v1.adapter if ctx.config.train.repair_from == "previous" else None
+            got = train_and_score(ctx, setup, mix, seed, out / f"{name}-{seed}", init)
+            results[(name, seed)] = got
+            if name == "targeted":
+                counts = Counter(sid for x in samples for sid in x.statement_ids)
+                traces += [dict(t, seed=seed) for t in trace(setup, diagnoses, v1, got, counts, epochs)]
+            rows.append({"arm": name, "seed": seed, "nodes": len(nodes[name]), "patch_samples": len(samples),
+                         "gate_dropped": dropped, "samples": len(mix), "loss_tokens": got.tokens})
+        for name in ["none", *[r["arm"] for r in rows if r["seed"] == seed]]:
+            got = results[(name, seed)]
+            row = next((r for r in rows if r["arm"] == name and r["seed"] == seed), None)
+            if row is None:
+                row = {"arm": name, "seed": seed, "nodes": 0, "patch_samples": 0, "gate_dropped": 0, "samples": 0,
+                       "loss_tokens": 0}
+                rows.append(row)
+            row |= scores_of(setup, got)
+            print(json.dumps(row), flush=True)
+    (out / "trace.jsonl").write_text("".join(json.dumps(t) + "\n" for t in traces))
+    print(json.dumps(summarise(setup, results, rows, local, traces, args.seeds, ctx, run_id)))
+
+
+def scores_of(setup, got) -> dict:
+    """One arm and seed: accuracies, split by what V1 taught, and the untaught statements' probe pass rate."""
+    untaught = [sid for sid in setup.statements if sid not in setup.taught]
+    probes = [got.probes[str(sid)] for sid in untaught if str(sid) in got.probes]
+    return {"dev_acc": acc(setup, got, "dev"), "holdout_acc": acc(setup, got, "holdout"),
+            "holdout_untaught_acc": acc(setup, got, "holdout", untaught_key(setup)),
+            "holdout_taught_acc": acc(setup, got, "holdout", lambda i: not untaught_key(setup)(i)),
+            "untaught_probe_pass": round(statistics.mean(probes), 4) if probes else None}
+
+
+def summarise(setup, results, rows, local, traces, seeds, ctx, run_id) -> dict:
+    from pwd_agent.baselines import split_baselines
+
+    with session_scope(ctx.db_url) as s:
+        floors = {k: (round(b.chance, 4), round(b.best_constant, 4))
+                  for k, b in split_baselines(s, ctx.config.tests.one_key).items() if b}
+    names = list(dict.fromkeys(r["arm"] for r in rows))
+    means = {}
+    for name in names:
+        mine = [r for r in rows if r["arm"] == name]
+        means[name] = {k: round(statistics.mean(r[k] for r in mine), 4) for k in mine[0]
+                       if k not in ("arm", "seed") and all(r[k] is not None for r in mine)}
+    tokens = means["targeted"]["loss_tokens"]
+    holdout = [i for i in setup.items if i.split == "holdout"]
+    summary = {
+        "run_id": run_id, "seeds": seeds, "repair_from": ctx.config.train.repair_from,
+        "v1_budget": ctx.config.builder.v1_budget, "patch_exposures": ctx.config.builder.patch_exposures,
+        "statements": len(setup.statements), "taught": len(setup.taught),
+        "items": {"dev": sum(i.split == "dev" for i in setup.items), "holdout": len(holdout),
+                  "holdout_untaught_key": sum(untaught_key(setup)(i) for i in holdout)},
+        "baselines (chance, best constant)": floors, "arms": means,
+        "loss_tokens_vs_targeted": {n: round(m["loss_tokens"] / tokens, 3) for n, m in means.items()
+                                    if n != "none" and tokens},
+        "targeted vs": {n: paired(setup, results, "targeted", n, seeds) for n in names if n != "targeted"},
+        "vs none": {n: paired(setup, results, n, "none", seeds) for n in names if n != "none"},
+        "oracle vs random-node": (paired(setup, results, "oracle", "random-node", seeds)
+                                  if "oracle" in names and "random-node" in names else None),
+        "V1 churn across seeds (holdout)": churn(setup, results, seeds),
+        "detectable": detectable(len(holdout) * len(seeds)),
+        "localisation": local,
+        "trace links (targeted)": dict(Counter(t["link"] for t in traces)),
+    }
+    summary["verdict"] = verdict(summary)
+    summary["sample_efficiency"] = efficiency(means)
+    return summary
+
+
+def verdict(summary: dict) -> str:
+    ovr = summary["oracle vs random-node"]
+    if ovr is None:
+        return "no oracle or random-node arm: no verdict"
+    if ovr["p"] >= ALPHA:
+        return (f"inconclusive: the oracle does not beat random-node (holdout {ovr['wins']}/{ovr['losses']}, "
+                f"p {ovr['p']}): this dose and writer do not teach untaught facts here")
+    t = summary["targeted vs"]["random-node"]
+    if t["p"] < ALPHA:
+        return f"targeted beats random-node (holdout {t['wins']}/{t['losses']}, p {t['p']})"
+    return f"the oracle teaches, but targeted does not beat random-node (holdout {t['wins']}/{t['losses']}, p {t['p']})"
+
+
+def efficiency(means: dict) -> str:
+    """The smallest random-node arm whose holdout accuracy reaches targeted's."""
+    goal, n = means["targeted"]["holdout_acc"], means["targeted"]["patch_samples"]
+    matched = sorted((m["patch_samples"], name) for name, m in means.items()
+                     if name.startswith("random-node") and m["holdout_acc"] >= goal)
+    if not matched:
+        return f"no random-node arm reached targeted's holdout accuracy {goal} ({n} patch samples)"
+    samples, name = matched[0]
+    return f"{name} ({samples} patch samples) matches targeted ({n} patch samples) on holdout accuracy"
+
+
+if __name__ == "__main__":
+    main()
