@@ -112,10 +112,29 @@ def text_passages(chain: KBChain, statements: list[KBStatement], n: int,
     out = []
     for run in taught_runs(statements, taught):
         # The run's steps: the first statement's subject, then each object, as a chain of its own.
-        part = chain.model_copy(update={"steps": [run[0].subject, *[st.object for st in run]],
-                                        "preconditions": chain.preconditions if run[0].position == 0 else []})
-        out += [passage(part, run, chain.id + run[0].position + k) for k in range(n)]
+        part = chain.model_copy(update={"steps": [run[0].subject, *[st.object for st in run]]})
+        if run[0].position == 0:
+            out += [passage(part, run, chain.id + k) for k in range(n)]
+        else:  # a run from the middle: no summary, no "first", no step numbers that claim the start
+            out += [middle_passage(part, run, chain.id + run[0].position + k) for k in range(n)]
     return out
+
+
+# Walks through a run of steps from the middle of a process: (opening, each step after the first).
+MIDDLE_PASSAGES = (
+    ("Part of {p}, in order: at one point {b}.", "In {p}, next {b}."),
+    ("A stretch of {p}, step by step. In {p}, {b}.", "Then, in {p}, {b}."),
+    ("Some steps of {p} in their order. In {p}, {b}.", "After that in {p}, {b}."),
+    ("Midway through {p}, {b}.", "Later in {p}, {b}."),
+)
+
+
+def middle_passage(part: KBChain, run: list[KBStatement], variant: int) -> SampleDraft:
+    """A plain-text walk through a run of consecutive steps that does not start the process."""
+    opening, later = MIDDLE_PASSAGES[variant % len(MIDDLE_PASSAGES)]
+    steps = [step_phrase(s) for s in part.steps]
+    lines = [_fill(opening, part, b=steps[0])] + [_fill(later, part, b=x) for x in steps[1:]]
+    return SampleDraft(kind="text", prompt="", answer=" ".join(lines), statement_ids=[st.id for st in run])
 
 
 def taught_runs(statements: list[KBStatement], taught: set[int]) -> list[list[KBStatement]]:
@@ -132,23 +151,25 @@ def taught_runs(statements: list[KBStatement], taught: set[int]) -> list[list[KB
 
 
 def dose_samples(chain: KBChain, statement: KBStatement, n: int, used: int = 0) -> list[SampleDraft]:
-    """`n` chat QA samples teaching one statement, in PATCH_WORDINGS (forward and reversed,
-    interleaved), starting past the `used` forward wordings V1 already gave it; the cycle repeats
-    only when `n` exceeds the wordings left."""
-    fresh = [w for k, w in enumerate(PATCH_WORDINGS) if not (k % 2 == 0 and k // 2 < used)]
-    worded = [fresh[j % len(fresh)] for j in range(n)]
+    """Up to `n` chat QA samples teaching one statement, in PATCH_WORDINGS (forward and reversed,
+    interleaved), leaving out the `used` forward wordings V1 gave it (paraphrase_samples: from its
+    position on). Never a repeat: at most the 12 wordings less V1's, so at train.epochs e a node's
+    dose is capped at (12 - used) x e exposures (patch logs when it is)."""
+    v1 = {(statement.position + j) % len(WORDINGS) for j in range(used)}
+    fresh = [w for k, w in enumerate(PATCH_WORDINGS) if not (k % 2 == 0 and k // 2 in v1)]
+    worded = fresh[:n]
     return [SampleDraft(kind="qa", prompt=_fill(q, chain, statement.subject, statement.object),
                         answer=_fill(a, chain, statement.subject, statement.object), statement_ids=[statement.id])
             for q, a in worded]
 
 
 def concept_dose(chain: KBChain, concept: KBConcept, n: int) -> list[SampleDraft]:
-    """`n` definition samples of one concept, cycling CONCEPT_WORDINGS."""
+    """Up to `n` definition samples of one concept, one per CONCEPT_WORDINGS (never a repeat)."""
     d = concept.definition.strip()
     return [SampleDraft(kind="concept", prompt=_fill(q, chain, t=concept.term, d=d, D=sentence_case(d)),
                         answer=_fill(a, chain, t=concept.term, d=d, D=sentence_case(d)),
                         statement_ids=concept.statement_ids, concept_ids=[concept.id])
-            for q, a in (CONCEPT_WORDINGS[j % len(CONCEPT_WORDINGS)] for j in range(n))]
+            for q, a in CONCEPT_WORDINGS[:n]]
 
 
 def chain_dose(chain: KBChain, statements: list[KBStatement], located: list[KBStatement], n: int) -> list[SampleDraft]:

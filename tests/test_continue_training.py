@@ -164,3 +164,15 @@ def test_trl_engine_continues_the_init_adapter(tiny_model, tmp_path):
     # The base model's loss is about 6.41 on any of these batches, the trained adapter's about 6.2 (a LoRA on
     # attention and MLP moves the tiny model's loss less than one on the embeddings).
     assert metrics["first_loss"] < first["first_loss"] - 0.1
+
+
+def test_the_training_seed_is_honoured(tiny_model, tmp_path, first_round):
+    """Benches train one arm per seed: the same seed gives the same adapter, another seed another one (its LoRA
+    init and its batch order), so seeds are real replicates, not one draw counted twice."""
+    import torch
+
+    _, data, _ = first_round
+    runs = {name: _tensors(tmp_path / name) for name, seed in (("a", 0), ("b", 0), ("c", 1))
+            if train(_job(tiny_model, data, tmp_path / name, seed=seed, epochs=1))}
+    assert all(torch.equal(runs["a"][k], runs["b"][k]) for k in runs["a"])
+    assert any(not torch.equal(runs["a"][k], runs["c"][k]) for k in runs["a"])

@@ -65,18 +65,15 @@ def test_two_rounds_store_every_step(tiny_model, small_corpus):
         failed_dev = {r.item_id for r in results if r.round_id == 1 and not r.passed and split[r.item_id] == "dev"}
         diagnoses = s.exec(select(Diagnosis).where(Diagnosis.round_id == 1)).all()
         assert {d.item_id for d in diagnoses} == failed_dev  # every failed dev item, never a holdout item
-        assert all(d.kind in ("concept_gap", "chain_break", "item_suspect") and d.evidence["rule"] for d in diagnoses)
-        check_probe_verdicts(s, items, diagnoses)
+        assert all(d.kind in ("untaught", "concept_gap", "chain_break", "item_suspect") and d.evidence["rule"]
+                   for d in diagnoses)
+        check_probe_verdicts(s, items, diagnoses, results, epochs=2)
 
         patches = s.exec(select(Patch)).all()
         assert {p.diagnosis_id for p in patches} == {d.id for d in diagnoses if d.kind != "item_suspect"}
         patch_samples = s.exec(select(Sample).where(Sample.origin == "patch")).all()
         assert all(x.statement_ids for x in patch_samples)
-        for p in patches:  # 7 from the writer, then one paraphrase (builder.paraphrases) per located statement
-            d = s.get(Diagnosis, p.diagnosis_id)
-            own = set(s.exec(select(Statement.id)
-                             .where(Statement.chain_id == s.get(TestItem, d.item_id).chain_id)).all())
-            assert p.target_round == 2 and p.n_samples == 7 + len(set(d.statement_ids) & own or own)
+        check_patches(s, patches, patch_samples)
         texts = s.exec(select(Sample).where(Sample.kind == "text")).all()  # builder.text_passages: one per chain
         assert len(texts) == len(s.exec(select(Chain)).all()) and all(x.prompt == "" for x in texts)
 
@@ -150,10 +147,12 @@ def check_blame_and_coverage() -> None:
     assert table.returncode == 0 and "pass rates: round 2" in table.stdout
     rows = [line for line in table.stdout.splitlines() if line[:5].strip().isdigit()]
     assert len(rows) == n_chains and "untaught statements" in table.stdout
-    # Exposures: round 2's set (patches + replay), each sample once per statement it cites, x epochs.
+    # Exposures: round 2's set (patches + replay; trained from the base, so no parent's), each sample once
+    # per statement it cites, x epochs; a definition sample cites its concept's statements but exposes none.
     with session_scope(open_run("loop").db_url) as s:
         members = set(s.exec(select(RoundSample.sample_id).where(RoundSample.round_id == 2)).all())
-        cited = Counter(sid for x in s.exec(select(Sample)).all() if x.id in members for sid in x.statement_ids)
+        cited = Counter(sid for x in s.exec(select(Sample)).all() if x.id in members and x.kind != "concept"
+                        for sid in x.statement_ids)
         epochs = open_run("loop").config.train.epochs
         counts = sorted(cited[st] * epochs for st in s.exec(select(Statement.id)).all())
     assert counts[-1] > 0 and (f"round 2's training set x {epochs:g} epochs" in table.stdout)
@@ -182,27 +181,72 @@ def check_report() -> None:
     assert "<tr><td>offline/l3_chain</td>" in prompts_table and "<td>rules-1</td>" in prompts_table
 
 
-def check_probe_verdicts(s, items, diagnoses) -> None:
-    """Every KB node has a probe; each diagnosis follows from the probes of its chain in round 1."""
+def check_patches(s, patches, patch_samples) -> None:
+    """Each patch stores what it counts; its recipe samples (the paraphrase wordings) teach only its
+    diagnosis' statements, and no statement is dosed by two patches of a round; no sample repeats."""
+    from pwd_agent.recipes import PATCH_WORDINGS, _fill
+    from pwd_agent.store.queries import kb_chain, kb_statements
+
+    chains = {c.id: kb_chain(c) for c in s.exec(select(Chain)).all()}
+    recipe_of = {}  # (prompt, answer) of every patch wording of every statement -> that statement
+    for chain in chains.values():
+        for st in kb_statements(s, chain.id):
+            for q, a in PATCH_WORDINGS:
+                recipe_of[_fill(q, chain, st.subject, st.object), _fill(a, chain, st.subject, st.object)] = st.id
+    dosed_by: dict[int, set[int]] = {}
+    for p in patches:
+        d = s.get(Diagnosis, p.diagnosis_id)
+        mine = [x for x in patch_samples if x.patch_id == p.id]
+        assert p.target_round == 2 and p.n_samples == len(mine)
+        recipe = [x for x in mine if (x.prompt, x.answer) in recipe_of]
+        assert all(x.statement_ids == [recipe_of[x.prompt, x.answer]] for x in recipe)
+        assert {sid for x in recipe for sid in x.statement_ids} <= set(d.statement_ids), (d.kind, d.statement_ids)
+        for x in recipe:
+            dosed_by.setdefault(x.statement_ids[0], set()).add(p.id)
+    assert dosed_by and all(len(ids) == 1 for ids in dosed_by.values())  # one patch per statement per round
+    every = [(x.prompt, x.answer) for x in s.exec(select(Sample)).all()]
+    assert len(every) == len(set(every))  # no sample written twice, V1 or patch
+
+
+def check_probe_verdicts(s, items, diagnoses, results, epochs: float) -> None:
+    """Every KB node has a probe; each diagnosis follows from round 1's probes of the nodes the item
+    rests on (its keys' and chosen options' statements, else the chain's) and round 1's exposures."""
+    from pwd_agent.exposures import round_ledger, total
+    from pwd_agent.nodes.diagnose import item_nodes
+
     probes = s.exec(select(Probe)).all()
     assert {p.node_id for p in probes if p.target == "statement"} == {st.id for st in s.exec(select(Statement)).all()}
     linked = {link.concept_id for link in s.exec(select(ConceptStatement)).all()}  # the ones a chain can blame
     assert {p.node_id for p in probes if p.target == "concept"} == linked
     assert all(len(p.options) >= 3 and p.answer in "ABCD" for p in probes)
     passed = {r.probe_id: r.passed for r in s.exec(select(ProbeResult).where(ProbeResult.round_id == 1)).all()}
-    chain_of = {i.id: i.chain_id for i in items}
+    verdict = {(p.target, p.node_id): passed[p.id] for p in probes if p.id in passed}
+    ledger = round_ledger(s, 1, epochs)
+    item_of = {i.id: i for i in items}
+    predicted = {r.item_id: r.predicted for r in results if r.round_id == 1}
     statements_of = {}
     for st in s.exec(select(Statement)).all():
         statements_of.setdefault(st.chain_id, set()).add(st.id)
     for d in diagnoses:
-        own = [p for p in probes if p.target == "statement" and p.node_id in statements_of[chain_of[d.item_id]]]
+        item = item_of[d.item_id]
+        own = [p for p in probes if p.target == "statement" and p.node_id in statements_of[item.chain_id]]
         assert own and all(p.id in passed for p in own)  # the failed item's probes were scored this round
-        failing = {p.node_id for p in own if not passed[p.id]}
-        if d.kind == "concept_gap":  # the failing nodes are named, and they did fail
-            assert d.evidence["failed_probes"] and all(not passed[i] for i in d.evidence["failed_probes"])
-            assert failing <= set(d.statement_ids) and (failing or d.concept_ids)
-        else:  # chain_break / item_suspect: only when every probe of the chain passed
-            assert not d.evidence["failed_probes"] and not failing
+        located = item_nodes(item, predicted[item.id]) or sorted(statements_of[item.chain_id])
+        nodes = {(n["target"], n["id"]): n for n in d.evidence["nodes"]}
+        assert sorted(i for t, i in nodes if t == "statement") == located
+        for node, n in nodes.items():  # the evidence is the round's probe verdict and exposures
+            assert n["probe"] == verdict.get(node) and n["exposures"] == total(ledger, node)
+        failing = {node for node, n in nodes.items() if not (n["probe"] if n["probe"] is not None
+                                                              else n["exposures"] > 0)}
+        if d.kind in ("untaught", "concept_gap"):  # the failing located nodes are named, and they did fail
+            assert failing and {i for t, i in failing if t == "statement"} <= set(d.statement_ids)
+            assert sorted(i for t, i in failing if t == "concept") == d.concept_ids
+            assert set(d.statement_ids) <= set(located)
+            never = all(total(ledger, node) == 0 for node in failing)
+            assert d.kind == ("untaught" if never else "concept_gap")
+        else:  # chain_break / item_suspect: only when every located node passed its probe
+            assert not failing
+            assert d.statement_ids == (located if d.kind == "chain_break" else [])
         assert d.judge_kind in ("concept_gap", "chain_break")  # the judge's second opinion is stored
 
 
@@ -233,6 +277,49 @@ def check_export() -> None:
     assert json.loads(messages[0])["messages"][1]["role"] == "assistant"
     assert len(json.loads((out / "train_sharegpt.json").read_text())) == last.n_train
     assert f"--lora-modules loop-r2={Path(last.adapter_path).resolve()}" in (out / "serve.sh").read_text()
+
+
+def test_repair_from_previous_continues_round_one_on_a_v1_budget(tiny_model, small_corpus):
+    """train.repair_from=previous: round 2 trains on from round 1's adapter, records its lineage, and
+    the exposure ledger adds round 1's exposures to its own; builder.v1_budget leaves statements
+    untaught in round 1, and only those can be diagnosed `untaught`."""
+    import json
+
+    from pwd_agent.exposures import round_ledger, total, v1_taught
+
+    result = cli(*tiny_args(tiny_model, small_corpus, "prev", "--goal", "0.99", "--set", "loop.max_rounds=2", *NO_GUARD,
+                            "--set", "train.repair_from=previous", "--set", "builder.v1_budget=0.5",
+                            "--set", "builder.patch_exposures=4", "--set", "train.epochs=2"))
+    assert result.returncode == 3, result.stderr
+
+    ctx = open_run("prev")
+    jobs = [json.loads((ctx.run_dir / "rounds" / f"{r:02d}" / "job.json").read_text()) for r in (1, 2)]
+    with session_scope(ctx.db_url) as s:
+        first, second = s.get(Round, 1), s.get(Round, 2)
+        assert second.status == "evaluated"
+        assert (first.parent_round, first.epochs) == (None, 2) and (second.parent_round, second.epochs) == (1, 2)
+        assert jobs[0]["init_adapter"] is None and jobs[1]["init_adapter"] == first.adapter_path
+        assert Path(jobs[1]["output_dir"]).resolve() != Path(first.adapter_path).resolve()
+
+        before, after = round_ledger(s, 1, 2), round_ledger(s, 2, 2)
+        assert after and all(total(after, node) >= total(before, node) for node in before)
+        assert any(total(after, node) > total(before, node) for node in after)  # round 2 trained on something
+        statements = set(s.exec(select(Statement.id)).all())
+        taught = v1_taught(s, 0.5, ctx.config.builder.seed)
+        assert len(taught) == -(-len(statements) // 2)
+        unexposed = {sid for sid in statements if total(before, ("statement", sid)) == 0}
+        assert unexposed >= statements - taught and statements - taught  # the budget left some untaught
+        v1 = s.exec(select(Sample).where(Sample.origin == "v1", Sample.kind != "concept")).all()
+        assert not [x.id for x in v1 if set(x.statement_ids) - taught]
+
+        diagnoses = s.exec(select(Diagnosis).where(Diagnosis.round_id == 1)).all()
+        assert diagnoses
+        for d in diagnoses:
+            if d.kind == "untaught":  # never trained on: every node it names has no round-1 exposure
+                nodes = [("statement", i) for i in d.statement_ids] + [("concept", i) for i in d.concept_ids]
+                assert nodes and all(total(before, node) == 0 for node in nodes), d.id
+            else:
+                assert d.kind in ("concept_gap", "chain_break", "item_suspect")
 
 
 def test_goal_met_exits_zero(tiny_model, small_corpus):

@@ -12,7 +12,7 @@ from pwd_agent.agents.schemas import DiagnosisDraft
 from pwd_agent.events import Progress, emit
 from pwd_agent.gates import gate
 from pwd_agent.leakage import gate_samples, load_gate
-from pwd_agent.recipes import chain_dose, concept_dose, dose_samples, paraphrase_samples
+from pwd_agent.recipes import PATCH_WORDINGS, chain_dose, concept_dose, dose_samples, paraphrase_samples
 from pwd_agent.runs import RunContext
 from pwd_agent.state import RunState
 from pwd_agent.store import Chain, Diagnosis, Patch, Sample, TestItem, session_scope
@@ -37,6 +37,8 @@ def patch(state: RunState, runtime: Runtime[RunContext]) -> dict:
     progress = Progress(ctx.db_url, "patch", "diagnoses", len(patchable), already=len(patchable) - len(units))
 
     builder, epochs = ctx.config.builder, ctx.config.train.epochs
+    if units and (short := dose_shortfall(builder, epochs)):
+        emit(ctx.db_url, "patch", short, "warning")
 
     def work(unit):
         diagnosis_id, chain, statements, concepts, foreign, draft = unit
@@ -122,3 +124,18 @@ def dose(chain, statements, concepts, draft: DiagnosisDraft, builder, epochs: fl
     used = 0 if draft.kind == "untaught" else builder.paraphrases  # forward wordings V1 gave a taught node
     out = [x for st in located for x in dose_samples(chain, st, per_node, used)]
     return out + [x for c in concepts if c.id in draft.concept_ids for x in concept_dose(chain, c, per_node)]
+
+
+def dose_shortfall(builder, epochs: float) -> str | None:
+    """A warning when builder.patch_exposures asks more samples per node than there are new wordings
+    (samples are never repeated: a repeat teaches the wording, not the fact)."""
+    if builder.patch_exposures is None:
+        return None
+    per_node = math.ceil(builder.patch_exposures / epochs)
+    taught = len(PATCH_WORDINGS) - min(builder.paraphrases, len(PATCH_WORDINGS) // 2)
+    if per_node <= taught:
+        return None
+    return (f"builder.patch_exposures {builder.patch_exposures} at {epochs:g} epochs asks {per_node} samples per "
+            f"node; a taught statement has {taught} new wordings ({len(PATCH_WORDINGS)} less V1's "
+            f"{builder.paraphrases}), so it gets {taught * epochs:g} exposures: raise train.epochs or lower "
+            f"builder.patch_exposures")

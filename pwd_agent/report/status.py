@@ -14,7 +14,8 @@ from pwd_agent.store import (
     Chain, Chunk, Concept, Document, Event, LeakedSample, Run, Sample, SourceFile, Statement, TestItem, WorkUnit,
     session_scope,
 )
-from pwd_agent.store.queries import count_rows, ledger_by_agent, rounds
+from pwd_agent.stats import compare
+from pwd_agent.store.queries import count_rows, ledger_by_agent, round_passes, rounds
 
 
 def _pct(value: float | None) -> str:
@@ -103,7 +104,21 @@ def round_table(session: Session, floors: dict) -> list[str]:
         lines.append(line)
     answers = [f'{split} always "{b.constant_answer}"' for split, b in (("dev", dev), ("holdout", holdout)) if b]
     lines.append(f"(chance: a uniformly random answer set; constant: {'; '.join(answers) or 'no items'})")
-    return lines
+    return lines + repair_gain_lines(session, rows)
+
+
+def repair_gain_lines(session: Session, rows: list) -> list[str]:
+    """Each evaluated repair round's holdout items against the round before it (the items the Debugger never
+    read): fixed, broken and the one-sided exact McNemar p, the repair's own evidence."""
+    evaluated = [r.id for r in rows if r.status == "evaluated"]
+    out = []
+    for before, after in zip(evaluated, evaluated[1:]):
+        if after < 2:
+            continue
+        flips = compare(round_passes(session, before, "holdout"), round_passes(session, after, "holdout"))
+        out.append(f"repair round {after} vs round {before}, holdout: {flips.fixed} fixed, {flips.broken} broken, "
+                   f"p = {flips.p_value:.3g} (one-sided exact McNemar)")
+    return out
 
 
 def stage_line(session: Session, run: Run | None, now: datetime, live: bool) -> str:
