@@ -79,3 +79,14 @@ def add_chain(session, steps: tuple[str, ...] = ("a", "b", "c")) -> None:
     session.flush()
     session.add(Chain(id=1, chunk_id=1, process_name="p", domain="d", summary="s", steps=list(steps), steps_hash="x"))
     session.flush()
+
+
+# A six-step process of an invented craft, for the recipe, budget and dose tests.
+SALT_STEPS = (
+    "First, the brine is drawn from the salt pans into the settling tank.",
+    "Then the grey sediment sinks to the bottom of the settling tank.",
+    "Next, the clear brine is pumped into the copper boiling pans.",
+    "After that, the boiling pans are heated until white crystals cover the surface.",
+    "Then the wet crystals are raked onto the cedar drying racks.",
+    "Finally, the dried salt is packed into waxed linen sacks.",
+)

@@ -16,16 +16,8 @@ from pwd_agent.store import (
     Chain, Concept, ConceptStatement, Round, RoundSample, Sample, Statement, session_scope,
 )
 
-from conftest import add_chain
+from conftest import SALT_STEPS as STEPS, add_chain
 
-STEPS = (
-    "First, the brine is drawn from the salt pans into the settling tank.",
-    "Then the grey sediment sinks to the bottom of the settling tank.",
-    "Next, the clear brine is pumped into the copper boiling pans.",
-    "After that, the boiling pans are heated until white crystals cover the surface.",
-    "Then the wet crystals are raked onto the cedar drying racks.",
-    "Finally, the dried salt is packed into waxed linen sacks.",
-)
 OTHER_STEPS = (
     "First, the reeds are cut along the northern shore.",
     "Then the cut reeds are bundled with willow twine.",

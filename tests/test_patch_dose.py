@@ -24,16 +24,8 @@ from pwd_agent.store import (
     session_scope,
 )
 
-from conftest import ROOT
+from conftest import ROOT, SALT_STEPS as STEPS
 
-STEPS = (
-    "First, the brine is drawn from the salt pans into the settling tank.",
-    "Then the grey sediment sinks to the bottom of the settling tank.",
-    "Next, the clear brine is pumped into the copper boiling pans.",
-    "After that, the boiling pans are heated until white crystals cover the surface.",
-    "Then the wet crystals are raked onto the cedar drying racks.",
-    "Finally, the dried salt is packed into waxed linen sacks.",
-)
 CHAIN = KBChain(id=1, process_name="Salt boiling", domain="Island crafts", summary="Salt boiling makes salt.",
                 steps=list(STEPS))
 STATEMENTS = [KBStatement(id=11 + k, chain_id=1, position=k, subject=step_phrase(a), predicate="is followed by",
