@@ -16,7 +16,7 @@ the probes and V1's training set; then, for each training seed:
                 with other untaught statements when there are fewer): the ceiling of targeting
   wrong-target  as many statements whose probes V1 already passes
   none          V1 unchanged: no extra data
-  random-node-xK  K times as many draws (with repeats: a statement drawn twice gets two doses)
+  random-node-xK  K times as many statements (distinct; all of them when the KB has fewer)
 Every arm's nodes go through the same patch writer (recipes.dose_samples: builder.patch_exposures
 exposures per node at train.epochs, wordings V1 did not use, both directions) and the leakage gate,
 so the arms differ only in which nodes are taught. Each arm trains as a repair round does under
@@ -25,9 +25,11 @@ from the base on all of V1 plus the patches. Samples and loss tokens are printed
 
 Reported per arm, averaged over seeds: dev and holdout accuracy, holdout accuracy on the items whose
 key rests on an untaught vs a taught statement, probe pass rate on untaught statements. Paired,
-one-sided: targeted against each arm and each arm against none, as an exact McNemar test over
-(item, seed) pairs and a sign test on the items' seed-averaged outcomes; V1-vs-V1 churn across seeds
-(the noise floor); the smallest difference the design can detect; localisation precision and recall
+one-sided: targeted against each arm and each arm against none, as a sign test on the items'
+seed-averaged outcomes (the test the verdict uses: an item is one unit, whatever the seeds) and,
+descriptive only, an exact McNemar count over (item, seed) pairs (not independent: the same items
+recur across seeds); V1-vs-V1 churn across seeds (the noise floor); the smallest difference the
+sign test could have detected with the discordant items seen; localisation precision and recall
 against the statements V1 left untaught; a repair trace per failed dev item (trace.jsonl). If the
 oracle does not beat random-node, the verdict is "inconclusive": the dose or the writer cannot
 teach here, so no claim about targeting can be made.
@@ -182,13 +184,13 @@ def arm_nodes(setup, v1, diagnoses, seed: int, multiples: list[int]) -> dict[str
     out = {"targeted": targeted, "random-node": rng.sample(every, min(budget, len(every))), "oracle": oracle,
            "wrong-target": rng.sample(passing, min(budget, len(passing))), "none": []}
     for k in multiples:
-        out[f"random-node-x{k}"] = [rng.choice(every) for _ in range(k * budget)]
+        out[f"random-node-x{k}"] = rng.sample(every, min(k * budget, len(every)))
     return out
 
 
 def write_patch(ctx, setup, nodes: list[int]) -> tuple[list, int]:
-    """The same writer for every arm: builder.patch_exposures per draw of a node (repeats add doses), new
-    wordings both ways, then the leakage gate. (samples, dropped by the gate)."""
+    """The same writer for every arm: builder.patch_exposures per node, new wordings both ways, then the
+    leakage gate. (samples, dropped by the gate)."""
     from pwd_agent.leakage import gate_samples, load_gate
     from pwd_agent.recipes import dose_samples
 
@@ -252,15 +254,20 @@ def churn(setup, results, seeds: list[int]) -> dict:
     return out
 
 
-def detectable(n_pairs: int) -> dict:
-    """The fewest net wins (no losses) that reach p < ALPHA one-sided, and that as a share of the pairs."""
+def detectable(discordant: int, n_items: int) -> dict:
+    """With `discordant` items that differ between two arms, the fewest of them that must go one way for
+    the one-sided sign test to reach ALPHA, as a net item count and a share of the `n_items` items."""
     from pwd_agent.stats import exact_mcnemar_p
 
-    k = next(k for k in range(1, 64) if exact_mcnemar_p(k, 0) < ALPHA)
-    return {"net_wins": k, "pairs": n_pairs, "accuracy": round(k / max(n_pairs, 1), 3)}
+    d = max(discordant, 1)
+    w = next((w for w in range(d + 1) if exact_mcnemar_p(w, d - w) < ALPHA), None)
+    if w is None:  # too few discordant items for any split to be significant: all of them, and more
+        w = next(k for k in range(1, 64) if exact_mcnemar_p(k, 0) < ALPHA)
+        return {"discordant": discordant, "net_items": w, "accuracy": round(w / max(n_items, 1), 3)}
+    return {"discordant": discordant, "net_items": 2 * w - d, "accuracy": round((2 * w - d) / max(n_items, 1), 3)}
 
 
-def trace(setup, diagnoses, v1, after, samples_per_node: Counter, per_node_exposure: float) -> list[dict]:
+def trace(setup, diagnoses, v1, after, samples_per_node: Counter, epochs: float) -> list[dict]:
     """Per failed dev item under the targeted arm: diagnosis -> nodes -> patch samples -> exposures ->
     probe before/after -> item before/after, and the first broken link."""
     rows = []
@@ -269,7 +276,7 @@ def trace(setup, diagnoses, v1, after, samples_per_node: Counter, per_node_expos
         for sid in d.statement_ids:
             before_exp = sum(setup.ledger.get(("statement", sid), {}).values())
             nodes.append({"statement": sid, "samples": samples_per_node[sid],
-                          "exposures": [before_exp, before_exp + samples_per_node[sid] * per_node_exposure],
+                          "exposures": [before_exp, before_exp + samples_per_node[sid] * epochs],  # replay not counted
                           "probe": [v1.probes.get(str(sid)), after.probes.get(str(sid))]})
         fixed = after.items[str(d.item_id)][0]
         if fixed:
@@ -314,6 +321,8 @@ def main() -> None:
         results[("none", seed)] = v1
         diagnoses = localise_failures(ctx, setup, v1)
         nodes = arm_nodes(setup, v1, diagnoses, seed, args.multiples)
+        if not nodes["targeted"]:
+            sys.exit(f"seed {seed}: V1 failed no dev item the Debugger could locate: no budget to compare arms at")
         located = set(nodes["targeted"])
         needed = {sid for d in diagnoses for i in setup.items if i.id == d.item_id for sid in key_statements(i)
                   if sid not in setup.taught}
@@ -385,7 +394,9 @@ def summarise(setup, results, rows, local, traces, seeds, ctx, run_id) -> dict:
         "oracle vs random-node": (paired(setup, results, "oracle", "random-node", seeds)
                                   if "oracle" in names and "random-node" in names else None),
         "V1 churn across seeds (holdout)": churn(setup, results, seeds),
-        "detectable": detectable(len(holdout) * len(seeds)),
+        "detectable (targeted vs random-node, holdout items)": (
+            detectable(sum(paired(setup, results, "targeted", "random-node", seeds)[k]
+                           for k in ("items_up", "items_down")), len(holdout)) if "random-node" in names else None),
         "localisation": local,
         "trace links (targeted)": dict(Counter(t["link"] for t in traces)),
     }
@@ -398,13 +409,16 @@ def verdict(summary: dict) -> str:
     ovr = summary["oracle vs random-node"]
     if ovr is None:
         return "no oracle or random-node arm: no verdict"
-    if ovr["p"] >= ALPHA:
-        return (f"inconclusive: the oracle does not beat random-node (holdout {ovr['wins']}/{ovr['losses']}, "
-                f"p {ovr['p']}): this dose and writer do not teach untaught facts here")
+    def said(t: dict) -> str:
+        return f"holdout items {t['items_up']} up / {t['items_down']} down, sign test p {t['items_p']}"
+
+    if ovr["items_p"] >= ALPHA:
+        return (f"inconclusive: the oracle does not beat random-node ({said(ovr)}): this dose and writer do not "
+                f"teach untaught facts measurably here, so targeting cannot be judged")
     t = summary["targeted vs"]["random-node"]
-    if t["p"] < ALPHA:
-        return f"targeted beats random-node (holdout {t['wins']}/{t['losses']}, p {t['p']})"
-    return f"the oracle teaches, but targeted does not beat random-node (holdout {t['wins']}/{t['losses']}, p {t['p']})"
+    if t["items_p"] < ALPHA:
+        return f"targeted beats random-node ({said(t)})"
+    return f"the oracle beats random-node, targeted does not ({said(t)})"
 
 
 def efficiency(means: dict) -> str:

@@ -113,8 +113,10 @@ def text_passages(chain: KBChain, statements: list[KBStatement], n: int,
     for run in taught_runs(statements, taught):
         # The run's steps: the first statement's subject, then each object, as a chain of its own.
         part = chain.model_copy(update={"steps": [run[0].subject, *[st.object for st in run]]})
-        if run[0].position == 0:
+        if len(run) == len(statements):  # the whole process
             out += [passage(part, run, chain.id + k) for k in range(n)]
+        elif run[0].position == 0:  # its start, not its end: nothing that claims the walk is complete
+            out += [middle_passage(part, run, chain.id + k, START_PASSAGES) for k in range(n)]
         else:  # a run from the middle: no summary, no "first", no step numbers that claim the start
             out += [middle_passage(part, run, chain.id + run[0].position + k) for k in range(n)]
     return out
@@ -129,9 +131,19 @@ MIDDLE_PASSAGES = (
 )
 
 
-def middle_passage(part: KBChain, run: list[KBStatement], variant: int) -> SampleDraft:
-    """A plain-text walk through a run of consecutive steps that does not start the process."""
-    opening, later = MIDDLE_PASSAGES[variant % len(MIDDLE_PASSAGES)]
+# Walks through the first steps of a process when V1 teaches only those: (opening, each later step).
+START_PASSAGES = (
+    ("How {p} begins. {P} begins when {b}.", "Then, in {p}, {b}."),
+    ("The opening steps of {p}. In {p}, first {b}.", "In {p}, next {b}."),
+    ("At the start of {p}, {b}.", "After that in {p}, {b}."),
+    ("{P} opens like this: {b}.", "Later in {p}, {b}."),
+)
+
+
+def middle_passage(part: KBChain, run: list[KBStatement], variant: int, wordings=MIDDLE_PASSAGES) -> SampleDraft:
+    """A plain-text walk through a run of consecutive steps that is not the whole process (from its
+    middle by default; START_PASSAGES for its opening steps)."""
+    opening, later = wordings[variant % len(wordings)]
     steps = [step_phrase(s) for s in part.steps]
     lines = [_fill(opening, part, b=steps[0])] + [_fill(later, part, b=x) for x in steps[1:]]
     return SampleDraft(kind="text", prompt="", answer=" ".join(lines), statement_ids=[st.id for st in run])
@@ -172,32 +184,49 @@ def concept_dose(chain: KBChain, concept: KBConcept, n: int) -> list[SampleDraft
             for q, a in CONCEPT_WORDINGS[:n]]
 
 
+# A chain break's samples around one located pair (a -> b), its neighbour (b -> c, or the pair before
+# it), and the steps after a: two hops in one sample, and the transitive "comes before" facts.
+HOP_WORDINGS = (
+    ("Walk through {p} around the step where {a}.", "In {p}, once {a}, next {b}. Once {b}, next {c}."),
+    ("In {p}, which two steps follow once {a}?", "First {b}; after that, {c}. That is the order in {p}."),
+    ("Put these steps of {p} in order: {c}; {a}; {b}.", "In {p}: {a}, then {b}, then {c}."),
+    ("{P}: what happens from the step where {a} on?", "In {p}, the step where {a} leads to {b}, and {b} to {c}."),
+)
+# {b} here is every later step: one sentence each ("each"), or listed in one sentence ("list").
+LATER_WORDINGS = (
+    ("each", "In {p}, what happens after {a}?", "In {p}, the step where {a} comes before the step where {b}."),
+    ("list", "Which steps of {p} come later than this one: {a}?",
+     "In {p}, after the step where {a} there come, in order: {b}."),
+    ("list", "In {p}, what still has to happen once {a}?", "Once {a}, {p} still has these steps to come: {b}."),
+)
+
+
 def chain_dose(chain: KBChain, statements: list[KBStatement], located: list[KBStatement], n: int) -> list[SampleDraft]:
-    """`n` samples for a chain break at `located`: whole walks of the process in order, both hops
-    around a located statement in one sample, and the transitive "later than" facts from its
-    earlier step (what the `later` facet asks)."""
+    """Up to `n` distinct samples for a chain break at `located`, taken in turn per located pair:
+    both hops around it in one sample (HOP_WORDINGS) and the transitive "comes before" facts from
+    its earlier step (LATER_WORDINGS: what the `later` facet asks). Never a repeat: capped at the
+    wordings there are, like dose_samples."""
     by_pos = {st.position: st for st in statements}
     steps = [step_phrase(s) for s in chain.steps]
-    made: list[SampleDraft] = []
-    k = 0
-    while len(made) < n:
-        st = located[k % len(located)]
-        turn = k // len(located)
-        if turn % 3 == 0:
-            made.append(passage(chain, statements, chain.id + st.position + turn))
-        elif turn % 3 == 1:
-            nxt = by_pos.get(st.position + 1) or by_pos.get(st.position - 1)
-            pair = sorted({st.id: st, nxt.id: nxt}.values(), key=lambda s: s.position) if nxt else [st]
-            text = " ".join(_fill("In {p}, once {a}, next {b}.", chain, s.subject, s.object) for s in pair)
-            made.append(SampleDraft(kind="walk", prompt=_fill("Walk through {p} around the step where {a}.", chain,
-                                                              pair[0].subject), answer=text,
-                                    statement_ids=[s.id for s in pair]))
-        else:
-            later = steps[st.position + 1:]
-            text = " ".join(_fill("In {p}, the step where {a} comes before the step where {b}.", chain, st.subject, x)
-                            for x in later)
-            made.append(SampleDraft(kind="walk", prompt=_fill("In {p}, what happens after {a}?", chain, st.subject),
-                                    answer=text or _fill("{A} is the last step of {p}.", chain, st.subject),
-                                    statement_ids=[s.id for s in statements if s.position >= st.position]))
-        k += 1
-    return made
+    per_node: list[list[SampleDraft]] = []
+    for st in located:
+        nxt, prev = by_pos.get(st.position + 1), by_pos.get(st.position - 1)
+        first, second = (st, nxt) if nxt else (prev, st) if prev else (st, None)
+        mine = []
+        if second is not None:
+            ids = [first.id, second.id]
+            mine += [SampleDraft(kind="walk", prompt=_fill(q, chain, first.subject, first.object, c=second.object),
+                                 answer=_fill(a, chain, first.subject, first.object, c=second.object),
+                                 statement_ids=ids) for q, a in HOP_WORDINGS]
+        later = steps[st.position + 1:]
+        ids = [s.id for s in statements if s.position >= st.position]
+        for form, q, a in LATER_WORDINGS if later else ():
+            answer = (" ".join(_fill(a, chain, st.subject, x) for x in later) if form == "each"
+                      else _fill(a, chain, st.subject, "; ".join(later)))
+            mine.append(SampleDraft(kind="walk", prompt=_fill(q, chain, st.subject), answer=answer, statement_ids=ids))
+        per_node.append(mine)
+    # The located nodes in turn, each node's samples in order (hops, then later-facts).
+    depth = max((len(m) for m in per_node), default=0)
+    made = [m[turn] for turn in range(depth) for m in per_node if turn < len(m)]
+    unique = list({(x.prompt, x.answer): x for x in made}.values())
+    return unique[:n]

@@ -114,12 +114,13 @@ def score_probes(ctx: RunContext, round_id: int, adapter: str | None, probes: li
 
 
 def item_nodes(item: TestItem, predicted: str) -> list[int]:
-    """The statements the item's keys and its chosen wrong options rest on (`option_statements`):
+    """The statements the item's missed keys and its chosen wrong options rest on (`option_statements`):
     where an item failed, not the whole chain. Empty when the item links no option to a node."""
-    keys = {LETTERS.index(x) for x in item.answer.split(",") if x in LETTERS}
-    chosen = {LETTERS.index(x) for x in (predicted or "").split(",") if x in LETTERS}
+    keys = {LETTERS.index(x) for x in item.answer.split(",") if x and x in LETTERS}
+    chosen = {LETTERS.index(x) for x in (predicted or "").split(",") if x and x in LETTERS}
     links = item.option_statements or []
-    return sorted({links[i] for i in keys | chosen if i < len(links) and links[i] is not None})
+    # Keys missed and wrong options chosen: a key the student did pick is knowledge it has.
+    return sorted({links[i] for i in keys ^ chosen if i < len(links) and links[i] is not None})
 
 
 def localise(session, round_id: int, item: TestItem, result: ItemResult, probes: list[Probe],

@@ -12,7 +12,9 @@ from pwd_agent.agents.schemas import DiagnosisDraft
 from pwd_agent.events import Progress, emit
 from pwd_agent.gates import gate
 from pwd_agent.leakage import gate_samples, load_gate
-from pwd_agent.recipes import PATCH_WORDINGS, chain_dose, concept_dose, dose_samples, paraphrase_samples
+from pwd_agent.recipes import (
+    CONCEPT_WORDINGS, PATCH_WORDINGS, chain_dose, concept_dose, dose_samples, paraphrase_samples,
+)
 from pwd_agent.runs import RunContext
 from pwd_agent.state import RunState
 from pwd_agent.store import Chain, Diagnosis, Patch, Sample, TestItem, session_scope
@@ -33,6 +35,7 @@ def patch(state: RunState, runtime: Runtime[RunContext]) -> dict:
         # diagnosis of the round, so a resumed node claims as the first attempt did).
         units = [u for u in claim_nodes([plan_unit(session, d) for d in patchable]) if u[0] not in patched]
         seen = {(x.prompt, x.answer) for x in session.exec(select(Sample)).all()}
+        stored = frozenset(seen)  # what the doses pass over: read once, before any unit runs
         leak_gate = load_gate(session, ctx.config.builder.leakage_ngram, ctx.config.builder.leakage_threshold)
     progress = Progress(ctx.db_url, "patch", "diagnoses", len(patchable), already=len(patchable) - len(units))
 
@@ -46,7 +49,7 @@ def patch(state: RunState, runtime: Runtime[RunContext]) -> dict:
             return [], []
         drafts, calls = run_unit(backend, "debugger", f"patch_{draft.kind}", backend.write_patch, draft, chain,
                                  statements, concepts, foreign, n_samples, f"{round_id}:{diagnosis_id}", empty=[])
-        return (drafts or []) + dose(chain, statements, concepts, draft, builder, epochs), calls
+        return (drafts or []) + dose(chain, statements, concepts, draft, builder, epochs, stored), calls
 
     written = dropped = repeats = 0
     for (diagnosis_id, chain, *_), (drafts, calls) in map_units(work, units, workers_for(backend, ctx.config)):
@@ -109,21 +112,34 @@ def unseen(drafts: list, seen: set[tuple[str, str]]) -> tuple[list, int]:
     return out, len(drafts) - len(out)
 
 
-def dose(chain, statements, concepts, draft: DiagnosisDraft, builder, epochs: float) -> list:
+def dose(chain, statements, concepts, draft: DiagnosisDraft, builder, epochs: float,
+         stored: frozenset = frozenset()) -> list:
     """The recipe part of a patch, on the located nodes only. With builder.patch_exposures, each
     node gets enough samples for that many exposures at train.epochs: a gap (untaught or not
     learned) its statement in new wordings both ways and its failing concepts' definitions; a chain
-    break walks, both hops and transitive order facts. Without it, builder.paraphrases wordings per
-    located statement, further along the cycle than V1 went."""
+    break two-hop walks and transitive order facts. Wordings already `stored` (V1's, an earlier
+    round's patch) are passed over, so a node patched again gets the next ones. A statement the
+    diagnosis saw trained on skips the forward wordings V1 gave it. Without patch_exposures,
+    builder.paraphrases wordings per located statement, further along the cycle than V1 went."""
     located = [st for st in statements if st.id in draft.statement_ids]
     if builder.patch_exposures is None:
         return paraphrase_samples(chain, located, builder.paraphrases, offset=builder.paraphrases)
     per_node = math.ceil(builder.patch_exposures / epochs)
+
+    def fresh(drafts: list, n: int) -> list:
+        return [d for d in drafts if (d.prompt, d.answer) not in stored][:n]
+
     if draft.kind == "chain_break":
-        return chain_dose(chain, statements, located, per_node * len(located)) if located else []
-    used = 0 if draft.kind == "untaught" else builder.paraphrases  # forward wordings V1 gave a taught node
-    out = [x for st in located for x in dose_samples(chain, st, per_node, used)]
-    return out + [x for c in concepts if c.id in draft.concept_ids for x in concept_dose(chain, c, per_node)]
+        return fresh(chain_dose(chain, statements, located, 10**6), per_node * len(located)) if located else []
+    exposed = {n["id"]: n.get("exposures", 0) for n in draft.evidence.get("nodes", [])
+               if n.get("target") == "statement"}
+
+    def used(st) -> int:  # forward wordings V1 gave the statement (none if it was never trained on)
+        return builder.paraphrases if exposed.get(st.id, draft.kind != "untaught") else 0
+
+    out = [x for st in located for x in fresh(dose_samples(chain, st, len(PATCH_WORDINGS), used(st)), per_node)]
+    return out + [x for c in concepts if c.id in draft.concept_ids
+                  for x in fresh(concept_dose(chain, c, len(CONCEPT_WORDINGS)), per_node)]
 
 
 def dose_shortfall(builder, epochs: float) -> str | None:

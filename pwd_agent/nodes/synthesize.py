@@ -93,8 +93,10 @@ def plan_units(session, chain_ids: list[int], concept_samples: bool, taught: set
     for chain_id in chain_ids:
         statements = kb_statements(session, chain_id)
         concepts = kb_concepts(session, [s.id for s in statements]) if concept_samples else []
-        concepts = [c for c in concepts if c.id not in defined
-                    and (taught is None or set(c.statement_ids) & taught)]
+        # Under a budget, only concepts linked to a statement this chain teaches (a concept shared
+        # with another chain waits for the chain that teaches one of its statements).
+        mine = {st.id for st in statements} & taught if taught is not None else None
+        concepts = [c for c in concepts if c.id not in defined and (mine is None or set(c.statement_ids) & mine)]
         defined.update(c.id for c in concepts)
         units.append((kb_chain(session.get(Chain, chain_id)), statements, concepts, foreign_steps(session, chain_id)))
     return units

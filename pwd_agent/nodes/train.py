@@ -83,7 +83,12 @@ def parent_round(session: Session, repair_from: str, round_id: int) -> int | Non
     if repair_from != "previous" or round_id < 2:
         return None
     previous = session.get(Round, round_id - 1)
-    return previous.id if previous is not None and previous.adapter_path else None
+    if previous is None or not previous.adapter_path:
+        # Its set was composed to continue (patches and a replay share): from the base it would lose V1.
+        raise PwdAgentError(f"round {round_id} should continue round {round_id - 1}'s adapter "
+                            "(train.repair_from=previous), but that round has none",
+                            f"train round {round_id - 1} first, or set train.repair_from=base")
+    return previous.id
 
 
 def compose_training_set(session: Session, round_id: int, patch_fraction: float, seed: int,
