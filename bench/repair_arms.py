@@ -242,16 +242,19 @@ def paired(setup, results, arm: str, other: str, seeds: list[int], split: str = 
             "items_up": up, "items_down": down, "items_p": float(f"{exact_mcnemar_p(up, down):.3g}")}
 
 
-def churn(setup, results, seeds: list[int]) -> dict:
-    """V1 against V1 across training seeds on the holdout: the items that flip with the seed alone."""
+def churn(setup, out: Path) -> dict:
+    """V1 against V1 across training seeds on the holdout (every V1 seed scored so far in `out`, also
+    those of an interrupted bench): the items that flip with the seed alone, the noise floor."""
     idx = [str(i.id) for i in setup.items if i.split == "holdout"]
-    out = {}
-    for a in seeds:
-        for b in seeds:
-            if a < b:
-                flips = sum(results[("none", a)].items[k][0] != results[("none", b)].items[k][0] for k in idx)
-                out[f"{a}-{b}"] = {"flipped": flips, "of": len(idx)}
-    return out
+    scored = {int(f.parent.name.split("-")[1]): json.loads(f.read_text())["items"]
+              for f in sorted(out.glob("v1-*/scores.json"))}
+    return {f"{a}-{b}": {"flipped": sum(scored[a][k][0] != scored[b][k][0] for k in idx), "of": len(idx),
+                         "holdout_acc": [acc_of(scored[a], idx), acc_of(scored[b], idx)]}
+            for a in scored for b in scored if a < b}
+
+
+def acc_of(items: dict, idx: list[str]) -> float:
+    return round(statistics.mean(items[k][0] for k in idx), 4)
 
 
 def detectable(discordant: int, n_items: int) -> dict:
@@ -393,7 +396,7 @@ def summarise(setup, results, rows, local, traces, seeds, ctx, run_id) -> dict:
         "vs none": {n: paired(setup, results, n, "none", seeds) for n in names if n != "none"},
         "oracle vs random-node": (paired(setup, results, "oracle", "random-node", seeds)
                                   if "oracle" in names and "random-node" in names else None),
-        "V1 churn across seeds (holdout)": churn(setup, results, seeds),
+        "V1 churn across seeds (holdout)": churn(setup, ctx.run_dir / "repair_arms"),
         "detectable (targeted vs random-node, holdout items)": (
             detectable(sum(paired(setup, results, "targeted", "random-node", seeds)[k]
                            for k in ("items_up", "items_down")), len(holdout)) if "random-node" in names else None),
