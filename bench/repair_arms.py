@@ -2,6 +2,7 @@
 
     python bench/repair_arms.py -c examples/budget.yaml [--corpus DIR] [--seeds 0 1 2]
         [--arms targeted random-node oracle wrong-target none] [--multiples 2 4] [--run-id ID] [--set k=v ...]
+        [--repair-from base|previous] [--patch-fraction F]
 
 The regime of the paper: a V1 on a budget (builder.v1_budget), so some statements are never taught.
 A setup run (ingest -> extract -> tests -> V1 -> evaluate, one round) gives the KB, the benchmark,
@@ -306,6 +307,11 @@ def main() -> None:
     parser.add_argument("--multiples", type=int, nargs="*", default=[], help="random-node-xK arms.")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="Config override for the setup run.")
     parser.add_argument("--run-id", default=None, help="A run already through round 1 (V1 trained and scored).")
+    parser.add_argument("--repair-from", choices=["base", "previous"], default=None,
+                        help="Override the run's train.repair_from for the arms (V1 is shared by both regimes).")
+    parser.add_argument("--patch-fraction", type=float, default=None,
+                        help="Override the run's builder.patch_fraction (the patches' share under repair_from "
+                        "previous; the rest is replay of V1).")
     args = parser.parse_args()
     arms = ["none", "targeted", *[a for a in args.arms if a not in ("none", "targeted")]]
     run_id = args.run_id or f"repair-arms-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -315,8 +321,13 @@ def main() -> None:
     if ctx.config.builder.patch_exposures is None:
         sys.exit("builder.patch_exposures is unset: the arms need a stated dose per node (e.g. --set "
                  "builder.patch_exposures=54 on the setup run, or a config that sets it)")
+    if args.repair_from:
+        ctx.config.train.repair_from = args.repair_from
+    if args.patch_fraction:
+        ctx.config.builder.patch_fraction = args.patch_fraction
     setup = load_setup(ctx)
     out = ctx.run_dir / "repair_arms"
+    arms_dir = out / regime(ctx.config)
     epochs = ctx.config.train.epochs
     results, rows, traces, local = {}, [], [], []
     for seed in args.seeds:
@@ -339,7 +350,7 @@ def main() -> None:
             samples, dropped = write_patch(ctx, setup, nodes[name])
             mix = samples + replay(ctx, setup, len(samples) or 1, seed)
             init = v1.adapter if ctx.config.train.repair_from == "previous" else None
-            got = train_and_score(ctx, setup, mix, seed, out / f"{name}-{seed}", init)
+            got = train_and_score(ctx, setup, mix, seed, arms_dir / f"{name}-{seed}", init)
             results[(name, seed)] = got
             if name == "targeted":
                 counts = Counter(sid for x in samples for sid in x.statement_ids)
@@ -355,8 +366,15 @@ def main() -> None:
                 rows.append(row)
             row |= scores_of(setup, got)
             print(json.dumps(row), flush=True)
-    (out / "trace.jsonl").write_text("".join(json.dumps(t) + "\n" for t in traces))
+    (arms_dir / "trace.jsonl").write_text("".join(json.dumps(t) + "\n" for t in traces))
     print(json.dumps(summarise(setup, results, rows, local, traces, args.seeds, ctx, run_id)))
+
+
+def regime(cfg) -> str:
+    """The arms' folder name: one per repair regime, so regimes never reuse each other's kept scores."""
+    if cfg.train.repair_from == "base":
+        return "base"
+    return f"previous-pf{cfg.builder.patch_fraction:g}"
 
 
 def scores_of(setup, got) -> dict:
@@ -384,7 +402,7 @@ def summarise(setup, results, rows, local, traces, seeds, ctx, run_id) -> dict:
     tokens = means["targeted"]["loss_tokens"]
     holdout = [i for i in setup.items if i.split == "holdout"]
     summary = {
-        "run_id": run_id, "seeds": seeds, "repair_from": ctx.config.train.repair_from,
+        "run_id": run_id, "seeds": seeds, "regime": regime(ctx.config),
         "v1_budget": ctx.config.builder.v1_budget, "patch_exposures": ctx.config.builder.patch_exposures,
         "statements": len(setup.statements), "taught": len(setup.taught),
         "items": {"dev": sum(i.split == "dev" for i in setup.items), "holdout": len(holdout),
