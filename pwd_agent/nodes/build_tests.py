@@ -44,6 +44,7 @@ def item_splits(n_items: int, steps_hash: str, holdout_fraction: float, seed: in
 
 
 def build_tests(state: RunState, runtime: Runtime[RunContext]) -> dict:
+    """The benchmark before any training: items per chain split into dev and holdout, and the probes."""
     ctx = runtime.context
     cfg = ctx.config.tests
     gate(ctx, "after_kb", lambda s: {"chains": count_rows(s, Chain), "statements": count_rows(s, Statement)})

@@ -44,6 +44,7 @@ def general_drop(scores: list[dict]) -> float | None:
 
 
 def decide(state: RunState, runtime: Runtime[RunContext]) -> Command[Literal["train", "diagnose", "__end__"]]:
+    """Stop at the goal, the round budget or after patience rounds without a significant gain; else diagnose."""
     cfg = runtime.context.config.loop
     scores = state["scores"]
     last = scores[-1]

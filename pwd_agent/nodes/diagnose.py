@@ -31,6 +31,7 @@ from pwd_agent.store.queries import kb_statements
 
 
 def diagnose(state: RunState, runtime: Runtime[RunContext]) -> dict:
+    """Score the failed chains' probes, then localise each failed dev item and diagnose it with the ledger."""
     ctx = runtime.context
     round_id = state["round"]
     backend = make_backend(ctx)

@@ -22,6 +22,7 @@ from pwd_agent.prompting import choice_prompt_version
 
 
 def evaluate(state: RunState, runtime: Runtime[RunContext]) -> dict:
+    """Score every test item and general-guard question with the round's model, resumable in slices."""
     ctx = runtime.context
     round_id = state.get("round", 0)
     with session_scope(ctx.db_url) as session:

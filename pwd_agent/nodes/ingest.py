@@ -15,6 +15,7 @@ from pwd_agent.store import Chunk, Document, SourceFile, session_scope
 
 
 def ingest(state: RunState, runtime: Runtime[RunContext]) -> dict:
+    """Read the corpus folder into documents and content-hashed chunks; every file recorded, converted or skipped."""
     ctx = runtime.context
     cfg = ctx.config.corpus
     scan = checked_scan(cfg)  # with on_skip=error this raises before anything is stored

@@ -22,6 +22,7 @@ from pwd_agent.store.queries import count_rows, foreign_steps, kb_chain, kb_conc
 
 
 def patch(state: RunState, runtime: Runtime[RunContext]) -> dict:
+    """Write the located nodes' patches (dosed, new wordings, no repeats) for the next round, through the gate."""
     ctx = runtime.context
     round_id = state["round"]
     backend = make_backend(ctx)

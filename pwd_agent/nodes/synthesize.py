@@ -22,6 +22,7 @@ from pwd_agent.store.queries import count_rows, foreign_steps, kb_chain, kb_conc
 
 
 def synthesize(state: RunState, runtime: Runtime[RunContext]) -> dict:
+    """V1 training data from the statements and concepts V1 teaches (builder.v1_budget), through the leakage gate."""
     ctx = runtime.context
     cfg = ctx.config.builder
     gate(ctx, "after_tests", lambda s: {"items": count_rows(s, TestItem), "probes": count_rows(s, Probe)})

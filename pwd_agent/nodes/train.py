@@ -29,6 +29,7 @@ from pwd_agent.training.job import TrainJob
 
 
 def train(state: RunState, runtime: Runtime[RunContext]) -> dict:
+    """Train the round's adapter on its set (V1, or patches plus replay) from the base or the previous round."""
     ctx = runtime.context
     round_id = state.get("round", 0)
     with session_scope(ctx.db_url) as session:
