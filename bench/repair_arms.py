@@ -14,7 +14,8 @@ the probes and V1's training set; then, for each training seed:
   targeted      the located statements of the failed dev items
   random-node   as many statements drawn uniformly from the whole KB
   oracle        as many of exactly the untaught statements the failed dev items rest on (filled
-                with other untaught statements when there are fewer): the ceiling of targeting
+                with other untaught statements, then the failed items' taught statements whose probes
+                fail, then any failing probe's): the ceiling of targeting
   wrong-target  as many statements whose probes V1 already passes
   none          V1 unchanged: no extra data
   random-node-xK  K times as many statements (distinct; all of them when the KB has fewer)
@@ -104,11 +105,15 @@ def rows_of(samples) -> str:
 
 def train_and_score(ctx, setup, samples, seed: int, folder: Path, init: str | None) -> SimpleNamespace:
     """Train on `samples` (from `init`'s adapter, else the base) and score every item and statement probe.
-    Resumable: kept weights of the same job and data are not retrained, kept scores not rescored."""
+    Resumable: kept weights of the same job and data are not retrained, kept scores of the same data not
+    rescored; scores kept from other data (a changed writer or arm rule) are dropped and the arm retrained."""
     folder.mkdir(parents=True, exist_ok=True)
-    scores = folder / "scores.json"
+    scores, data = folder / "scores.json", folder / "train.jsonl"
+    rows = rows_of(samples)
+    if scores.is_file() and (not data.is_file() or data.read_text() != rows):
+        scores.unlink()  # kept scores of other data (a changed arm rule or writer) are never reported
     if not scores.is_file():
-        (folder / "train.jsonl").write_text(rows_of(samples))
+        data.write_text(rows)
         train_once(ctx.config, folder / "train.jsonl", folder, seed, init_adapter=init)
         scores.write_text(json.dumps(score(ctx, setup, str(folder / "adapter"))))
     metrics = json.loads((folder / "adapter" / "train_metrics.json").read_text())
@@ -176,12 +181,17 @@ def arm_nodes(setup, v1, diagnoses, seed: int, multiples: list[int]) -> dict[str
     every = sorted(setup.statements)
     untaught = [sid for sid in every if sid not in setup.taught]
     failed = {d.item_id for d in diagnoses}
-    needed = list(dict.fromkeys(sid for i in setup.items if i.id in failed for sid in key_statements(i)
-                                if sid not in setup.taught))
-    oracle = rng.sample(needed, min(budget, len(needed)))
-    rest = [sid for sid in untaught if sid not in oracle]
-    oracle += rng.sample(rest, min(budget - len(oracle), len(rest)))
+    keys = list(dict.fromkeys(sid for i in setup.items if i.id in failed for sid in key_statements(i)))
     passing = [sid for sid in every if v1.probes.get(str(sid))]
+    oracle, fill = [], random.Random(f"oracle-fill:{seed}")
+    # What a perfect Debugger would dose, in order, until the budget is spent: the untaught statements
+    # the failed items need, the other untaught ones, then the taught ones the failed items need whose
+    # probes fail, then any failing probe; so the oracle spends the same budget as the other arms. (The
+    # fill has its own generator, so the other arms' draws do not depend on it.)
+    for draw, pool in ((rng, [k for k in keys if k not in setup.taught]), (rng, untaught),
+                       (fill, [k for k in keys if k not in passing]), (fill, [s for s in every if s not in passing])):
+        fresh = [sid for sid in pool if sid not in oracle]
+        oracle += draw.sample(fresh, min(budget - len(oracle), len(fresh)))
     out = {"targeted": targeted, "random-node": rng.sample(every, min(budget, len(every))), "oracle": oracle,
            "wrong-target": rng.sample(passing, min(budget, len(passing))), "none": []}
     for k in multiples:
