@@ -1,9 +1,25 @@
-"""The `pwd-agent` command: run, resume, status, logs, list, config.
+"""The `pwd-agent` command; every argument and option: docs/cli.md (`python -m pwd_agent.docgen` writes it).
+
+Commands:
+  run            start a run: corpus -> KB -> tests -> data -> train -> test -> debug -> retrain
+  resume         continue a stopped or killed run, optionally with changed settings
+  status         a run's KB counts, benchmark sizes, rounds and stop reason
+  logs           the agents' log of a run (-f follows it live)
+  list           every run with its state and best score
+  review         what waits at a review gate, and the answer: approve, reject or edit
+  pause          ask a running run to stop at its next node boundary
+  set            change settings of a run, running or not
+  blame          one test item across rounds
+  coverage       per chain: items, samples, pass rates; untaught and untested nodes
+  report         report.html and plots of a run
+  export         a run's benchmark, training data and `vllm serve` line
+  config         every setting with its default and meaning
+  prompts check  render every prompt file with fixture values
 
 Exit codes: 0 goal met (or command done), 2 bad input, 3 run stopped short of the goal (or over
 its LLM budget, or rejected at a gate), 4 training failed, 5 the LLM endpoint kept failing, 6 paused
-(at a gate or by `pwd-agent pause`), 130 interrupted, 1 unexpected error (state saved; `pwd-agent
-resume RUN` continues).
+(at a gate or by `pwd-agent pause`), 130 interrupted (Ctrl-C; state saved), 1 unexpected error (state
+saved; `pwd-agent resume RUN` continues).
 """
 
 from __future__ import annotations
@@ -23,6 +39,8 @@ EXIT_GOAL_MET, EXIT_BAD_INPUT, EXIT_STOPPED_SHORT, EXIT_INTERRUPTED = 0, 2, 3, 1
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Test-driven data engineering for LLMs.")
 
 RUNS_DIR = typer.Option("runs", "--runs-dir", help="Parent folder of run folders.")
+RUN_ID = typer.Argument(..., help="The run's id: its folder name under --runs-dir.")
+QUIET = typer.Option(False, "--quiet", "-q", help="Only the final table.")
 
 
 def _setup_logging(run_dir: Path, quiet: bool) -> None:
@@ -112,7 +130,7 @@ def run(
     run_id: Optional[str] = typer.Option(None, "--run-id", help="Run folder name (default: a timestamp)."),
     runs_dir: Optional[str] = typer.Option(None, "--runs-dir", help="Parent folder of run folders (runs_dir)."),
     db_url: Optional[str] = typer.Option(None, "--db-url", help="Store URL (default: sqlite in the run folder)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the final table."),
+    quiet: bool = QUIET,
 ) -> None:
     """Start a run: corpus -> KB -> tests -> data -> train -> test -> debug -> retrain, until the goal."""
     from pwd_agent.config import load_config
@@ -137,7 +155,7 @@ def resume(
     set_: list[str] = typer.Option([], "--set", help="Change a setting for the rest of the run: a.b=value "
                                    "(loop, llm, builder, train, eval keys; recorded in the log). Repeatable."),
     runs_dir: str = RUNS_DIR,
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    quiet: bool = QUIET,
 ) -> None:
     """Continue a stopped or killed run from its last finished step; finished work is not redone."""
     from pwd_agent.driver import record_changes
@@ -151,7 +169,7 @@ def resume(
 
 
 @app.command()
-def status(run_id: str = typer.Argument(...), runs_dir: str = RUNS_DIR) -> None:
+def status(run_id: str = RUN_ID, runs_dir: str = RUNS_DIR) -> None:
     """KB counts, benchmark sizes, one row per round, the stop reason."""
     from pwd_agent.report.status import render_status
     from pwd_agent.runs import open_run
@@ -161,7 +179,7 @@ def status(run_id: str = typer.Argument(...), runs_dir: str = RUNS_DIR) -> None:
 
 @app.command()
 def logs(
-    run_id: str = typer.Argument(...),
+    run_id: str = RUN_ID,
     follow: bool = typer.Option(False, "-f", "--follow",
                                 help="Keep printing new events until the run ends, pauses or dies."),
     level: str = typer.Option("info", "--level", help="Lowest level shown: debug, info, warning, error."),
@@ -220,13 +238,13 @@ def list_runs(runs_dir: str = RUNS_DIR) -> None:
 
 @app.command()
 def review(
-    run_id: str = typer.Argument(...),
+    run_id: str = RUN_ID,
     action: Optional[str] = typer.Argument(None, help="approve, reject or edit; none: show what waits."),
     edit_file: Optional[Path] = typer.Argument(None, help="With edit: the JSONL of patch samples to store instead."),
     reason: str = typer.Option("", "--reason", help="Why (with reject; recorded)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the waiting patch samples as JSONL, to edit."),
     runs_dir: str = RUNS_DIR,
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    quiet: bool = QUIET,
 ) -> None:
     """What waits at a review gate, and the answer: approve, reject --reason, or edit FILE (patch gate)."""
     from pwd_agent.driver import waiting_gate
@@ -264,7 +282,7 @@ def review(
 
 
 @app.command()
-def pause(run_id: str = typer.Argument(...), runs_dir: str = RUNS_DIR) -> None:
+def pause(run_id: str = RUN_ID, runs_dir: str = RUNS_DIR) -> None:
     """Ask a running run to stop at its next node boundary (state saved; `resume` continues)."""
     from pwd_agent.runs import PAUSE_FILE, is_running, open_run
 
@@ -279,7 +297,7 @@ def pause(run_id: str = typer.Argument(...), runs_dir: str = RUNS_DIR) -> None:
 
 @app.command("set")
 def set_config(
-    run_id: str = typer.Argument(...),
+    run_id: str = RUN_ID,
     assignments: list[str] = typer.Argument(..., help="a.b=value (JSON value), e.g. loop.goal=0.85"),
     runs_dir: str = RUNS_DIR,
 ) -> None:
@@ -311,7 +329,7 @@ def set_config(
 
 
 @app.command()
-def blame(run_id: str = typer.Argument(...), item_id: int = typer.Argument(..., help="A test item id."),
+def blame(run_id: str = RUN_ID, item_id: int = typer.Argument(..., help="A test item id."),
           runs_dir: str = RUNS_DIR) -> None:
     """One item across rounds: predictions, diagnoses, the KB nodes blamed, the patches and whether they fixed it."""
     from pwd_agent.report.blame import render_blame
@@ -321,7 +339,7 @@ def blame(run_id: str = typer.Argument(...), item_id: int = typer.Argument(..., 
 
 
 @app.command()
-def coverage(run_id: str = typer.Argument(...), runs_dir: str = RUNS_DIR) -> None:
+def coverage(run_id: str = RUN_ID, runs_dir: str = RUNS_DIR) -> None:
     """Per chain: items, statements, concepts, probes, samples, pass rates; untaught and untested nodes."""
     from pwd_agent.report.blame import render_coverage
     from pwd_agent.runs import open_run
@@ -330,7 +348,7 @@ def coverage(run_id: str = typer.Argument(...), runs_dir: str = RUNS_DIR) -> Non
 
 
 @app.command()
-def report(run_id: str = typer.Argument(...), runs_dir: str = RUNS_DIR) -> None:
+def report(run_id: str = RUN_ID, runs_dir: str = RUNS_DIR) -> None:
     """runs/<id>/report.html (self-contained) and report/*.png: accuracy, diagnoses, flips, coverage, cost."""
     from pwd_agent.report.html import write_report
     from pwd_agent.runs import open_run
@@ -341,7 +359,7 @@ def report(run_id: str = typer.Argument(...), runs_dir: str = RUNS_DIR) -> None:
 
 @app.command()
 def export(
-    run_id: str = typer.Argument(...),
+    run_id: str = RUN_ID,
     out: Optional[Path] = typer.Option(None, "--out", help="Folder to write (default: runs/<id>/export)."),
     round_id: Optional[int] = typer.Option(None, "--round", help="Round whose training data and adapter to export "
                                            "(default: the last trained round)."),
