@@ -9,6 +9,7 @@ resume RUN` continues).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,8 @@ EXIT_GOAL_MET, EXIT_BAD_INPUT, EXIT_STOPPED_SHORT, EXIT_INTERRUPTED = 0, 2, 3, 1
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Test-driven data engineering for LLMs.")
 
+# A default store for new runs (a saved run keeps the URL it started with, in its config.yaml).
+DB_URL_ENV = "PWD_AGENT_DB_URL"
 RUNS_DIR = typer.Option("runs", "--runs-dir", help="Parent folder of run folders.")
 
 
@@ -111,7 +114,9 @@ def run(
     goal: Optional[float] = typer.Option(None, "--goal", help="Target accuracy 0-1 (loop.goal)."),
     run_id: Optional[str] = typer.Option(None, "--run-id", help="Run folder name (default: a timestamp)."),
     runs_dir: Optional[str] = typer.Option(None, "--runs-dir", help="Parent folder of run folders (runs_dir)."),
-    db_url: Optional[str] = typer.Option(None, "--db-url", help="Store URL (default: sqlite in the run folder)."),
+    db_url: Optional[str] = typer.Option(None, "--db-url", help="Store and checkpoint URL, e.g. postgresql+psycopg://"
+                                         f"USER@HOST:PORT/DB (default: db_url, then ${DB_URL_ENV}, then SQLite in "
+                                         "the run folder)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the final table."),
 ) -> None:
     """Start a run: corpus -> KB -> tests -> data -> train -> test -> debug -> retrain, until the goal."""
@@ -121,8 +126,10 @@ def run(
     from pwd_agent.runs import create_run
     from pwd_agent.preflight import check_run
 
-    cfg = load_config(config, set_, **{"corpus.path": corpus, "loop.goal": goal, "run_id": run_id,
-                                        "runs_dir": runs_dir, "db_url": db_url})
+    overrides = {"corpus.path": corpus, "loop.goal": goal, "run_id": run_id, "runs_dir": runs_dir, "db_url": db_url}
+    cfg = load_config(config, set_, **overrides)
+    if cfg.db_url is None and os.environ.get(DB_URL_ENV):  # the environment's store, when none is named
+        cfg = load_config(config, set_, **{**overrides, "db_url": os.environ[DB_URL_ENV]})
     checked_scan(cfg.corpus)  # fail before a run folder exists (corpus.on_skip=error: on any skipped file)
     load_general(cfg.eval.general)
     check_run(cfg)  # trackers, backends, the student: before a run folder exists
