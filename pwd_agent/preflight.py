@@ -24,8 +24,7 @@ def check_store(db_url: str | None) -> None:
     from pwd_agent.store import postgres
 
     if postgres.is_postgres(db_url):
-        postgres.check_url(db_url)
-        postgres.connect(db_url).close()
+        postgres.connect(db_url).close()  # checks the URL and the extra first
 
 
 TRACKER_INSTALL = {"mlflow": "pip install 'pwd-agent[mlflow]'", "wandb": "pip install 'pwd-agent[wandb]'"}

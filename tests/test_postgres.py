@@ -135,6 +135,25 @@ def test_clear_errors_before_a_run_folder_exists(pg_url, small_corpus, monkeypat
     assert "pip install 'pwd-agent[postgres]'" in result.stderr
     assert not Path("runs").exists()
 
+    from pwd_agent.config import save_config
+
+    Path("runs/elsewhere").mkdir(parents=True)  # a PostgreSQL run resumed where the extra is missing
+    save_config(RunConfig(run_id="elsewhere", db_url=pg_url), Path("runs/elsewhere/config.yaml"))
+    result = main_here(monkeypatch, capsys, "resume", "elsewhere")
+    assert result.returncode == 2 and "psycopg is not installed" in result.stderr
+
+
+def test_list_shows_the_runs_of_the_database_whose_folders_are_elsewhere(pg_url):
+    from pwd_agent.runstate import mark_ended
+
+    ctx = pg_context(pg_url, "far-away")  # a run driven from another machine's run folder
+    mark_ended(ctx.db_url, ctx.run_id, "finished", stop_reason="goal")
+    result = cli("list", "--runs-dir", "nowhere", "--db-url", pg_url)
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if line.startswith("far-away "))
+    assert "finished (goal)" in line and "its folder is not in nowhere/" in line
+    assert not Path("nowhere").exists()
+
 
 @pytest.mark.slow
 def test_two_runs_in_one_database_kill_and_resume_redo_nothing(tiny_model, small_corpus, pg_url, monkeypatch):
@@ -179,8 +198,8 @@ def test_two_runs_in_one_database_kill_and_resume_redo_nothing(tiny_model, small
 
     listing = cli("list")
     assert listing.returncode == 0
-    assert [line.split()[:3] for line in listing.stdout.splitlines()[1:]] == [
-        ["cut", "finished", "(max_rounds)"], ["whole", "finished", "(max_rounds)"]]
+    here = [line.split()[:3] for line in listing.stdout.splitlines()[1:] if "in the database" not in line]
+    assert here == [["cut", "finished", "(max_rounds)"], ["whole", "finished", "(max_rounds)"]]
     for run_id in ("whole", "cut"):
         assert open_run(run_id).config.db_url == pg_url  # saved: a resume anywhere finds the same database
         files = {p.name for p in Path("runs", run_id).iterdir()}

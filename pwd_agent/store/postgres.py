@@ -84,6 +84,7 @@ def unreachable(url: str, exc: Exception) -> StoreError:
 
 def connect(url: str, **kwargs):
     """A psycopg connection to the run's schema; an unreachable server is a StoreError (exit 2)."""
+    check_url(url)  # e.g. `resume` of a PostgreSQL run where the extra is not installed
     import psycopg
 
     conninfo, query = libpq_args(url)
@@ -143,12 +144,16 @@ def checkpointer(url: str) -> Iterator[object]:
         conn.close()
 
 
-def run_schemas(base_url: str) -> list[str]:
-    """The run schemas in a database (for `list`)."""
+def stored_run_ids(base_url: str) -> list[str]:
+    """The runs a database holds (the Run row of each run schema), for `list`."""
     conn = connect(base_url, autocommit=True)
     try:
-        rows = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE %s ORDER BY nspname",
-                            (SCHEMA_PREFIX.replace("_", r"\_") + "%",)).fetchall()
-        return [r[0] for r in rows]
+        schemas = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE %s",
+                               (SCHEMA_PREFIX.replace("_", r"\_") + "%",)).fetchall()
+        ids = []
+        for (schema,) in schemas:
+            if conn.execute("SELECT to_regclass(%s)", (f'"{schema}".run',)).fetchone()[0] is not None:
+                ids += [row[0] for row in conn.execute(f'SELECT run_id FROM "{schema}".run').fetchall()]
+        return sorted(ids)
     finally:
         conn.close()
