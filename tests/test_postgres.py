@@ -2,6 +2,7 @@
 a schema per run, the additive migration, the saver, the lock in the database, kill -9 and resume."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -156,25 +157,31 @@ def test_list_shows_the_runs_of_the_database_whose_folders_are_elsewhere(pg_url)
 
 
 @pytest.mark.slow
-def test_two_runs_in_one_database_kill_and_resume_redo_nothing(tiny_model, small_corpus, pg_url, monkeypatch):
-    """An uninterrupted run and a run SIGKILLed mid-extract and mid-training, resumed each time, in one
-    database: the stores are equal and no agent unit was asked twice; `list` shows both; while a process
-    drives a run a second is refused; the run folders hold files only. The URL comes from the environment."""
+def test_two_runs_in_one_database_kill_and_resume_elsewhere_redo_nothing(tiny_model, small_corpus, pg_url,
+                                                                         monkeypatch):
+    """An uninterrupted run and a run SIGKILLed mid-extract, moved to another folder (another machine that
+    sees the same database and the run folder), SIGKILLed mid-training there and resumed: the stores are
+    equal and no agent unit was asked twice; while a process drives the run a second is refused; `list`
+    shows both runs; the run folders hold files only. The URL comes from the environment."""
     from test_loop import last_event_before_resuming_at, store_content, tiny_args
 
     monkeypatch.setenv("PWD_AGENT_DB_URL", pg_url)
     args = ["--goal", "0.99", "--set", "loop.max_rounds=1", "--set", "eval.general=none"]
     reference = cli(*tiny_args(tiny_model, small_corpus, "whole", *args))
     assert reference.returncode == 3, reference.stderr
+    whole = store_content("whole")
 
-    kill_points = ["extract:3", "train:3"]
     command = tiny_args(tiny_model, small_corpus, "cut", *args)
-    for point in kill_points:
+    for point in ("extract:3", "train:3"):
         env = {**os.environ, "PWD_AGENT_KILL_AT": point}
         died = subprocess.run([sys.executable, "-m", "pwd_agent", *command], env=env, capture_output=True,
                               text=True, timeout=300)
         assert died.returncode == -signal.SIGKILL, (point, died.returncode, died.stderr[-2000:])
         command = ["resume", "cut", "-q"]
+        if point.startswith("extract"):  # the rest happens "elsewhere": only the database and the folder are shared
+            Path("elsewhere/runs").mkdir(parents=True)
+            shutil.move("runs/cut", "elsewhere/runs/cut")
+            monkeypatch.chdir("elsewhere")
     driving = subprocess.Popen([sys.executable, "-m", "pwd_agent", *command], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
@@ -186,21 +193,21 @@ def test_two_runs_in_one_database_kill_and_resume_redo_nothing(tiny_model, small
     _, err = driving.communicate(timeout=300)
     assert driving.returncode == 3, err
 
-    whole, cut = store_content("whole"), store_content("cut")
+    cut = store_content("cut")
     for table in whole:
         assert cut[table] == whole[table], table
     assert len(cut["calls"]) == len(set(cut["calls"]))  # the ledger: no unit recorded twice
     with session_scope(open_run("cut").db_url) as s:
         events = s.exec(select(Event).order_by(Event.id)).all()
-    assert sum(e.message.startswith("resuming run") for e in events) == len(kill_points)
+    assert sum(e.message.startswith("resuming run") for e in events) == 2
     landed = last_event_before_resuming_at(events, "extract")
     assert 0 < landed.data["done"] < landed.data["total"], landed.message  # the kill struck inside the stage
 
-    listing = cli("list")
-    assert listing.returncode == 0
-    here = [line.split()[:3] for line in listing.stdout.splitlines()[1:] if "in the database" not in line]
-    assert here == [["cut", "finished", "(max_rounds)"], ["whole", "finished", "(max_rounds)"]]
-    for run_id in ("whole", "cut"):
-        assert open_run(run_id).config.db_url == pg_url  # saved: a resume anywhere finds the same database
-        files = {p.name for p in Path("runs", run_id).iterdir()}
-        assert not files & {"run.db", "run.db-wal", "checkpoints.sqlite", ".lock"}
+    lines = cli("list").stdout.splitlines()
+    assert next(line for line in lines if line.startswith("cut ")).split()[1:3] == ["finished", "(max_rounds)"]
+    assert "finished (max_rounds)" in next(line for line in lines if line.startswith("whole "))
+    assert "its folder is not in runs/" in next(line for line in lines if line.startswith("whole "))
+    for folder in (Path("runs/cut"), Path("../runs/whole")):
+        assert open_run(folder.name, str(folder.parent)).config.db_url == pg_url  # saved with the run
+        files = {p.name for p in folder.iterdir()}
+        assert "config.yaml" in files and not files & {"run.db", "run.db-wal", "checkpoints.sqlite", ".lock"}
