@@ -32,6 +32,7 @@ def get_engine(url: str) -> Engine:
         try:
             migrate(engine, url)
         except OperationalError as exc:
+            engine.dispose()
             if not postgres.is_postgres(url):
                 raise
             raise postgres.unreachable(url, exc) from None
