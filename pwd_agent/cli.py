@@ -25,6 +25,7 @@ saved; `pwd-agent resume RUN` continues).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -38,6 +39,8 @@ EXIT_GOAL_MET, EXIT_BAD_INPUT, EXIT_STOPPED_SHORT, EXIT_INTERRUPTED = 0, 2, 3, 1
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Test-driven data engineering for LLMs.")
 
+# A default store for new runs (a saved run keeps the URL it started with, in its config.yaml).
+DB_URL_ENV = "PWD_AGENT_DB_URL"
 RUNS_DIR = typer.Option("runs", "--runs-dir", help="Parent folder of run folders.")
 RUN_ID = typer.Argument(..., help="The run's id: its folder name under --runs-dir.")
 QUIET = typer.Option(False, "--quiet", "-q", help="Only the final table.")
@@ -129,7 +132,9 @@ def run(
     goal: Optional[float] = typer.Option(None, "--goal", help="Target accuracy 0-1 (loop.goal)."),
     run_id: Optional[str] = typer.Option(None, "--run-id", help="Run folder name (default: a timestamp)."),
     runs_dir: Optional[str] = typer.Option(None, "--runs-dir", help="Parent folder of run folders (runs_dir)."),
-    db_url: Optional[str] = typer.Option(None, "--db-url", help="Store URL (default: sqlite in the run folder)."),
+    db_url: Optional[str] = typer.Option(None, "--db-url", help="Store and checkpoint URL, e.g. postgresql+psycopg://"
+                                         f"USER@HOST:PORT/DB (default: db_url, then ${DB_URL_ENV}, then SQLite in "
+                                         "the run folder)."),
     quiet: bool = QUIET,
 ) -> None:
     """Start a run: corpus -> KB -> tests -> data -> train -> test -> debug -> retrain, until the goal."""
@@ -139,8 +144,10 @@ def run(
     from pwd_agent.runs import create_run
     from pwd_agent.preflight import check_run
 
-    cfg = load_config(config, set_, **{"corpus.path": corpus, "loop.goal": goal, "run_id": run_id,
-                                        "runs_dir": runs_dir, "db_url": db_url})
+    overrides = {"corpus.path": corpus, "loop.goal": goal, "run_id": run_id, "runs_dir": runs_dir, "db_url": db_url}
+    cfg = load_config(config, set_, **overrides)
+    if cfg.db_url is None and os.environ.get(DB_URL_ENV):  # the environment's store, when none is named
+        cfg = load_config(config, set_, **{**overrides, "db_url": os.environ[DB_URL_ENV]})
     checked_scan(cfg.corpus)  # fail before a run folder exists (corpus.on_skip=error: on any skipped file)
     load_general(cfg.eval.general)
     check_run(cfg)  # trackers, backends, the student: before a run folder exists
@@ -221,19 +228,40 @@ def logs(
 
 
 @app.command("list")
-def list_runs(runs_dir: str = RUNS_DIR) -> None:
+def list_runs(
+    runs_dir: str = RUNS_DIR,
+    db_url: Optional[str] = typer.Option(None, "--db-url", help="Also list the runs this PostgreSQL database holds "
+                                         f"whose folders are not under --runs-dir (default: ${DB_URL_ENV})."),
+) -> None:
     """All runs with their state and best score on the goal split."""
     from pwd_agent.report.status import run_summary
     from pwd_agent.runs import list_run_ids, open_run
 
     ids = list_run_ids(runs_dir)
-    if not ids:
+    elsewhere = _stored_elsewhere(db_url or os.environ.get(DB_URL_ENV), runs_dir, ids)
+    if not ids and not elsewhere:
         typer.echo(f"no runs in {runs_dir}/ yet; start one with `pwd-agent run`")
         return
     typer.echo(f"{'run':<24} {'state':<14} best")
     for run_id in ids:
         rid, state, best = run_summary(open_run(run_id, runs_dir))
         typer.echo(f"{rid:<24} {state:<14} {best}")
+    for run_id, state in elsewhere:
+        typer.echo(f"{run_id:<24} {state:<14} - (in the database; its folder is not in {runs_dir}/)")
+
+
+def _stored_elsewhere(db_url: str | None, runs_dir: str, known: list[str]) -> list[tuple[str, str]]:
+    """(run id, state) of the runs a shared PostgreSQL database holds that have no folder here."""
+    from pwd_agent.config import RunConfig
+    from pwd_agent.report.status import stored_run_state
+    from pwd_agent.runs import context_for
+    from pwd_agent.store import postgres
+
+    if not postgres.is_postgres(db_url):
+        return []
+    others = [rid for rid in postgres.stored_run_ids(db_url) if rid not in known]
+    contexts = [context_for(RunConfig(run_id=rid, db_url=db_url), Path(runs_dir) / rid) for rid in others]
+    return [(ctx.run_id, stored_run_state(ctx)) for ctx in contexts]
 
 
 @app.command()

@@ -318,7 +318,9 @@ class RunConfig(Section):
 
     run_id: str | None = Field(None, description="Run folder name (default: a timestamp).")
     runs_dir: str = Field("runs", description="Parent folder of run folders.")
-    db_url: str | None = Field(None, description="sqlmodel URL of the store (default: sqlite runs/<id>/run.db).")
+    db_url: str | None = Field(None, description="Store and checkpoints: postgresql+psycopg://USER@HOST:PORT/DB puts "
+                               "them in that database, one schema per run (pip install 'pwd-agent[postgres]'; "
+                               "default: $PWD_AGENT_DB_URL, else SQLite files in runs/<id>/).")
     corpus: CorpusConfig = CorpusConfig()
     llm: LLMConfig = LLMConfig()
     extract: ExtractConfig = ExtractConfig()

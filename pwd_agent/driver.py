@@ -1,4 +1,4 @@
-"""Drive a run's graph with its SQLite checkpointer: start, resume, and read the outcome."""
+"""Drive a run's graph with its checkpointer (SQLite file or PostgreSQL): start, resume, read the outcome."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import sqlite3
 from contextlib import contextmanager
 from typing import Iterator
 
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
 
@@ -14,14 +15,22 @@ from pwd_agent.events import emit
 from pwd_agent.graph import build_graph
 from pwd_agent.errors import PwdAgentError, RunPaused
 from pwd_agent.runstate import mark, mark_ended, mark_started
-from pwd_agent.store import ConfigChange, session_scope
+from pwd_agent.store import ConfigChange, get_engine, session_scope
 from pwd_agent.runs import (
     PAUSE_FILE, PENDING_SET_FILE, RunContext, checked_overrides, context_for, save_overrides,
 )
 
 
 @contextmanager
-def checkpointer(ctx: RunContext) -> Iterator[SqliteSaver]:
+def checkpointer(ctx: RunContext) -> Iterator[BaseCheckpointSaver]:
+    """The run's checkpoints live beside its store: the same PostgreSQL schema, or a SQLite file."""
+    from pwd_agent.store import postgres
+
+    if postgres.is_postgres(ctx.db_url):
+        get_engine(ctx.db_url)  # the run's schema exists (made with the store, under its lock)
+        with postgres.checkpointer(ctx.db_url) as saver:
+            yield saver
+        return
     conn = sqlite3.connect(ctx.run_dir / "checkpoints.sqlite", check_same_thread=False)
     try:
         yield SqliteSaver(conn)

@@ -45,6 +45,10 @@ class TrainingError(PwdAgentError):
     exit_code = 4
 
 
+class StoreError(PwdAgentError):
+    """The run's store cannot be opened: its driver is not installed, or its server cannot be reached."""
+
+
 class RunLockedError(PwdAgentError):
     """Another process is driving the run."""
 

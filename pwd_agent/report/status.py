@@ -188,6 +188,13 @@ def event_shown(event: Event, level: str, nodes: list[str]) -> bool:
     return LEVELS.index(event.level) >= LEVELS.index(level) and (not nodes or event.node in nodes)
 
 
+def stored_run_state(ctx: RunContext) -> str:
+    """The state of a run read from its store alone (a run in a shared database whose folder is elsewhere)."""
+    live = is_running(ctx)
+    with session_scope(ctx.db_url) as session:
+        return state_text(read_run(session, ctx.run_id), live)
+
+
 def run_summary(ctx: RunContext) -> tuple[str, str, str]:
     """(run id, state, best goal-split score beside that split's chance and best constant answer)
     for `pwd-agent list`."""

@@ -5,11 +5,12 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy import event, inspect, literal, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, SQLModel, create_engine, select
 
-from pwd_agent.store import models
+from pwd_agent.store import models, postgres
 from pwd_agent.store.models import WorkUnit
 
 _ENGINES: dict[str, Engine] = {}
@@ -25,46 +26,66 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
 
 
 def get_engine(url: str) -> Engine:
-    """One engine per URL per process; tables are created on first use."""
+    """One engine per URL per process; tables are created (and upgraded) on first use."""
     if url not in _ENGINES:
-        engine = create_engine(url)
-        if url.startswith("sqlite"):
-            event.listen(engine, "connect", _sqlite_pragmas)
-        tables = [t.__table__ for t in _tables()]
-        SQLModel.metadata.create_all(engine, tables=tables)
-        add_missing_columns(engine, tables)
+        engine = _new_engine(url)
+        try:
+            migrate(engine, url)
+        except OperationalError as exc:
+            engine.dispose()
+            if not postgres.is_postgres(url):
+                raise
+            raise postgres.unreachable(url, exc) from None
         _ENGINES[url] = engine
     return _ENGINES[url]
 
 
-def add_missing_columns(engine: Engine, tables: list) -> list[str]:
+def _new_engine(url: str) -> Engine:
+    if postgres.is_postgres(url):
+        postgres.check_url(url)  # the driver is installed: a clear error, not an ImportError
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url)
+    if url.startswith("sqlite"):
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def migrate(engine: Engine, url: str) -> None:
+    """The one schema path of both back ends, in one transaction: the run's PostgreSQL schema, the
+    missing tables, then the missing columns."""
+    tables = [t.__table__ for t in _tables()]
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            postgres.prepare_schema(conn, url)
+        SQLModel.metadata.create_all(conn, tables=tables)
+        add_missing_columns(conn, tables)
+
+
+def add_missing_columns(conn: Connection, tables: list) -> list[str]:
     """Additive migration: a column a newer pwd-agent added to a table (always nullable or with a
     default) is added to an older store, so a run started before an upgrade still opens and
-    resumes. Renames and removals are never done here."""
-    from sqlalchemy import inspect, text
-
-    inspector = inspect(engine)
+    resumes. Renames and removals are never done here. Types, defaults and quoting are the
+    connection's dialect's, so the same step runs on SQLite and PostgreSQL."""
+    inspector = inspect(conn)
+    dialect = conn.dialect
+    quote = dialect.identifier_preparer.quote
     added = []
-    with engine.begin() as conn:
-        for table in tables:
-            have = {c["name"] for c in inspector.get_columns(table.name)}
-            for column in table.columns:
-                if column.name in have:
-                    continue
-                kind = column.type.compile(dialect=engine.dialect)
-                default = column.default.arg if column.default is not None and column.default.is_scalar else None
-                clause = f" DEFAULT {_literal(default)}" if default is not None else ""
-                conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}{clause}'))
-                added.append(f"{table.name}.{column.name}")
+    for table in tables:
+        have = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have:
+                continue
+            kind = column.type.compile(dialect=dialect)
+            default = column.default.arg if column.default is not None and column.default.is_scalar else None
+            clause = f" DEFAULT {_literal(default, column.type, dialect)}" if default is not None else ""
+            conn.execute(text(f"ALTER TABLE {quote(table.name)} ADD COLUMN {quote(column.name)} {kind}{clause}"))
+            added.append(f"{table.name}.{column.name}")
     return added
 
 
-def _literal(value) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return "'" + str(value).replace("'", "''") + "'"
+def _literal(value, kind, dialect) -> str:
+    """A default as SQL text in the dialect (a bool is 1 in SQLite and true in PostgreSQL)."""
+    return str(literal(value, kind).compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
 
 
 def _tables() -> list[type[SQLModel]]:
