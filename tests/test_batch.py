@@ -230,5 +230,22 @@ def test_kill_while_a_batch_is_pending_then_resume_sends_nothing_twice(tiny_mode
         assert {c.agent for c in batched} == {"extractor", "tester"} and not [c for c in calls if c.cache_hit]
         assert len(batched) == len(sent)  # one ledger row per batch request, the killed batch's included
         assert all(c.cost > 0 for c in batched)
+
+        # The third bulk stage (V1 samples) in this process, past the gate; the Debugger's backend stays live.
+        from types import SimpleNamespace
+
+        from pwd_agent.agents.runner import make_backend, workers_for
+        from pwd_agent.nodes.synthesize import synthesize
+
+        ctx = open_run("b")
+        ctx.config.gates.after_tests = False
+        assert make_backend(ctx).client.batcher is None and workers_for(make_backend(ctx), ctx.config) == 4
+        assert workers_for(make_backend(ctx, bulk=True), ctx.config) == 256
+        before = len(teacher.created)
+        synthesize({}, SimpleNamespace(context=ctx))
+        assert len(teacher.created) == before + 1 and len(teacher.sent_ids()) == len(set(teacher.sent_ids()))
+        with session_scope(ctx.db_url) as s:
+            builder = [c for c in s.exec(select(LLMCall)).all() if c.agent == "builder"]
+        assert builder and all(c.batch for c in builder) and len(builder) == len(teacher.created[f"batch-{before + 1}"])
     finally:
         teacher.close()

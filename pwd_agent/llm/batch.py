@@ -261,4 +261,5 @@ def _why(result: dict | None, batch) -> str:
         error = response["body"].get("error") or {}
     message = error.get("message") if isinstance(error, dict) else str(error)
     status = response.get("status_code")
-    return f"batch {batch.id} row failed" + (f" (HTTP {status})" if status else "") + (f": {message}" if message else "")
+    return (f"batch {batch.id} row failed" + (f" (HTTP {status})" if status else "")
+            + (f": {message}" if message else ""))
