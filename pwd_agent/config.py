@@ -83,8 +83,8 @@ class LLMConfig(Section):
         "batch failed or left unfinished, and the Debugger stay live. A killed run resumes by polling its batches.",
     )
     batch_size: int = Field(
-        256, ge=1, description="Batch mode: units in flight at once in a bulk stage, and requests per batch at most "
-        "(llm.max_concurrency still bounds the live calls).",
+        256, ge=1, le=50000, description="Batch mode: units in flight at once in a bulk stage, and requests per "
+        "batch at most (llm.max_concurrency still bounds the live calls).",
     )
     batch_window_s: float = Field(
         0.5, gt=0, description="Batch mode: a batch is sent once no new request arrived for this many seconds.")

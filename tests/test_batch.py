@@ -65,11 +65,11 @@ def server():
     endpoint.close()
 
 
-def batch_client(url: str, tmp_path, **overrides) -> StructuredClient:
+def batch_client(url: str, tmp_path, cache: str = "cache.sqlite", **overrides) -> StructuredClient:
     cfg = LLMConfig(backend="openai", model="m", base_url=url, response_format="json_object", timeout_s=5,
                     max_retries=1, batch=True, batch_window_s=0.2, batch_poll_s=0.05,
                     price_input_per_m=2.0, price_output_per_m=8.0, **overrides)
-    return StructuredClient(cfg, ResponseCache(tmp_path / "cache.sqlite"), batch_store=f"sqlite:///{tmp_path}/run.db")
+    return StructuredClient(cfg, ResponseCache(tmp_path / cache), batch_store=f"sqlite:///{tmp_path}/run.db")
 
 
 def ask_all(llm: StructuredClient, topics: list[str]) -> dict[str, tuple]:
@@ -167,6 +167,29 @@ def test_a_kill_between_create_and_store_sends_nothing_twice(server, tmp_path, c
     assert server.log.count(("POST", "/v1/files")) == 1
     (row,) = stored_batches(tmp_path)
     assert (row.batch_id, row.status) == ("batch-1", "completed")
+
+
+def test_a_stopped_run_releases_its_waiting_units_and_the_next_client_polls_the_same_batch(server, tmp_path):
+    """Ctrl-C or an error in the stage (map_units calls abandon_all): the unit threads stop waiting,
+    the batch stays stored, and a later client answers from it without sending anything again."""
+    from pwd_agent.llm.batch import BatchAbandoned, abandon_all
+
+    server.delay_s = 60
+    with ThreadPoolExecutor(2) as pool:
+        waiting = pool.submit(ask_all, batch_client(server.url, tmp_path), ["alpha", "beta"])
+        deadline = time.time() + 10
+        while not server.polls.get("batch-1"):
+            assert time.time() < deadline
+            time.sleep(0.02)
+        abandon_all()
+        with pytest.raises(BatchAbandoned):
+            waiting.result(timeout=5)
+    assert [row.status for row in stored_batches(tmp_path)] == ["submitted"]
+    server.delay_s = 0  # (the first client's poller may still cache the replies: the next one has its own cache)
+    results = ask_all(batch_client(server.url, tmp_path, cache="cache2.sqlite"), ["alpha", "beta"])
+    assert all(answer is not None and rows[0].batch for answer, rows in results.values())
+    assert list(server.created) == ["batch-1"] and not server.live
+    assert [row.status for row in stored_batches(tmp_path)] == ["completed"]
 
 
 def test_batch_with_the_offline_backend_names_the_fix():

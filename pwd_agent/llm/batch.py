@@ -23,6 +23,7 @@ import time
 import weakref
 from concurrent.futures import Future
 from dataclasses import dataclass
+from datetime import timezone
 
 from sqlmodel import select
 
@@ -111,8 +112,9 @@ class Batcher:
                         if quiet >= self.cfg.batch_window_s or len(self._pending) >= self.cfg.batch_size:
                             break
                         self._cond.wait(self.cfg.batch_window_s - quiet)
-                    else:
-                        self._cond.wait()
+                    elif not self._cond.wait(timeout=30) and not self._pending:
+                        self._collector = None  # idle: the next submit starts another
+                        return
                 ids = list(self._pending)[: self.cfg.batch_size]
                 bodies = {cid: self._pending.pop(cid) for cid in ids}
             self._thread(self._send, bodies)
@@ -154,8 +156,7 @@ class Batcher:
             row = session.get(LLMBatch, row_id)
         try:
             if row.batch_id is None:  # killed between create and store: was the batch created?
-                found = next((b for b in self.client.batches.list(limit=100)
-                              if b.input_file_id == row.input_file_id), None)
+                found = self._created_from(row)
                 if found is not None:
                     self._update(row, batch_id=found.id, status="submitted")
                 else:
@@ -165,6 +166,17 @@ class Batcher:
             return
         log.info("polling batch %s of an earlier process", row.batch_id)
         self._poll(row)
+
+    def _created_from(self, row: LLMBatch):
+        """The server's batch made from this row's input file, or None; the listing (newest first on
+        OpenAI) is read back to a few minutes before the row was stored, not through all history."""
+        stored = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=timezone.utc)
+        for batch in self.client.batches.list(limit=100):
+            if batch.input_file_id == row.input_file_id:
+                return batch
+            if batch.created_at < stored.timestamp() - 600:
+                return None
+        return None
 
     # ---- polling and results ------------------------------------------------------------
     def _poll(self, row: LLMBatch) -> None:
