@@ -115,6 +115,21 @@ def test_batch_round_trip_validated_as_live_and_priced_at_the_batch_rate(server,
     assert len(server.created) == 1 and len(server.live) == 1
 
 
+def test_the_same_conversation_from_two_units_is_one_batch_row_priced_once(server, tmp_path):
+    llm = batch_client(server.url, tmp_path)
+
+    def one(topic):
+        take_records()
+        return llm.ask("extractor", PROMPT, {"topic": topic}, Fact), take_records()
+
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(one, ["alpha", "alpha", "beta"]))
+    assert [answer.name for answer, _ in results] == ["alpha", "alpha", "beta"]
+    assert len(server.sent_ids()) == 2 and not server.live
+    alpha = sorted((rows[0] for _, rows in results[:2]), key=lambda r: r.cost)
+    assert alpha[0].cache_hit and alpha[0].cost == 0 and not alpha[1].cache_hit and alpha[1].cost > 0
+
+
 def test_partly_failed_batch_sends_only_the_failed_rows_live(server, tmp_path):
     server.failing = {"beta"}
     results = ask_all(batch_client(server.url, tmp_path), ["alpha", "beta", "gamma"])
@@ -190,6 +205,14 @@ def test_a_stopped_run_releases_its_waiting_units_and_the_next_client_polls_the_
     assert all(answer is not None and rows[0].batch for answer, rows in results.values())
     assert list(server.created) == ["batch-1"] and not server.live
     assert [row.status for row in stored_batches(tmp_path)] == ["completed"]
+
+
+def test_a_lost_create_reply_finds_the_batch_instead_of_going_live(server, tmp_path):
+    server.lose_create_reply = True
+    results = ask_all(batch_client(server.url, tmp_path), ["alpha", "beta"])
+    assert all(answer is not None and rows[0].batch for answer, rows in results.values())
+    assert list(server.created) == ["batch-1"] and not server.live
+    assert [(row.batch_id, row.status) for row in stored_batches(tmp_path)] == [("batch-1", "completed")]
 
 
 def test_batch_with_the_offline_backend_names_the_fix():

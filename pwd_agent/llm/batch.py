@@ -22,7 +22,7 @@ import threading
 import time
 import weakref
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timezone
 
 from sqlmodel import select
@@ -42,6 +42,7 @@ class BatchReply:
     content: str
     input_tokens: int
     output_tokens: int
+    shared: bool = False  # the same conversation asked by another unit too: one request, priced once
 
 
 class BatchRowFailed(Exception):
@@ -121,15 +122,24 @@ class Batcher:
 
     def _send(self, bodies: dict[str, dict]) -> None:
         ids = list(bodies)
+        row = None
         try:
             lines = "".join(json.dumps({"custom_id": cid, "method": "POST", "url": ENDPOINT, "body": body}) + "\n"
                             for cid, body in bodies.items())
-            upload = self.client.files.create(file=("requests.jsonl", lines.encode()), purpose="batch")
+            upload = self._retry(self.client.files.create, file=("requests.jsonl", lines.encode()), purpose="batch")
             with session_scope(self.db_url) as session:  # stored before the batch exists on the server
                 row = LLMBatch(input_file_id=upload.id, custom_ids=ids)
                 session.add(row)
-            self._create(row)
+            try:
+                self._create(row)
+            except Exception:
+                # A timeout or reset may hide a batch the server did create: look before going live.
+                if (found := self._created_from(row)) is None:
+                    raise
+                self._update(row, batch_id=found.id, status="submitted")
         except Exception as exc:  # noqa: BLE001 - any failure to send: these requests go live
+            if row is not None and row.batch_id is None:
+                self._update(row, status="unsent")
             log.warning("batch not sent (%s: %s); its %d requests go live", type(exc).__name__, exc, len(ids))
             self._resolve(ids, {}, {}, f"batch not sent ({type(exc).__name__}: {exc})")
             return
@@ -147,7 +157,8 @@ class Batcher:
         if self._stored is None:
             self._stored = {}
             with session_scope(self.db_url) as session:
-                for row in session.exec(select(LLMBatch).order_by(LLMBatch.id)).all():
+                for row in session.exec(select(LLMBatch).where(LLMBatch.status != "unsent")
+                                        .order_by(LLMBatch.id)).all():
                     self._stored.update(dict.fromkeys(row.custom_ids, row.id))
         return self._stored
 
@@ -219,7 +230,7 @@ class Batcher:
     def _read(self, file_id: str | None) -> dict[str, dict]:
         if not file_id:
             return {}
-        text = self.client.files.content(file_id).text
+        text = self._retry(self.client.files.content, file_id).text
         rows = (json.loads(line) for line in text.splitlines() if line.strip())
         return {row["custom_id"]: row for row in rows if "custom_id" in row}
 
@@ -231,9 +242,9 @@ class Batcher:
                     self._stored.pop(cid, None)
             futures = {cid: self._waiting.pop(cid, []) for cid in ids}
         for cid, waiting in futures.items():
-            for future in waiting:
+            for n, future in enumerate(waiting):
                 if cid in answered:
-                    future.set_result(answered[cid])
+                    future.set_result(answered[cid] if n == 0 else replace(answered[cid], shared=True))
                 else:
                     future.set_exception(BatchRowFailed(reasons.get(cid) or default))
 
@@ -242,6 +253,19 @@ class Batcher:
             setattr(row, name, value)
         with session_scope(self.db_url) as session:
             session.merge(row)
+
+    def _retry(self, call, *args, **kwargs):
+        """An idempotent call (upload, download), retried on transient errors like a live request."""
+        import openai
+
+        for attempt in range(self.cfg.max_retries + 1):
+            try:
+                return call(*args, **kwargs)
+            except (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError,
+                    openai.InternalServerError):
+                if attempt == self.cfg.max_retries:
+                    raise
+                time.sleep(min(30.0, 0.5 * 2**attempt))
 
     @staticmethod
     def _thread(target, *args) -> threading.Thread:

@@ -196,12 +196,12 @@ class StructuredClient:
         finally:
             with self._lock:
                 self.reserved -= estimate
-        cost = factor * (reply.input_tokens * self.cfg.price_input_per_m
-                         + reply.output_tokens * self.cfg.price_output_per_m) / 1e6
+        cost = 0.0 if reply.shared else factor * (reply.input_tokens * self.cfg.price_input_per_m
+                                                  + reply.output_tokens * self.cfg.price_output_per_m) / 1e6
         with self._lock:
             self.spent += cost
         _record(base, input_tokens=reply.input_tokens, output_tokens=reply.output_tokens, batch=True,
-                latency_s=round(time.perf_counter() - start, 3), cost=cost)
+                cache_hit=reply.shared, latency_s=round(time.perf_counter() - start, 3), cost=cost)
         return reply.content
 
     def _account(self, base: dict, response, latency: float) -> tuple[str, tuple[int, int]]:

@@ -5,12 +5,14 @@ GET /v1/batches (list), GET /v1/batches/{id}, GET /v1/files/{id}/content, and li
 A batch stays in_progress for `delay_s` seconds after it is created, then runs every row through
 `complete` at the first poll after that. `expire_keep=N` makes it end "expired" with only its first
 N rows answered (the rest in the error file, as OpenAI does); `fail_row(body)` True gives a row a 500
-in the error file; `fail_batch=True` ends it "failed" with no output. Everything the server was sent
+in the error file; `fail_batch=True` ends it "failed" with no output; `lose_create_reply=True`
+creates the batch but resets the connection instead of answering. Everything the server was sent
 is kept: `live` (chat completion bodies), `created` (batch id -> the custom_ids it ran), `log`."""
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from email.parser import BytesParser
@@ -24,6 +26,7 @@ class BatchEndpoint(ChatEndpoint):
         self.delay_s = delay_s
         self.expire_keep: int | None = None
         self.fail_batch = False
+        self.lose_create_reply = False
         self.live: list[dict] = []
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict] = {}
@@ -81,6 +84,9 @@ class BatchEndpoint(ChatEndpoint):
                     "created_at": int(time.time()), "metadata": body.get("metadata"),
                     "request_counts": {"total": len(rows), "completed": 0, "failed": 0}}
                 self._started[batch_id] = time.monotonic()
+            if self.lose_create_reply:  # the batch exists, but the client never hears of it
+                handler.connection.shutdown(socket.SHUT_RDWR)
+                return None
             return self.send(handler, 200, self.batches[batch_id])
         self.send(handler, 404, {"error": {"message": f"no POST {path}"}})
 
