@@ -77,6 +77,30 @@ class LLMConfig(Section):
     max_cost: float | None = Field(None, gt=0, description="Stop the run before a call would pass this spend.")
     cache: bool = Field(True, description="Answer repeated prompts from the response cache.")
     prompts_dir: str | None = Field(None, description="A copy of prompts/ to use instead of the shipped one.")
+    batch: bool = Field(
+        False, description="Send the bulk stages' first requests (extraction, test items, V1 samples) through the "
+        "endpoint's Batch API (/v1/files + /v1/batches) instead of live calls: cheaper, slower; re-asks, rows a "
+        "batch failed or left unfinished, and the Debugger stay live. A killed run resumes by polling its batches.",
+    )
+    batch_size: int = Field(
+        256, ge=1, le=50000, description="Batch mode: units in flight at once in a bulk stage, and requests per "
+        "batch at most (llm.max_concurrency still bounds the live calls).",
+    )
+    batch_window_s: float = Field(
+        0.5, gt=0, description="Batch mode: a batch is sent once no new request arrived for this many seconds.")
+    batch_poll_s: float = Field(30.0, gt=0, description="Batch mode: seconds between two polls of a pending batch.")
+    batch_completion_window: str = Field("24h", description="Batch mode: completion_window sent with each batch.")
+    batch_price_factor: float = Field(
+        0.5, ge=0, description="Batch mode: a batch call costs this share of price_input_per_m/price_output_per_m "
+        "(OpenAI: 0.5) in the ledger and in llm.max_cost.",
+    )
+
+    @model_validator(mode="after")
+    def _batch_needs_an_endpoint(self) -> "LLMConfig":
+        if self.batch and self.backend == "offline":
+            raise ValueError("llm.batch needs an endpoint with a Batch API: set llm.backend=openai "
+                             "(with llm.base_url), or llm.batch=false for the offline rules")
+        return self
 
 
 class ExtractConfig(Section):

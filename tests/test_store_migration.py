@@ -4,7 +4,7 @@ import sqlite3
 
 from sqlmodel import select
 
-from pwd_agent.store import LLMCall, dispose_engines, session_scope
+from pwd_agent.store import LLMBatch, LLMCall, dispose_engines, session_scope
 
 
 def test_columns_added_by_a_newer_version_are_added_to_an_old_store(tmp_path):
@@ -15,11 +15,14 @@ def test_columns_added_by_a_newer_version_are_added_to_an_old_store(tmp_path):
     dispose_engines()
     with sqlite3.connect(db) as conn:  # make it look like a store from before these columns existed
         conn.execute("ALTER TABLE llmcall DROP COLUMN error")
+        conn.execute("ALTER TABLE llmcall DROP COLUMN batch")
+        conn.execute("DROP TABLE llmbatch")
         conn.execute("ALTER TABLE itemresult DROP COLUMN scorer")
 
     with session_scope(url) as s:
         [call] = s.exec(select(LLMCall)).all()
-        assert call.error is None and call.agent == "extractor"
+        assert call.error is None and call.agent == "extractor" and call.batch is False
+        s.add(LLMBatch(input_file_id="file-1", custom_ids=["k"]))  # a table a newer version added
     dispose_engines()
     with sqlite3.connect(db) as conn:
         columns = {row[1]: row[4] for row in conn.execute("PRAGMA table_info(itemresult)")}

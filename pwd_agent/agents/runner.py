@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, Callable, Iterable, Iterator
@@ -15,8 +16,10 @@ from pwd_agent.errors import first_error
 from pwd_agent.store import LLMCall
 
 
-def make_backend(ctx):
-    """The agent backend named by `llm.backend` (the openai client is imported only when chosen)."""
+def make_backend(ctx, bulk: bool = False):
+    """The agent backend named by `llm.backend` (the openai client is imported only when chosen);
+    `bulk` (extraction, test items, V1 samples) sends first requests through the Batch API when
+    llm.batch is on; the Debugger's calls stay live."""
     config = ctx.config
     tests = config.tests
     item_style = (tuple(tests.facets), tests.one_key, tests.distractors == "same_process")
@@ -32,14 +35,18 @@ def make_backend(ctx):
     with session_scope(ctx.db_url) as session:
         spent = session.exec(select(func.coalesce(func.sum(LLMCall.cost), 0.0))).one()
     cache = ResponseCache(cache_root() / "llm_cache.sqlite") if config.llm.cache else None
-    client = StructuredClient(config.llm, cache, spent=spent)
+    client = StructuredClient(config.llm, cache, spent=spent, batch_store=ctx.db_url if bulk else None)
     return LLMAgents(client, config.llm.prompts_dir, tests.seed, *item_style)
 
 
 def workers_for(backend, config) -> int:
     """Units in flight at once: rules gain nothing from threads, and one at a time keeps their
-    ids (and everything keyed by them) reproducible."""
-    return 1 if backend.name == "offline" else config.llm.max_concurrency
+    ids (and everything keyed by them) reproducible; in batch mode a wave of llm.batch_size units
+    waits on batches (live calls are still bounded by llm.max_concurrency)."""
+    if backend.name == "offline":
+        return 1
+    batching = getattr(getattr(backend, "client", None), "batcher", None) is not None
+    return config.llm.batch_size if batching else config.llm.max_concurrency
 
 
 def run_agent(backend, agent: str, task: str, fn: Callable[..., Any], *args) -> tuple[Any, list[LLMCall]]:
@@ -114,4 +121,6 @@ def map_units(fn: Callable[[Any], Any], units: Iterable[Any], workers: int) -> I
         except BaseException:
             for future in futures:
                 future.cancel()
+            if "pwd_agent.llm.batch" in sys.modules:  # threads waiting on a batch would hold the pool open
+                sys.modules["pwd_agent.llm.batch"].abandon_all()
             raise

@@ -43,7 +43,10 @@ def _record(base: dict, **fields) -> None:
 class StructuredClient:
     """Asks for a pydantic object; a bad answer goes back with its error, transient errors retry."""
 
-    def __init__(self, cfg: LLMConfig, cache: ResponseCache | None, spent: float = 0.0):
+    def __init__(self, cfg: LLMConfig, cache: ResponseCache | None, spent: float = 0.0,
+                 batch_store: str | None = None):
+        """With `batch_store` (the run's store URL) and llm.batch, first requests go through the Batch
+        API (a bulk stage); without it every call is live (the Debugger)."""
         from openai import OpenAI
 
         key = os.environ.get(cfg.api_key_env)
@@ -55,8 +58,14 @@ class StructuredClient:
         self.cache = cache
         self.mode = cfg.response_format
         self.spent = spent
+        self.reserved = 0.0  # cost estimates of requests waiting on a batch
         self._lock = threading.Lock()
         self.semaphore = threading.BoundedSemaphore(cfg.max_concurrency)
+        self.batcher = None
+        if cfg.batch and batch_store:
+            from pwd_agent.llm.batch import Batcher
+
+            self.batcher = Batcher(self.client, cfg, cache, batch_store)
 
     # ---- the one public call ------------------------------------------------------------
     def ask(self, agent: str, prompt: PromptFile, variables: dict, schema: type[T],
@@ -72,8 +81,9 @@ class StructuredClient:
         unit = cache_key(self.cfg.model, messages, params, schema_json)
         base = dict(agent=agent, prompt_name=prompt.name, prompt_version=prompt.version,
                     prompt_hash=unit[:16], model=self.cfg.model)
-        for _ in range(self.cfg.max_format_retries + 1):
-            content = self._answer(base, messages, schema_json, params)
+        for turn in range(self.cfg.max_format_retries + 1):
+            # Batch mode: the first request of a unit waits on a batch; re-asks stay live.
+            content = self._answer(base, messages, schema_json, params, batch=turn == 0 and self.batcher is not None)
             parsed, error = self._parse(content, schema, check)
             if parsed is not None:
                 return parsed
@@ -85,7 +95,8 @@ class StructuredClient:
             ]
         return None
 
-    def _answer(self, base: dict, messages: list[dict], schema_json: dict, params: dict) -> str:
+    def _answer(self, base: dict, messages: list[dict], schema_json: dict, params: dict,
+                batch: bool = False) -> str:
         """The endpoint's reply to exactly this conversation: from the cache when it was asked
         before (a rejected reply too, so a repeated run replays its re-asks without a request)."""
         key = cache_key(self.cfg.model, messages, params, schema_json)
@@ -93,7 +104,16 @@ class StructuredClient:
         if use_cache and (hit := self.cache.get(key)):
             _record(base, cache_hit=True, input_tokens=hit[1], output_tokens=hit[2])
             return hit[0]
-        content, usage = self._complete(base, messages, schema_json, params)
+        if batch:
+            from pwd_agent.llm.batch import BatchRowFailed
+
+            try:
+                return self._batched(base, key, messages, schema_json, params)
+            except BatchRowFailed as failed:  # answered live instead, the reason in its ledger row
+                content, usage = self._complete(base, messages, schema_json, params)
+                _local.records[-1].error = f"sent live: {failed}"[:500]
+        else:
+            content, usage = self._complete(base, messages, schema_json, params)
         if use_cache:
             self.cache.put(key, content, *usage)
         return content
@@ -159,6 +179,31 @@ class StructuredClient:
             "start or fix the server (llm.base_url, llm.model), then `pwd-agent resume RUN`; finished work is kept",
         )
 
+    def _batched(self, base: dict, key: str, messages: list[dict], schema_json: dict, params: dict) -> str:
+        """The reply to this conversation from a batch (the batcher caches it), priced at the batch
+        rate; raises BatchRowFailed when the batch did not answer it."""
+        factor = self.cfg.batch_price_factor
+        estimate = self._check_budget(messages, factor)  # reserved while the batch runs: a batch of
+        with self._lock:  # hundreds of requests must not pass llm.max_cost before any reply is priced
+            self.reserved += estimate
+        mode = self._mode()
+        body = {"model": self.cfg.model, "messages": self._with_schema(messages, mode, schema_json),
+                **{k: v for k, v in params.items() if k != "extra_body"}, **params.get("extra_body", {}),
+                **self._format_kwargs(mode, schema_json)}
+        start = time.perf_counter()
+        try:
+            reply = self.batcher.submit(key, body).result()
+        finally:
+            with self._lock:
+                self.reserved -= estimate
+        cost = 0.0 if reply.shared else factor * (reply.input_tokens * self.cfg.price_input_per_m
+                                                  + reply.output_tokens * self.cfg.price_output_per_m) / 1e6
+        with self._lock:
+            self.spent += cost
+        _record(base, input_tokens=reply.input_tokens, output_tokens=reply.output_tokens, batch=True,
+                cache_hit=reply.shared, latency_s=round(time.perf_counter() - start, 3), cost=cost)
+        return reply.content
+
     def _account(self, base: dict, response, latency: float) -> tuple[str, tuple[int, int]]:
         usage = response.usage
         tokens_in = getattr(usage, "prompt_tokens", 0) or 0
@@ -174,18 +219,20 @@ class StructuredClient:
         # Exponential with full jitter, capped: spreads retries of concurrent workers apart.
         time.sleep(random.uniform(0, min(30.0, 0.5 * 2**attempt)))
 
-    def _check_budget(self, messages: list[dict]) -> None:
+    def _check_budget(self, messages: list[dict], factor: float = 1.0) -> float:
+        """Raise when the next call could pass llm.max_cost; its cost estimate otherwise."""
         if self.cfg.max_cost is None:
-            return
+            return 0.0
         prompt_tokens = sum(len(m["content"]) for m in messages) / 4  # a rough upper estimate
-        estimate = (prompt_tokens * self.cfg.price_input_per_m / 1e6
-                    + self.cfg.max_tokens * self.cfg.price_output_per_m / 1e6)
-        if self.spent + estimate > self.cfg.max_cost:
+        estimate = factor * (prompt_tokens * self.cfg.price_input_per_m / 1e6
+                             + self.cfg.max_tokens * self.cfg.price_output_per_m / 1e6)
+        if self.spent + self.reserved + estimate > self.cfg.max_cost:
             raise BudgetExceededError(
                 f"stopped: llm.max_cost {self.cfg.max_cost:.4f} would be passed by the next call "
                 f"(spent {self.spent:.4f})",
                 "raise it and go on: pwd-agent resume RUN --set llm.max_cost=NEW_LIMIT",
             )
+        return estimate
 
     # ---- response_format modes -----------------------------------------------------------
     def _mode(self) -> str:

@@ -48,7 +48,7 @@ def build_tests(state: RunState, runtime: Runtime[RunContext]) -> dict:
     ctx = runtime.context
     cfg = ctx.config.tests
     gate(ctx, "after_kb", lambda s: {"chains": count_rows(s, Chain), "statements": count_rows(s, Statement)})
-    backend = make_backend(ctx)
+    backend = make_backend(ctx, bulk=True)
     with session_scope(ctx.db_url) as session:
         finished = done_keys(session, "build_tests")
         todo = [c.id for c in session.exec(select(Chain).order_by(Chain.id)).all() if str(c.id) not in finished]

@@ -22,7 +22,7 @@ from pwd_agent.store.queries import count_rows
 def extract(state: RunState, runtime: Runtime[RunContext]) -> dict:
     """Per chunk, top-down: the L3 chain, its L2 statements (quotes checked) and L1 concepts; unfinished chunks only."""
     ctx = runtime.context
-    backend = make_backend(ctx)
+    backend = make_backend(ctx, bulk=True)
     with session_scope(ctx.db_url) as session:
         finished = done_keys(session, "extract")
         chunks = session.exec(select(Chunk, Document.title).join(Document, Document.id == Chunk.document_id)

@@ -26,7 +26,7 @@ def synthesize(state: RunState, runtime: Runtime[RunContext]) -> dict:
     ctx = runtime.context
     cfg = ctx.config.builder
     gate(ctx, "after_tests", lambda s: {"items": count_rows(s, TestItem), "probes": count_rows(s, Probe)})
-    backend = make_backend(ctx)
+    backend = make_backend(ctx, bulk=True)
     with session_scope(ctx.db_url) as session:
         finished = done_keys(session, "synthesize")
         todo = [c.id for c in session.exec(select(Chain).order_by(Chain.id)).all() if str(c.id) not in finished]

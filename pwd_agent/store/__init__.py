@@ -13,6 +13,7 @@ from pwd_agent.store.models import (
     GeneralResult,
     ItemResult,
     LeakedSample,
+    LLMBatch,
     LLMCall,
     Patch,
     Probe,
@@ -29,7 +30,7 @@ from pwd_agent.store.models import (
 
 __all__ = [
     "Chain", "Chunk", "Concept", "ConceptStatement", "ConfigChange", "Diagnosis", "Document", "Event", "GeneralResult",
-    "ItemResult", "LeakedSample", "LLMCall", "Patch", "Probe", "ProbeResult", "Round", "RoundSample", "Run", "Sample",
-    "SourceFile", "Statement", "TestItem", "WorkUnit",
+    "ItemResult", "LeakedSample", "LLMBatch", "LLMCall", "Patch", "Probe", "ProbeResult", "Round", "RoundSample", "Run",
+    "Sample", "SourceFile", "Statement", "TestItem", "WorkUnit",
     "dispose_engines", "done_keys", "get_engine", "mark_done", "session_scope",
 ]

@@ -261,6 +261,21 @@ class LLMCall(SQLModel, table=True):
     cost: float = 0.0
     ok: bool = True
     error: str | None = None  # why the reply was rejected (schema or meaning check), for the ledger
+    batch: bool = False  # answered through the Batch API (cost at llm.batch_price_factor)
+
+
+class LLMBatch(SQLModel, table=True):
+    """A Batch API job of this run, stored before anything waits on it: a killed run polls the same
+    batch for these custom_ids (response-cache keys) instead of sending them again."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    input_file_id: str
+    batch_id: str | None = Field(default=None, index=True)  # None: created on the server or not, unknown yet
+    status: str = "submitting"  # submitting, submitted, then the server's final status (completed, expired...)
+    custom_ids: list = json_field([])
+    n_failed: int = 0  # rows the batch did not answer (sent live instead)
+    finished_at: datetime | None = None
 
 
 class Event(SQLModel, table=True):

@@ -26,11 +26,20 @@ class ChatEndpoint:
                 pass
 
             def do_POST(self):
-                endpoint.reply(json.loads(self.rfile.read(int(self.headers["Content-Length"]))), self)
+                endpoint.post(self)
+
+            def do_GET(self):
+                endpoint.get(self)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def post(self, handler: BaseHTTPRequestHandler) -> None:
+        self.reply(json.loads(handler.rfile.read(int(handler.headers["Content-Length"]))), handler)
+
+    def get(self, handler: BaseHTTPRequestHandler) -> None:
+        self.send(handler, 404, {"error": {"message": f"no GET {handler.path}"}})
 
     def reply(self, body: dict, handler: BaseHTTPRequestHandler) -> None:
         raise NotImplementedError
