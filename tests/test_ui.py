@@ -254,3 +254,15 @@ def test_a_bad_upload_is_refused_with_its_line_and_nothing_is_stored(at_patch_ga
 def test_nothing_waits_is_refused(fixed):
     refused = logged_in().post("/runs/fixed/review", data={"action": "approve"})
     assert refused.status_code == 400 and "nothing waits for review" in refused.text
+
+
+def test_cached_views_follow_the_store(fixed):
+    """Coverage and blame are kept per store state: a new row shows at once."""
+    from pwd_agent.store import Statement
+
+    c = client()
+    assert "option covers (probes only): 0 of 0" in c.get("/runs/fixed/coverage").text
+    with session_scope(fixed.db_url) as s:
+        s.add(Statement(chain_id=1, position=0, subject="a", predicate="precedes", object="b", source_quote="a b",
+                        spo_key="a|precedes|b"))
+    assert "option covers (probes only): 1 of 1" in c.get("/runs/fixed/coverage").text

@@ -166,7 +166,7 @@ def coverage_page(request: Request) -> HTMLResponse:
 
     ctx = _ctx(request)
     return _page(request, "text.html", run_id=ctx.run_id, title=f"coverage and exposures of run {ctx.run_id}",
-                 text=views.redact(render_coverage(ctx)), kind="coverage")
+                 text=views.cached(ctx, "coverage", lambda: views.redact(render_coverage(ctx))), kind="coverage")
 
 
 def blame_page(request: Request) -> HTMLResponse:
@@ -177,7 +177,8 @@ def blame_page(request: Request) -> HTMLResponse:
     if not item.isdigit():
         return _page(request, "text.html", 400, run_id=ctx.run_id, title="blame", error="give an item id", kind="blame")
     return _page(request, "text.html", run_id=ctx.run_id, title=f"item {item}: blame and repair trace",
-                 text=views.redact(render_blame(ctx, int(item))), kind="blame", item=item)
+                 text=views.cached(ctx, f"blame {item}", lambda: views.redact(render_blame(ctx, int(item)))),
+                 kind="blame", item=item)
 
 
 def _plot_names() -> list[str]:
@@ -191,8 +192,11 @@ def plot(request: Request) -> Response:
     if name not in PLOTS:
         return PlainTextResponse("no such plot", 404)
     ctx = _ctx(request)
-    with _plot_lock:
-        png = PLOTS[name](collect(ctx))
+    def draw():
+        with _plot_lock:
+            return PLOTS[name](collect(ctx))
+
+    png = views.cached(ctx, f"plot {name}", draw)
     if png is None:
         return PlainTextResponse("nothing to plot yet", 404)
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})

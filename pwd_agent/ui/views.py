@@ -25,6 +25,32 @@ def redact(text: str) -> str:
     return _SECRET.sub("[redacted]", text)
 
 
+# Views that read the whole store (coverage, blame, plots) are kept until the store changes: its
+# fingerprint is the newest id of each table they read and the row count of those keyed otherwise.
+_cache: dict[tuple, object] = {}
+_CACHE_SIZE = 64
+
+
+def fingerprint(ctx: RunContext) -> tuple:
+    from pwd_agent.store import Diagnosis, ItemResult, Patch, Probe, ProbeResult, Round, RoundSample
+
+    with session_scope(ctx.db_url) as s:
+        newest = [s.exec(select(func.max(t.id))).one() for t in (Event, Sample, Diagnosis, Patch, Round, Statement,
+                                                                   TestItem, Probe)]
+        counts = [s.exec(select(func.count()).select_from(t)).one() for t in (ItemResult, ProbeResult, RoundSample)]
+    return tuple(newest + counts)
+
+
+def cached(ctx: RunContext, kind: str, make):
+    """make() once per store state: what coverage, blame and the plots show is a function of the store."""
+    key = (ctx.db_url, kind, fingerprint(ctx))
+    if key not in _cache:
+        if len(_cache) >= _CACHE_SIZE:
+            _cache.pop(next(iter(_cache)))
+        _cache[key] = make()
+    return _cache[key]
+
+
 def total_cost(session) -> float:
     return float(session.exec(select(func.sum(LLMCall.cost))).one() or 0.0)
 
