@@ -266,3 +266,14 @@ def test_cached_views_follow_the_store(fixed):
         s.add(Statement(chain_id=1, position=0, subject="a", predicate="precedes", object="b", source_quote="a b",
                         spo_key="a|precedes|b"))
     assert "option covers (probes only): 1 of 1" in c.get("/runs/fixed/coverage").text
+
+
+def test_a_crashed_run_shows_how_it_ended_and_offers_resume(fixed):
+    with session_scope(fixed.db_url) as s:
+        run = s.get(Run, "fixed")
+        run.status, run.error, run.stage = "crashed", "RuntimeError: a bug", "train"
+        s.add(run)
+    page = logged_in().get("/runs/fixed").text
+    assert "crashed (RuntimeError: a bug)" in page and "continue: <code>pwd-agent resume fixed</code>" in page
+    assert 'id="resume"' in page and 'id="pause"' not in page
+    assert "crashed (RuntimeError: a bug)" in client().get("/").text

@@ -72,11 +72,12 @@ def browser():
         chromium.close()
 
 
-def shoot(page, name: str) -> None:
+def shoot(page, name: str, full_page: bool = True) -> None:
     folder = os.environ.get("PWD_AGENT_UI_SHOTS")
     if folder:
+        page.wait_for_function("Array.from(document.images).every((img) => img.complete)")
         Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / f"ui-{name}.png"), full_page=True)
+        page.screenshot(path=str(Path(folder) / f"ui-{name}.png"), full_page=full_page)
 
 
 def run_row(run_id: str) -> Run | None:
@@ -153,9 +154,13 @@ def test_the_page_follows_a_live_run_and_steers_it_through_the_patch_gate(tiny_m
     assert "gate on_patch: approve" in page.inner_text("#log")
 
     if os.environ.get("PWD_AGENT_UI_SHOTS"):
-        page.reload()
+        from pwd_agent.store import Diagnosis
+
+        with session_scope(open_run("gated").db_url) as s:
+            diagnosed = s.exec(select(Diagnosis.item_id).order_by(Diagnosis.id)).first()
+        page.goto(f"{url}runs/gated")
         shoot(page, "run-finished")
         for name, path in (("runs", ""), ("kb", "runs/gated/kb"), ("coverage", "runs/gated/coverage"),
-                           ("blame", "runs/gated/blame?item=1"), ("launch", "launch")):
+                           ("blame", f"runs/gated/blame?item={diagnosed}"), ("launch", "launch")):
             page.goto(url + path)
-            shoot(page, name)
+            shoot(page, name, full_page=name != "kb")
