@@ -277,3 +277,12 @@ def test_a_crashed_run_shows_how_it_ended_and_offers_resume(fixed):
     assert "crashed (RuntimeError: a bug)" in page and "continue: <code>pwd-agent resume fixed</code>" in page
     assert 'id="resume"' in page and 'id="pause"' not in page
     assert "crashed (RuntimeError: a bug)" in client().get("/").text
+
+
+def test_launch_shows_the_cli_error_of_a_run_that_cannot_start(tmp_path):
+    """The real `pwd-agent run` process: it refuses the corpus before a run folder exists, and the page says why."""
+    config = tmp_path / "run.yaml"
+    config.write_text(f"corpus:\n  path: {tmp_path / 'nowhere'}\n")
+    refused = logged_in().post("/launch", data={"config": str(config), "run_id": "nocorpus"})
+    assert refused.status_code == 400 and "nowhere" in refused.text, refused.text
+    assert not (tmp_path / "runs" / "nocorpus" / "config.yaml").exists()
