@@ -15,6 +15,7 @@ Commands:
   export         a run's benchmark, training data and `vllm serve` line
   config         every setting with its default and meaning
   prompts check  render every prompt file with fixture values
+  ui             a local web page to watch and steer runs
 
 Exit codes: 0 goal met (or command done), 2 bad input, 3 run stopped short of the goal (or over
 its LLM budget, or rejected at a gate), 4 training failed, 5 the LLM endpoint kept failing, 6 paused
@@ -275,15 +276,12 @@ def review(
     quiet: bool = QUIET,
 ) -> None:
     """What waits at a review gate, and the answer: approve, reject --reason, or edit FILE (patch gate)."""
-    from pwd_agent.driver import waiting_gate
-    from pwd_agent.gates import describe_patches, dump_patches, read_edit, replace_patches
-    from pwd_agent.runs import is_running, open_run
+    from pwd_agent.actions import check_answer, waiting_review
+    from pwd_agent.gates import describe_patches, dump_patches, replace_patches
+    from pwd_agent.runs import open_run
 
     ctx = open_run(run_id, runs_dir)
-    waiting = None if is_running(ctx) else waiting_gate(ctx)
-    if waiting is None:
-        raise PwdAgentError(f"nothing waits for review in run {run_id}",
-                            "gates stop a run only when gates.* are on; `pwd-agent status` shows where it is")
+    waiting = waiting_review(ctx)
     name = waiting["gate"]
     if action is None:
         details = {k: v for k, v in waiting.items() if k != "gate"}
@@ -294,31 +292,19 @@ def review(
                 typer.echo(f"{dump_patches(ctx, waiting['round'], out)} samples written to {out}; edit them, then "
                            f"`pwd-agent review {run_id} edit {out}`")
         return
-    if action not in ("approve", "reject", "edit"):
-        raise PwdAgentError(f"unknown review action '{action}'", "use approve, reject --reason TEXT, or edit FILE")
-    if action == "reject" and not reason:
-        raise PwdAgentError("reject needs a reason", f"pwd-agent review {run_id} reject --reason \"...\"")
-    answer = {"action": action, "reason": reason}
-    if action == "edit":
-        if name != "on_patch" or edit_file is None:
-            raise PwdAgentError("edit takes a JSONL file and applies to the patch gate only",
-                                f"pwd-agent review {run_id} --out patches.jsonl, then edit patches.jsonl")
-        edited = read_edit(ctx, waiting["round"], edit_file)  # every line checked before anything is stored
+    answer, edited = check_answer(ctx, waiting, action, reason, edit_file)
+    if edited is not None:
         replace_patches(ctx, waiting["round"], edited)
-        answer["samples"] = len(edited)
     _execute(ctx, resume=True, quiet=quiet, answer=answer)
 
 
 @app.command()
 def pause(run_id: str = RUN_ID, runs_dir: str = RUNS_DIR) -> None:
     """Ask a running run to stop at its next node boundary (state saved; `resume` continues)."""
-    from pwd_agent.runs import PAUSE_FILE, is_running, open_run
+    from pwd_agent.actions import request_pause
+    from pwd_agent.runs import open_run
 
-    ctx = open_run(run_id, runs_dir)
-    if not is_running(ctx):
-        raise PwdAgentError(f"run {run_id} is not running",
-                            f"nothing to pause; `pwd-agent resume {run_id}` continues it")
-    (ctx.run_dir / PAUSE_FILE).touch()
+    request_pause(open_run(run_id, runs_dir))
     typer.echo(f"pause requested: run {run_id} stops after its current node (a training or evaluation may take "
                f"minutes); then `pwd-agent resume {run_id}`")
 
@@ -330,30 +316,18 @@ def set_config(
     runs_dir: str = RUNS_DIR,
 ) -> None:
     """Change goal, budgets or other loop/llm/train/eval settings of a run, running or not (logged)."""
-    import json
+    from pwd_agent.actions import set_values
+    from pwd_agent.runs import open_run
 
-    from pwd_agent.driver import record_changes
-    from pwd_agent.runs import PENDING_SET_FILE, checked_overrides, is_running, open_run, resume_config, run_lock
-
-    ctx = open_run(run_id, runs_dir)
-    _, changes = checked_overrides(ctx, assignments)  # refuse a bad or frozen key now, in this terminal
-    if not changes:
+    how, changes = set_values(open_run(run_id, runs_dir), assignments)
+    if how == "unchanged":
         typer.echo("nothing changes: the run already has these values")
-        return
-    if is_running(ctx):
-        pending = ctx.run_dir / PENDING_SET_FILE
-        earlier = json.loads(pending.read_text()) if pending.exists() else []
-        tmp = pending.with_suffix(".tmp")
-        tmp.write_text(json.dumps(earlier + assignments))
-        tmp.replace(pending)  # the driver never reads half a file
+    elif how == "pending":
         typer.echo(f"run {run_id} is running: the change applies at its next node boundary "
                    f"(see `pwd-agent logs {run_id}`)")
-        return
-    with run_lock(ctx):
-        ctx, changes = resume_config(ctx, assignments)
-    record_changes(ctx, changes, "set")
-    for key, old, new in changes:
-        typer.echo(f"{key}: {old!r} -> {new!r}")
+    else:
+        for key, old, new in changes:
+            typer.echo(f"{key}: {old!r} -> {new!r}")
 
 
 @app.command()
@@ -410,6 +384,22 @@ def show_config() -> None:
 
     for key, default, text in describe_keys():
         typer.echo(f"{key:<32} {default:<28} {text}")
+
+
+@app.command()
+def ui(
+    runs_dir: str = RUNS_DIR,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (default: this machine only)."),
+    port: int = typer.Option(8765, "--port", help="Port to listen on."),
+    read_only: bool = typer.Option(False, "--read-only", help="Refuse every write (pause, set, review, launch)."),
+) -> None:
+    """A local web page to watch and steer runs; writes need the token it prints at start."""
+    try:
+        from pwd_agent.ui.app import serve
+    except ImportError as exc:
+        raise PwdAgentError(f"the web page needs the ui extra ({exc.name} is missing)",
+                            "pip install 'pwd-agent[ui]'") from None
+    serve(runs_dir, host, port, read_only)
 
 
 prompts_app = typer.Typer(help="The agents' prompt files.", no_args_is_help=True)
