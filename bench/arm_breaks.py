@@ -1,0 +1,81 @@
+"""Which holdout items a repair arm fixed and broke against V1, and whether the broken ones chose a dosed option.
+
+    python bench/arm_breaks.py RUN_ID [--regime base]
+
+Reads what `bench/repair_arms.py` kept in runs/RUN_ID/repair_arms/ (V1's scores per seed, each arm's
+scores and training data) and the run's items. An option is "dosed" when the arm's training data names
+its statement more often than V1's does. If the patches pulled the student toward what they repeat (a
+frequency bias), broken items would choose dosed options more often than the share of dosed options
+among their distractors predicts ("expected")."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+LETTERS = "ABCD"
+
+
+def statement_counts(path: Path) -> Counter:
+    """How often each statement id is named by the samples of a training file."""
+    counts: Counter = Counter()
+    with path.open() as f:
+        for line in f:
+            counts.update(json.loads(line).get("statements") or [])
+    return counts
+
+
+def arm_breaks(items: dict, v1: dict, arm: dict, dosed: set) -> dict:
+    """Fixed and broken holdout items of one arm and seed against V1, and the dosed options among them."""
+    out = {"fixed": 0, "fixed_key_dosed": 0, "broken": 0, "broken_chose_dosed": 0, "broken_expected": 0.0}
+    for iid, (passed, _mass, choice) in arm.items():
+        item = items[int(iid)]
+        if item.split != "holdout" or passed == v1[iid][0]:
+            continue
+        if passed:
+            key = item.option_kinds.index("key")
+            out["fixed"] += 1
+            out["fixed_key_dosed"] += item.option_statements[key] in dosed
+            continue
+        out["broken"] += 1
+        if choice in LETTERS:
+            out["broken_chose_dosed"] += item.option_statements[LETTERS.index(choice)] in dosed
+        distractors = [j for j, kind in enumerate(item.option_kinds) if kind != "key"]
+        out["broken_expected"] += sum(item.option_statements[j] in dosed for j in distractors) / len(distractors)
+    return out
+
+
+def main() -> None:
+    from sqlmodel import select
+
+    from pwd_agent.runs import open_run
+    from pwd_agent.store import TestItem, session_scope
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_id")
+    parser.add_argument("--regime", default="base", help="The arms' folder under repair_arms/ (base, previous-pf0.7).")
+    args = parser.parse_args()
+    ctx = open_run(args.run_id)
+    with session_scope(ctx.db_url) as s:
+        items = {i.id: i for i in s.exec(select(TestItem)).all()}
+    arms_dir = Path(ctx.run_dir, "repair_arms")
+    v1_counts = statement_counts(Path(ctx.run_dir, "rounds", "01", "train.jsonl"))
+    for folder in sorted((arms_dir / args.regime).iterdir()):
+        if not (folder / "scores.json").is_file():
+            continue
+        arm, seed = folder.name.rsplit("-", 1)
+        v1 = json.loads((arms_dir / f"v1-{seed}" / "scores.json").read_text())["items"]
+        counts = statement_counts(folder / "train.jsonl")
+        dosed = {st for st, n in counts.items() if n > v1_counts.get(st, 0)}
+        scores = json.loads((folder / "scores.json").read_text())["items"]
+        row = arm_breaks(items, v1, scores, dosed)
+        print(json.dumps({"arm": arm, "seed": int(seed), **row, "broken_expected": round(row["broken_expected"], 2)}))
+
+
+if __name__ == "__main__":
+    main()
