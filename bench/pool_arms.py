@@ -1,0 +1,87 @@
+"""Pool the repair arms of several worlds into one paired test on all their holdout items.
+
+    python bench/pool_arms.py arms-w11:base arms-w23:base [--seeds 0 1]
+
+Each argument is a run the repair bench (`bench/repair_arms.py`) has scored, and the arms' regime
+folder under its repair_arms/ (base, previous-pf0.7). For every pair of arms, each holdout item's
+outcome is averaged over the seeds both arms have, then items of all runs are pooled into one
+one-sided sign test (items up vs down), on all holdout items, on those whose key rests on a statement
+V1 did not teach, and on the rest. Worlds are independent, so pooling adds power the 40 items of one
+world lack; arms missing in a run are left out of that run's pairs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from itertools import combinations
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+ARMS = ("oracle", "targeted", "random-node", "none")
+
+
+def arm_scores(run_dir: Path, regime: str, arm: str, seeds: list[int]) -> dict[int, dict]:
+    """seed -> the arm's item scores, for the seeds it has (V1's for the arm 'none')."""
+    out = {}
+    for seed in seeds:
+        path = (run_dir / "repair_arms" / f"v1-{seed}" / "scores.json" if arm == "none"
+                else run_dir / "repair_arms" / regime / f"{arm}-{seed}" / "scores.json")
+        if path.is_file():
+            out[seed] = json.loads(path.read_text())["items"]
+    return out
+
+
+def item_diffs(world: dict, a: str, b: str) -> list[tuple[float, bool]]:
+    """(seed-averaged outcome of a minus b, key untaught) per holdout item, over the seeds both arms have."""
+    seeds = sorted(set(world["scores"][a]) & set(world["scores"][b]))
+    if not seeds:
+        return []
+    return [(statistics.mean(world["scores"][a][s][k][0] - world["scores"][b][s][k][0] for s in seeds), untaught)
+            for k, untaught in world["holdout"]]
+
+
+def sign(diffs: list[float]) -> dict:
+    from pwd_agent.stats import exact_mcnemar_p
+
+    up, down = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
+    return {"items": len(diffs), "up": up, "down": down, "p": float(f"{exact_mcnemar_p(up, down):.3g}")}
+
+
+def load_world(spec: str, seeds: list[int]) -> dict:
+    from repair_arms import key_statements, load_setup
+
+    from pwd_agent.runs import open_run
+
+    run_id, _, regime = spec.partition(":")
+    ctx = open_run(run_id)
+    setup = load_setup(ctx)
+    holdout = [(str(i.id), any(st not in setup.taught for st in key_statements(i)))
+               for i in setup.items if i.split == "holdout"]
+    scores = {arm: arm_scores(Path(ctx.run_dir), regime or "base", arm, seeds) for arm in ARMS}
+    return {"run": spec, "holdout": holdout, "scores": scores}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="RUN_ID:REGIME (regime default: base)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    args = parser.parse_args()
+    worlds = [load_world(spec, args.seeds) for spec in args.runs]
+    for w in worlds:
+        print(json.dumps({"run": w["run"], "holdout": len(w["holdout"]),
+                          "seeds": {arm: sorted(s) for arm, s in w["scores"].items()}}))
+    for a, b in combinations(ARMS, 2):
+        pooled = [d for w in worlds for d in item_diffs(w, a, b)]
+        if not pooled:
+            continue
+        print(json.dumps({"pair": f"{a} vs {b}", "all": sign([d for d, _ in pooled]),
+                          "untaught key": sign([d for d, u in pooled if u]),
+                          "taught key": sign([d for d, u in pooled if not u])}))
+
+
+if __name__ == "__main__":
+    main()
