@@ -16,9 +16,8 @@ from pwd_agent.graph import build_graph
 from pwd_agent.errors import PwdAgentError, RunPaused
 from pwd_agent.runstate import mark, mark_ended, mark_started
 from pwd_agent.store import ConfigChange, get_engine, session_scope
-from pwd_agent.runs import (
-    PAUSE_FILE, PENDING_SET_FILE, RunContext, checked_overrides, context_for, save_overrides,
-)
+from pwd_agent.context import RunContext
+from pwd_agent.runs import PAUSE_FILE, PENDING_SET_FILE, checked_overrides, context_for, save_overrides
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from pwd_agent.llm.offline import OfflineAgents
 from pwd_agent.nodes.patch import claim_nodes, dose, patch, unseen
 from pwd_agent.phrasing import step_phrase
 from pwd_agent.recipes import PATCH_WORDINGS, _fill, chain_dose, concept_dose, dose_samples, paraphrase_samples
-from pwd_agent.runs import RunContext
+from pwd_agent.context import RunContext
 from pwd_agent.store import (
     Chain, Chunk, Concept, ConceptStatement, Diagnosis, Document, Patch, Round, Sample, Statement, TestItem,
     session_scope,

@@ -14,7 +14,7 @@ from pwd_agent.agents.runner import make_backend, map_units, run_unit, unit_fail
 from pwd_agent.baselines import baseline_text, goal_warning, split_baselines
 from pwd_agent.events import Progress, emit
 from pwd_agent.gates import gate
-from pwd_agent.runs import RunContext
+from pwd_agent.context import RunContext
 from pwd_agent.state import RunState
 from pwd_agent.probes import concept_probe, statement_probe
 from pwd_agent.prompting import place_letters

@@ -11,7 +11,7 @@ from sqlmodel import Session, select
 from pwd_agent.agents.runner import make_backend, map_units, workers_for
 from pwd_agent.agents.extractor import Extraction, extract_chunk
 from pwd_agent.events import Progress, emit
-from pwd_agent.runs import RunContext
+from pwd_agent.context import RunContext
 from pwd_agent.state import RunState
 from pwd_agent.store import (
     Chain, Chunk, Concept, ConceptStatement, Document, Statement, WorkUnit, mark_done, session_scope, units_to_do,

@@ -12,7 +12,7 @@ from pwd_agent.events import Progress, emit
 from pwd_agent.gates import gate
 from pwd_agent.leakage import gate_samples, load_gate
 from pwd_agent.recipes import paraphrase_samples, text_passages
-from pwd_agent.runs import RunContext
+from pwd_agent.context import RunContext
 from pwd_agent.state import RunState
 from pwd_agent.exposures import v1_taught
 from pwd_agent.store import (
