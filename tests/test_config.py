@@ -53,7 +53,7 @@ def test_saved_config_loads_back_identically(tmp_path):
 
 
 def test_facets_the_offline_rules_cannot_write_are_refused_with_the_fix():
-    from pwd_agent.agents.schemas import ITEM_FACETS
+    from pwd_agent.schemas import ITEM_FACETS
     from pwd_agent.config import Facet, RULE_FACETS
 
     assert set(Facet.__args__) == set(ITEM_FACETS) and RULE_FACETS == tuple(ITEM_FACETS)[:3]

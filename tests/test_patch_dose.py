@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from sqlmodel import select
 
-from pwd_agent.agents.schemas import DiagnosisDraft, KBChain, KBConcept, KBStatement, SampleDraft
+from pwd_agent.schemas import DiagnosisDraft, KBChain, KBConcept, KBStatement, SampleDraft
 from pwd_agent.config import RULE_FACETS, BuilderConfig, RunConfig
 from pwd_agent.corpus import chunk_document, read_corpus
 from pwd_agent.leakage import GateItem, LeakageGate, chain_source, key_options, sample_text

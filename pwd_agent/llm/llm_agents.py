@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from pwd_agent.agents.quotes import anchor_quote
-from pwd_agent.agents.schemas import (
+from pwd_agent.schemas import (
     ITEM_FACETS,
     ChainDraft,
     Passage,

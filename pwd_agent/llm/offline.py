@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import re
 
-from pwd_agent.agents.schemas import (
+from pwd_agent.schemas import (
     ChainDraft,
     ConceptDraft,
     DiagnosisDraft,

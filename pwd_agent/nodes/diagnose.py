@@ -18,7 +18,7 @@ from langgraph.runtime import Runtime
 from sqlmodel import select
 
 from pwd_agent.agents.runner import call_agent, make_backend
-from pwd_agent.agents.schemas import TestItemDraft
+from pwd_agent.schemas import TestItemDraft
 from pwd_agent.events import Progress, emit
 from pwd_agent.exposures import round_ledger, total
 from pwd_agent.prompting import LETTERS

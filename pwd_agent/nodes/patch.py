@@ -8,7 +8,7 @@ from langgraph.runtime import Runtime
 from sqlmodel import select
 
 from pwd_agent.agents.runner import make_backend, map_units, run_unit, unit_failure, warn_failures, workers_for
-from pwd_agent.agents.schemas import DiagnosisDraft
+from pwd_agent.schemas import DiagnosisDraft
 from pwd_agent.events import Progress, emit
 from pwd_agent.gates import gate
 from pwd_agent.leakage import gate_samples, load_gate
