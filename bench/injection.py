@@ -71,7 +71,7 @@ def write_data(ctx, cfg, taught: set[int], path: Path) -> dict:
     from pwd_agent.agents.runner import make_backend
     from pwd_agent.leakage import gate_samples, load_gate, sample_text
     from pwd_agent.nodes.synthesize import plan_units, v1_drafts
-    from pwd_agent.runs import RunContext
+    from pwd_agent.context import RunContext
     from pwd_agent.store import session_scope
 
     b = cfg.builder
@@ -99,7 +99,7 @@ def score(ctx, cfg, adapter: str | None, items: list, probes: list, out: Path) -
     each: the very next step after a given one, among steps of the same process); each item's
     scores also go to `out` (JSONL) for a later look by facet."""
     from pwd_agent.evaluation.loader import loaded_evaluator, score_test_items
-    from pwd_agent.runs import RunContext
+    from pwd_agent.context import RunContext
 
     with loaded_evaluator(RunContext(cfg, ctx.run_dir, ctx.db_url), adapter) as evaluator:
         on_items = score_test_items(evaluator, cfg, items)

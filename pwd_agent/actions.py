@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from pwd_agent.errors import PwdAgentError
-from pwd_agent.runs import RunContext
+from pwd_agent.context import RunContext
 
 REVIEW_ACTIONS = ("approve", "reject", "edit")
 

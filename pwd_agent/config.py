@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pwd_agent.errors import ConfigError, first_error
 
 
-# What a test item can be about (agents/schemas.py ITEM_FACETS says each in words for the LLM tester);
+# What a test item can be about (schemas.py ITEM_FACETS says each in words for the LLM tester);
 # the offline rules write the first three.
 Facet = Literal["order", "later", "member", "precondition", "pitfall", "application"]
 RULE_FACETS = ("order", "later", "member")

@@ -18,7 +18,7 @@ _PAGE = re.compile(r"^<!-- page (\d+) -->$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _LIST_ITEM = re.compile(r"^\s*(?:\d{1,3}[.)]|[-*+•])\s+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9*\"'])")
-# The schemas' bound on one sentence (agents.schemas.Sentence): longer sentences are cut into
+# The schemas' bound on one sentence (schemas.Sentence): longer sentences are cut into
 # pieces that fit, at a clause or word boundary, before any agent sees them.
 MAX_SENTENCE_CHARS = 500
 SKIP_REASONS = ("unsupported type", "over max_file_mb", "unreadable", "empty", "duplicate content")

@@ -16,9 +16,8 @@ from pwd_agent.graph import build_graph
 from pwd_agent.errors import PwdAgentError, RunPaused
 from pwd_agent.runstate import mark, mark_ended, mark_started
 from pwd_agent.store import ConfigChange, get_engine, session_scope
-from pwd_agent.runs import (
-    PAUSE_FILE, PENDING_SET_FILE, RunContext, checked_overrides, context_for, save_overrides,
-)
+from pwd_agent.context import RunContext
+from pwd_agent.runs import PAUSE_FILE, PENDING_SET_FILE, checked_overrides, context_for, save_overrides
 
 
 @contextmanager
@@ -51,18 +50,24 @@ def execute(ctx: RunContext, resume: bool = False, answer: dict | None = None) -
     except RunPaused:
         raise  # the row was written where the pause was decided
     except PwdAgentError as exc:
-        emit(ctx.db_url, "run", f"stopped: {exc.message}", "error", hint=exc.hint)
-        mark_ended(ctx.db_url, ctx.run_id, "stopped", error=exc.message)
+        end_run(ctx, "stopped", f"stopped: {exc.message}", level="error", event={"hint": exc.hint},
+                error=exc.message)
         raise
     except KeyboardInterrupt:
-        emit(ctx.db_url, "run", "interrupted (Ctrl-C); state saved", "warning")
-        mark_ended(ctx.db_url, ctx.run_id, "interrupted")
+        end_run(ctx, "interrupted", "interrupted (Ctrl-C); state saved", level="warning")
         raise
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
-        emit(ctx.db_url, "run", f"crashed: {error}", "error")
-        mark_ended(ctx.db_url, ctx.run_id, "crashed", error=error)
+        end_run(ctx, "crashed", f"crashed: {error}", level="error", error=error)
         raise
+
+
+def end_run(ctx: RunContext, status: str, message: str, *, level: str = "info",
+            event: dict | None = None, **row) -> None:
+    """This process leaves the run: log `message` (with `event` data), then write `status` and `row` to the Run row."""
+    # The event goes first, so a reader who sees the row's final status also finds the line that explains it.
+    emit(ctx.db_url, "run", message, level, **(event or {}))
+    mark_ended(ctx.db_url, ctx.run_id, status, **row)
 
 
 def _execute(ctx: RunContext, resume: bool, answer: dict | None) -> dict:
@@ -90,13 +95,13 @@ def _execute(ctx: RunContext, resume: bool, answer: dict | None) -> dict:
         snapshot = graph.get_state(thread(ctx))
         if snapshot.interrupts:
             waiting = snapshot.interrupts[0].value
-            emit(ctx.db_url, "run", f"paused: waiting at the {waiting['gate']} gate", gate=waiting["gate"])
-            mark_ended(ctx.db_url, ctx.run_id, "paused", gate=waiting["gate"], stage=", ".join(snapshot.next))
+            end_run(ctx, "paused", f"paused: waiting at the {waiting['gate']} gate", event={"gate": waiting["gate"]},
+                    gate=waiting["gate"], stage=", ".join(snapshot.next))
             raise waiting_error(ctx, waiting)
         values = snapshot.values
-        emit(ctx.db_url, "run", f"finished: {values.get('stop_reason')}", reason=values.get("stop_reason"))
-        mark_ended(ctx.db_url, ctx.run_id, "finished", stop_reason=values.get("stop_reason"),
-                   goal_met=bool(values.get("goal_met")), stage=None, round=values.get("round", 0))
+        end_run(ctx, "finished", f"finished: {values.get('stop_reason')}",
+                event={"reason": values.get("stop_reason")}, stop_reason=values.get("stop_reason"),
+                goal_met=bool(values.get("goal_met")), stage=None, round=values.get("round", 0))
         tracking.finish(ctx, trackers)
     return values
 
@@ -127,8 +132,7 @@ def _drive(graph, payload, ctx: RunContext, trackers: list) -> tuple[RunContext,
         pause = ctx.run_dir / PAUSE_FILE
         if pause.exists():
             pause.unlink()
-            emit(ctx.db_url, "run", f"paused before {waiting} on request", next=waiting)
-            mark_ended(ctx.db_url, ctx.run_id, "paused")
+            end_run(ctx, "paused", f"paused before {waiting} on request", event={"next": waiting})
             raise RunPaused(f"run {ctx.run_id} paused before {waiting}",
                             f"continue with `pwd-agent resume {ctx.run_id}`")
         changed = apply_pending_sets(ctx)

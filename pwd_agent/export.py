@@ -13,7 +13,7 @@ from sqlmodel import select
 
 from pwd_agent.errors import ConfigError
 from pwd_agent.prompting import choice_prompt_version, render_choice_prompt
-from pwd_agent.runs import RunContext
+from pwd_agent.context import RunContext
 from pwd_agent.store import Round, Sample, TestItem, session_scope
 from pwd_agent.store.queries import round_samples
 

@@ -20,7 +20,7 @@ from sqlmodel import Session, select
 from pwd_agent.errors import GateRejected, PwdAgentError, first_error
 from pwd_agent.events import emit
 from pwd_agent.leakage import load_gate, sample_text
-from pwd_agent.runs import RunContext
+from pwd_agent.context import RunContext
 from pwd_agent.store import Diagnosis, Patch, Sample, Statement, TestItem, session_scope
 
 

@@ -13,7 +13,7 @@ from pwd_agent.nodes.ingest import ingest
 from pwd_agent.nodes.patch import patch
 from pwd_agent.nodes.synthesize import synthesize
 from pwd_agent.nodes.train import train
-from pwd_agent.runs import RunContext
+from pwd_agent.context import RunContext
 from pwd_agent.state import RunState
 
 

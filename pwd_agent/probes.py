@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from pwd_agent.agents.schemas import KBChain, KBConcept, KBStatement
+from pwd_agent.schemas import KBChain, KBConcept, KBStatement
 from pwd_agent.prompting import LETTERS
 
 

@@ -22,7 +22,7 @@ own), which keeps them short: training time goes by tokens.
 
 from __future__ import annotations
 
-from pwd_agent.agents.schemas import KBChain, KBConcept, KBStatement, SampleDraft
+from pwd_agent.schemas import KBChain, KBConcept, KBStatement, SampleDraft
 from pwd_agent.phrasing import sentence_case, step_phrase
 
 # (question, answer) for one step pair: {p} the process (lower case), {a} the earlier step, {b} the

@@ -1,36 +1,18 @@
-"""A run on disk: its folder, config, store URL and the context every node receives."""
+"""A run on disk: its folder, config and store URL, and the RunContext (context.py) made from them."""
 
 from __future__ import annotations
 
 import re
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Iterator
 
 from pwd_agent.config import RunConfig, apply_set, leaves, load_config, parse_set, save_config, validate_config
+from pwd_agent.context import RunContext
 from pwd_agent.errors import ConfigError, RunLockedError, RunNotFoundError
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-@dataclass
-class RunContext:
-    """Read-only facts for the nodes (LangGraph runtime context): the config and where things go."""
-
-    config: RunConfig
-    run_dir: Path
-    db_url: str
-
-    @property
-    def run_id(self) -> str:
-        return self.run_dir.name
-
-    def round_dir(self, round_id: int) -> Path:
-        path = self.run_dir / "rounds" / f"{round_id:02d}"
-        path.mkdir(parents=True, exist_ok=True)
-        return path
 
 
 @contextmanager

@@ -20,7 +20,8 @@ from sqlmodel import select
 from pwd_agent.errors import ConfigError, RunPaused
 from pwd_agent.events import emit
 from pwd_agent.preflight import check_trackers
-from pwd_agent.runs import RunContext, flat
+from pwd_agent.context import RunContext
+from pwd_agent.runs import flat
 from pwd_agent.store import Round, session_scope
 from pwd_agent.store.db import done_keys, mark_done
 from pwd_agent.baselines import split_baselines

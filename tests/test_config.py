@@ -53,7 +53,7 @@ def test_saved_config_loads_back_identically(tmp_path):
 
 
 def test_facets_the_offline_rules_cannot_write_are_refused_with_the_fix():
-    from pwd_agent.agents.schemas import ITEM_FACETS
+    from pwd_agent.schemas import ITEM_FACETS
     from pwd_agent.config import Facet, RULE_FACETS
 
     assert set(Facet.__args__) == set(ITEM_FACETS) and RULE_FACETS == tuple(ITEM_FACETS)[:3]
@@ -92,3 +92,16 @@ def test_the_shipped_example_configs_load_and_name_folders_that_exist(name):
     root = Path(__file__).resolve().parent.parent
     cfg = load_config(root / "examples" / name)
     assert (root / cfg.corpus.path).is_dir()
+
+
+def test_every_llm_backend_name_has_a_factory_and_an_unknown_name_is_refused():
+    from typing import get_args
+
+    from pwd_agent.config import LLMConfig
+    from pwd_agent.llm.backends import BACKENDS, backend_factory
+
+    assert set(get_args(LLMConfig.model_fields["backend"].annotation)) == set(BACKENDS)
+    assert all(callable(backend_factory(name)) for name in BACKENDS)
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["llm.backend=anthropic"])
+    assert "llm.backend" in err.value.message and "'offline' or 'openai'" in err.value.message

@@ -4,7 +4,7 @@ item every round got wrong the same way; the judge's view is kept."""
 
 import pytest
 
-from pwd_agent.agents.schemas import DiagnosisDraft, KBChain, KBConcept, KBStatement
+from pwd_agent.schemas import DiagnosisDraft, KBChain, KBConcept, KBStatement
 from pwd_agent.nodes.diagnose import localise
 from pwd_agent.probes import concept_probe, statement_probe
 from pwd_agent.store import (

@@ -246,7 +246,7 @@ def test_failed_test_and_sample_units_are_recorded_and_the_run_goes_on(tmp_path,
     row, marker, warning), not a crash; the other chains' items and samples are stored."""
     from pydantic import ValidationError
 
-    from pwd_agent.agents.schemas import SampleDraft
+    from pwd_agent.schemas import SampleDraft
     from pwd_agent.nodes.build_tests import build_tests
     from pwd_agent.nodes.synthesize import synthesize
     from pwd_agent.store import Sample, TestItem

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from pwd_agent.agents.schemas import KBChain, KBStatement
+from pwd_agent.schemas import KBChain, KBStatement
 from pwd_agent.corpus import chunk_document, read_corpus
 from pwd_agent.leakage import GateItem, LeakageGate, key_options, sample_text
 from pwd_agent.llm.offline import RULE_FACETS, OfflineAgents, clean, step_phrase

@@ -4,7 +4,7 @@ samples that teach the same facts in their own words."""
 import random
 import re
 
-from pwd_agent.agents.schemas import DiagnosisDraft, KBChain, KBStatement, SampleDraft
+from pwd_agent.schemas import DiagnosisDraft, KBChain, KBStatement, SampleDraft
 from pwd_agent.leakage import GateItem, LeakageGate, chain_source, gate_samples, key_options, sample_text
 from pwd_agent.llm.offline import OfflineAgents, order_claim, step_phrase, taught_claim
 from pwd_agent.prompting import render_choice_prompt

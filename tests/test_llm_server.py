@@ -95,7 +95,7 @@ def test_whole_loop_on_a_real_server_then_cache(llama_url, tiny_model, tmp_path)
 
 def test_tester_and_builder_on_a_real_server(llama_url):
     """The KB comes from the offline rules; the item and the samples come from the served model."""
-    from pwd_agent.agents.schemas import KBChain, KBStatement
+    from pwd_agent.schemas import KBChain, KBStatement
     from pwd_agent.config import LLMConfig
     from pwd_agent.corpus import chunk_document, read_corpus
     from pwd_agent.llm.cache import ResponseCache

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from pwd_agent.agents.schemas import KBChain, KBConcept, KBStatement, TestItemDraft
+from pwd_agent.schemas import KBChain, KBConcept, KBStatement, TestItemDraft
 from pwd_agent.corpus import chunk_document, read_corpus
 from pwd_agent.llm.offline import RULE_FACETS, OfflineAgents, order_claim, step_phrase
 from pwd_agent.prompting import LETTERS, parse_letters, place_letters

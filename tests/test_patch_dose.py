@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from sqlmodel import select
 
-from pwd_agent.agents.schemas import DiagnosisDraft, KBChain, KBConcept, KBStatement, SampleDraft
+from pwd_agent.schemas import DiagnosisDraft, KBChain, KBConcept, KBStatement, SampleDraft
 from pwd_agent.config import RULE_FACETS, BuilderConfig, RunConfig
 from pwd_agent.corpus import chunk_document, read_corpus
 from pwd_agent.leakage import GateItem, LeakageGate, chain_source, key_options, sample_text
@@ -18,7 +18,7 @@ from pwd_agent.llm.offline import OfflineAgents
 from pwd_agent.nodes.patch import claim_nodes, dose, patch, unseen
 from pwd_agent.phrasing import step_phrase
 from pwd_agent.recipes import PATCH_WORDINGS, _fill, chain_dose, concept_dose, dose_samples, paraphrase_samples
-from pwd_agent.runs import RunContext
+from pwd_agent.context import RunContext
 from pwd_agent.store import (
     Chain, Chunk, Concept, ConceptStatement, Diagnosis, Document, Patch, Round, Sample, Statement, TestItem,
     session_scope,

@@ -15,7 +15,8 @@ from sqlalchemy import text
 from sqlmodel import select
 
 from pwd_agent.config import RunConfig
-from pwd_agent.runs import RunContext, context_for, is_running, open_run, run_lock
+from pwd_agent.context import RunContext
+from pwd_agent.runs import context_for, is_running, open_run, run_lock
 from pwd_agent.store import Event, LLMCall, Round, Run, dispose_engines, get_engine, session_scope
 from pwd_agent.store.postgres import schema_name
 

@@ -1,5 +1,5 @@
-"""The agents: schemas.py (the bounded drafts every backend answers in), runner.py (a backend call ->
-validated object + ledger rows), extractor.py (top-down extraction), quotes.py (quote anchoring).
+"""The agents: runner.py (a backend call -> validated object + ledger rows), extractor.py (top-down
+extraction), quotes.py (quote anchoring); the drafts they answer in live in the leaf pwd_agent/schemas.py.
 
-Kept empty on purpose: llm/ and store/ import agents.schemas, so this package's own import must
-not pull in the store, the events or a backend (no import circle, lazy imports counted)."""
+Kept empty on purpose: llm/llm_agents.py imports agents.quotes, so this package's own import must
+not pull in runner.py, which builds llm/'s backends (no import circle, lazy imports counted)."""

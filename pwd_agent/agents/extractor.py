@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pwd_agent.agents.runner import run_unit, unit_failure
-from pwd_agent.agents.schemas import ChainDraft, ConceptDraft, StatementDraft
+from pwd_agent.schemas import ChainDraft, ConceptDraft, StatementDraft
 from pwd_agent.store import LLMCall
 
-SHORT_CHARS = 200  # agents.schemas.Short: a heading or title the chain is named after is cut to fit
+SHORT_CHARS = 200  # schemas.Short: a heading or title the chain is named after is cut to fit
 
 
 @dataclass

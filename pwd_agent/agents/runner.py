@@ -9,34 +9,19 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, Callable, Iterable, Iterator
 
 from pydantic import ValidationError
-from sqlmodel import Session, func, select
+from sqlmodel import Session
 
-from pwd_agent.config import cache_root
 from pwd_agent.errors import first_error
 from pwd_agent.store import LLMCall
 
 
 def make_backend(ctx, bulk: bool = False):
-    """The agent backend named by `llm.backend` (the openai client is imported only when chosen);
+    """The agent backend named by `llm.backend`, built by its factory in llm/ (llm/backends.py's table);
     `bulk` (extraction, test items, V1 samples) sends first requests through the Batch API when
     llm.batch is on; the Debugger's calls stay live."""
-    config = ctx.config
-    tests = config.tests
-    item_style = (tuple(tests.facets), tests.one_key, tests.distractors == "same_process")
-    if config.llm.backend == "offline":
-        from pwd_agent.llm.offline import OfflineAgents
+    from pwd_agent.llm.backends import backend_factory
 
-        return OfflineAgents(config.extract.min_steps, config.extract.max_steps, tests.seed, *item_style)
-    from pwd_agent.llm.cache import ResponseCache
-    from pwd_agent.llm.llm_agents import LLMAgents
-    from pwd_agent.llm.openai_compat import StructuredClient
-    from pwd_agent.store import session_scope
-
-    with session_scope(ctx.db_url) as session:
-        spent = session.exec(select(func.coalesce(func.sum(LLMCall.cost), 0.0))).one()
-    cache = ResponseCache(cache_root() / "llm_cache.sqlite") if config.llm.cache else None
-    client = StructuredClient(config.llm, cache, spent=spent, batch_store=ctx.db_url if bulk else None)
-    return LLMAgents(client, config.llm.prompts_dir, tests.seed, *item_style)
+    return backend_factory(ctx.config.llm.backend)(ctx, bulk)
 
 
 def workers_for(backend, config) -> int:

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from pwd_agent.agents.quotes import anchor_quote
-from pwd_agent.agents.schemas import (
+from pwd_agent.schemas import (
     ITEM_FACETS,
     ChainDraft,
     Passage,
@@ -27,6 +27,7 @@ from pwd_agent.agents.schemas import (
     StatementDraft,
     TestItemDraft,
 )
+from pwd_agent.llm.backends import item_style
 from pwd_agent.llm.openai_compat import StructuredClient
 from pwd_agent.prompting import PROMPTS_DIR, letters_of, load_prompt, render_choice_prompt
 
@@ -93,6 +94,23 @@ def numbered(lines: list[str]) -> str:
 
 def facts(statements: list[KBStatement]) -> str:
     return numbered([f"{s.subject} {s.predicate} {s.object} (text: \"{s.source_quote}\")" for s in statements])
+
+
+def from_context(ctx, bulk: bool = False) -> "LLMAgents":
+    """llm.backend=openai: the roles on a StructuredClient that starts from the run's LLM spend so far,
+    with the shared response cache when llm.cache is on; `bulk` lets it batch (llm.batch)."""
+    from sqlmodel import func, select
+
+    from pwd_agent.config import cache_root
+    from pwd_agent.llm.cache import ResponseCache
+    from pwd_agent.store import LLMCall, session_scope
+
+    config = ctx.config
+    with session_scope(ctx.db_url) as session:
+        spent = session.exec(select(func.coalesce(func.sum(LLMCall.cost), 0.0))).one()
+    cache = ResponseCache(cache_root() / "llm_cache.sqlite") if config.llm.cache else None
+    client = StructuredClient(config.llm, cache, spent=spent, batch_store=ctx.db_url if bulk else None)
+    return LLMAgents(client, config.llm.prompts_dir, config.tests.seed, *item_style(config.tests))
 
 
 class LLMAgents:

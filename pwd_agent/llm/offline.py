@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import re
 
-from pwd_agent.agents.schemas import (
+from pwd_agent.schemas import (
     ChainDraft,
     ConceptDraft,
     DiagnosisDraft,
@@ -22,6 +22,7 @@ from pwd_agent.agents.schemas import (
 )
 from pwd_agent.config import RULE_FACETS
 from pwd_agent.corpus import split_sentences
+from pwd_agent.llm.backends import item_style
 from pwd_agent.phrasing import BOLD, CUE, clean, sentence_case, step_phrase  # noqa: F401 (re-exported for tests)
 from pwd_agent.prompting import LETTERS, letters_of, render_choice_prompt
 
@@ -85,6 +86,13 @@ def claims_choice(question: str, options: list[tuple[str, bool]], why: str, stat
         answer=f"{key}\n{why}",
         statement_ids=statement_ids,
     )
+
+
+def from_context(ctx, bulk: bool = False) -> "OfflineAgents":
+    """llm.backend=offline: the rules under the run's extract.* and tests.* settings (`bulk` is for LLM backends)."""
+    config = ctx.config
+    return OfflineAgents(config.extract.min_steps, config.extract.max_steps, config.tests.seed,
+                         *item_style(config.tests))
 
 
 class OfflineAgents:

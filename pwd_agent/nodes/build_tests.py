@@ -14,11 +14,11 @@ from pwd_agent.agents.runner import make_backend, map_units, run_unit, unit_fail
 from pwd_agent.baselines import baseline_text, goal_warning, split_baselines
 from pwd_agent.events import Progress, emit
 from pwd_agent.gates import gate
-from pwd_agent.runs import RunContext
+from pwd_agent.context import RunContext
 from pwd_agent.state import RunState
 from pwd_agent.probes import concept_probe, statement_probe
 from pwd_agent.prompting import place_letters
-from pwd_agent.store import Chain, Probe, Statement, TestItem, done_keys, mark_done, session_scope
+from pwd_agent.store import Chain, Probe, Statement, TestItem, mark_done, session_scope, units_to_do
 from pwd_agent.store.queries import count_rows, foreign_steps, kb_chain, kb_concepts, kb_statements
 
 
@@ -50,12 +50,12 @@ def build_tests(state: RunState, runtime: Runtime[RunContext]) -> dict:
     gate(ctx, "after_kb", lambda s: {"chains": count_rows(s, Chain), "statements": count_rows(s, Statement)})
     backend = make_backend(ctx, bulk=True)
     with session_scope(ctx.db_url) as session:
-        finished = done_keys(session, "build_tests")
-        todo = [c.id for c in session.exec(select(Chain).order_by(Chain.id)).all() if str(c.id) not in finished]
+        chains, done = units_to_do(session, "build_tests", select(Chain).order_by(Chain.id))
+        todo = [c.id for c in chains]
         inputs = {chain_id: (kb_chain(session.get(Chain, chain_id)), kb_statements(session, chain_id),
                              foreign_steps(session, chain_id)) for chain_id in todo}
         all_concepts = kb_concepts(session, list(session.exec(select(Statement.id)).all()))
-    progress = Progress(ctx.db_url, "build_tests", "chains", len(todo) + len(finished), len(finished))
+    progress = Progress(ctx.db_url, "build_tests", "chains", len(todo) + done, done)
     variants = range(cfg.items_per_chain)
     units = [(chain_id, variant) for chain_id in todo for variant in variants]
     work = lambda unit: run_unit(backend, "tester", "test_item", backend.write_test_item,  # noqa: E731

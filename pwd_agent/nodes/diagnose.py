@@ -18,11 +18,11 @@ from langgraph.runtime import Runtime
 from sqlmodel import select
 
 from pwd_agent.agents.runner import call_agent, make_backend
-from pwd_agent.agents.schemas import TestItemDraft
+from pwd_agent.schemas import TestItemDraft
 from pwd_agent.events import Progress, emit
 from pwd_agent.exposures import round_ledger, total
 from pwd_agent.prompting import LETTERS
-from pwd_agent.runs import RunContext
+from pwd_agent.context import RunContext
 from pwd_agent.state import RunState
 from pwd_agent.store import (
     ConceptStatement, Diagnosis, ItemResult, Probe, ProbeResult, Round, Statement, TestItem, session_scope,

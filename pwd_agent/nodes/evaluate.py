@@ -9,7 +9,7 @@ from sqlmodel import select
 
 from pwd_agent.baselines import beside, split_baselines
 from pwd_agent.events import emit
-from pwd_agent.runs import RunContext
+from pwd_agent.context import RunContext
 from pwd_agent.state import RunState
 from pwd_agent.evaluation.general import lm_eval_tasks, load_general, score_lm_eval
 from pwd_agent.store import GeneralResult, ItemResult, LLMCall, Round, TestItem, session_scope

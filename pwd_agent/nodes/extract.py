@@ -11,10 +11,10 @@ from sqlmodel import Session, select
 from pwd_agent.agents.runner import make_backend, map_units, workers_for
 from pwd_agent.agents.extractor import Extraction, extract_chunk
 from pwd_agent.events import Progress, emit
-from pwd_agent.runs import RunContext
+from pwd_agent.context import RunContext
 from pwd_agent.state import RunState
 from pwd_agent.store import (
-    Chain, Chunk, Concept, ConceptStatement, Document, Statement, WorkUnit, done_keys, mark_done, session_scope,
+    Chain, Chunk, Concept, ConceptStatement, Document, Statement, WorkUnit, mark_done, session_scope, units_to_do,
 )
 from pwd_agent.store.queries import count_rows
 
@@ -24,12 +24,12 @@ def extract(state: RunState, runtime: Runtime[RunContext]) -> dict:
     ctx = runtime.context
     backend = make_backend(ctx, bulk=True)
     with session_scope(ctx.db_url) as session:
-        finished = done_keys(session, "extract")
-        chunks = session.exec(select(Chunk, Document.title).join(Document, Document.id == Chunk.document_id)
-                              .order_by(Chunk.id)).all()
-        todo = [(c.id, c.text, c.heading, title) for c, title in chunks if str(c.id) not in finished]
-    emit(ctx.db_url, "extract", f"{len(todo)} chunks to extract, {len(finished)} already done")
-    progress = Progress(ctx.db_url, "extract", "chunks", len(todo) + len(finished), len(finished))
+        chunks, done = units_to_do(session, "extract", select(Chunk, Document.title)
+                                   .join(Document, Document.id == Chunk.document_id).order_by(Chunk.id),
+                                   key=lambda row: row[0].id)
+        todo = [(c.id, c.text, c.heading, title) for c, title in chunks]
+    emit(ctx.db_url, "extract", f"{len(todo)} chunks to extract, {done} already done")
+    progress = Progress(ctx.db_url, "extract", "chunks", len(todo) + done, done)
     work = lambda unit: extract_chunk(backend, unit[1], unit[2], unit[3])  # noqa: E731
     for (chunk_id, _, heading, title), result in map_units(work, todo, workers_for(backend, ctx.config)):
         with session_scope(ctx.db_url) as session:  # the chunk's KB nodes, its ledger rows and its marker

@@ -9,7 +9,7 @@ from pwd_agent.config import CorpusConfig
 from pwd_agent.corpus import CorpusScan, chunk_document, content_hash, scan_corpus
 from pwd_agent.errors import CorpusError
 from pwd_agent.events import emit
-from pwd_agent.runs import RunContext
+from pwd_agent.context import RunContext
 from pwd_agent.state import RunState
 from pwd_agent.store import Chunk, Document, SourceFile, session_scope
 

@@ -8,14 +8,14 @@ from langgraph.runtime import Runtime
 from sqlmodel import select
 
 from pwd_agent.agents.runner import make_backend, map_units, run_unit, unit_failure, warn_failures, workers_for
-from pwd_agent.agents.schemas import DiagnosisDraft
+from pwd_agent.schemas import DiagnosisDraft
 from pwd_agent.events import Progress, emit
 from pwd_agent.gates import gate
 from pwd_agent.leakage import gate_samples, load_gate
 from pwd_agent.recipes import (
     CONCEPT_WORDINGS, PATCH_WORDINGS, chain_dose, concept_dose, dose_samples, paraphrase_samples,
 )
-from pwd_agent.runs import RunContext
+from pwd_agent.context import RunContext
 from pwd_agent.state import RunState
 from pwd_agent.store import Chain, Diagnosis, Patch, Sample, TestItem, session_scope
 from pwd_agent.store.queries import count_rows, foreign_steps, kb_chain, kb_concepts, kb_statements

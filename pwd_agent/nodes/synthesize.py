@@ -12,11 +12,11 @@ from pwd_agent.events import Progress, emit
 from pwd_agent.gates import gate
 from pwd_agent.leakage import gate_samples, load_gate
 from pwd_agent.recipes import paraphrase_samples, text_passages
-from pwd_agent.runs import RunContext
+from pwd_agent.context import RunContext
 from pwd_agent.state import RunState
 from pwd_agent.exposures import v1_taught
 from pwd_agent.store import (
-    Chain, LeakedSample, Probe, Sample, Statement, TestItem, done_keys, mark_done, session_scope,
+    Chain, LeakedSample, Probe, Sample, Statement, TestItem, mark_done, session_scope, units_to_do,
 )
 from pwd_agent.store.queries import count_rows, foreign_steps, kb_chain, kb_concepts, kb_statements
 
@@ -28,15 +28,15 @@ def synthesize(state: RunState, runtime: Runtime[RunContext]) -> dict:
     gate(ctx, "after_tests", lambda s: {"items": count_rows(s, TestItem), "probes": count_rows(s, Probe)})
     backend = make_backend(ctx, bulk=True)
     with session_scope(ctx.db_url) as session:
-        finished = done_keys(session, "synthesize")
-        todo = [c.id for c in session.exec(select(Chain).order_by(Chain.id)).all() if str(c.id) not in finished]
-    progress = Progress(ctx.db_url, "synthesize", "chains", len(todo) + len(finished), len(finished))
+        chains, done = units_to_do(session, "synthesize", select(Chain).order_by(Chain.id))
+        todo = [c.id for c in chains]
+    progress = Progress(ctx.db_url, "synthesize", "chains", len(todo) + done, done)
     with session_scope(ctx.db_url) as session:
         taught = v1_taught(session, cfg.v1_budget, cfg.seed)
         units = plan_units(session, todo, cfg.concept_samples, taught)
         leak_gate = load_gate(session, cfg.leakage_ngram, cfg.leakage_threshold)
         n_statements = count_rows(session, Statement)
-    if taught is not None and not finished:
+    if taught is not None and not done:
         emit(ctx.db_url, "synthesize", f"V1 budget: {len(taught)} of {n_statements} statements taught "
              f"(builder.v1_budget {cfg.v1_budget}); the rest are left for the Debugger to find",
              taught=len(taught), statements=n_statements)

@@ -19,7 +19,7 @@ from sqlmodel import Session, select
 from pwd_agent.errors import PwdAgentError, TrainingError
 from pwd_agent.events import emit
 from pwd_agent.gates import gate
-from pwd_agent.runs import RunContext
+from pwd_agent.context import RunContext
 from pwd_agent.state import RunState
 from pwd_agent.store import Patch, Round, RoundSample, Sample, session_scope
 from pwd_agent.prompting import choice_prompt_version

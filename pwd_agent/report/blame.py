@@ -9,7 +9,7 @@ from sqlmodel import func, select
 
 from pwd_agent.errors import PwdAgentError
 from pwd_agent.exposures import round_ledger, total
-from pwd_agent.runs import RunContext
+from pwd_agent.context import RunContext
 from pwd_agent.store import (
     Chain, Concept, ConceptStatement, Diagnosis, ItemResult, Patch, Probe, ProbeResult, RoundSample, Sample, Statement,
     TestItem,

@@ -17,7 +17,8 @@ import yaml
 from sqlmodel import select
 
 from pwd_agent.report.status import kb_line
-from pwd_agent.runs import RunContext, is_running
+from pwd_agent.context import RunContext
+from pwd_agent.runs import is_running
 from pwd_agent.runstate import read_run, state_text
 from pwd_agent.baselines import split_baselines
 from pwd_agent.store import Chain, ConfigChange, Diagnosis, ItemResult, LeakedSample, TestItem, session_scope

@@ -8,7 +8,8 @@ from sqlmodel import Session, func, select
 
 from pwd_agent.baselines import beside, goal_warning, split_baselines
 from pwd_agent.events import LEVELS
-from pwd_agent.runs import RunContext, is_running
+from pwd_agent.context import RunContext
+from pwd_agent.runs import is_running
 from pwd_agent.runstate import next_step, read_run, state_text
 from pwd_agent.store import (
     Chain, Chunk, Concept, Document, Event, LeakedSample, Run, Sample, SourceFile, Statement, TestItem, WorkUnit,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 from sqlalchemy import event, inspect, literal, text
 from sqlalchemy.engine import Connection, Engine
@@ -114,6 +114,14 @@ def session_scope(url: str) -> Iterator[Session]:
 
 def done_keys(session: Session, stage: str) -> set[str]:
     return set(session.exec(select(WorkUnit.key).where(WorkUnit.stage == stage)).all())
+
+
+def units_to_do(session: Session, stage: str, query, key: Callable = lambda row: row.id) -> tuple[list, int]:
+    """The rows of `query` (in its order) whose `stage` unit has not finished, and how many have: the
+    opening every per-unit stage (extract, build_tests, synthesize) shares."""
+    # A unit's marker is written with its rows (mark_done), so a resumed stage skips exactly what was stored.
+    finished = done_keys(session, stage)
+    return [row for row in session.exec(query).all() if str(key(row)) not in finished], len(finished)
 
 
 def mark_done(session: Session, stage: str, key: str | int, error: str | None = None) -> None:

@@ -7,7 +7,7 @@ from typing import NamedTuple
 from sqlalchemy import Integer, cast
 from sqlmodel import Session, func, select
 
-from pwd_agent.agents.schemas import KBChain, KBConcept, KBStatement
+from pwd_agent.schemas import KBChain, KBConcept, KBStatement
 from pwd_agent.phrasing import step_phrase
 from pwd_agent.store.models import (
     Chain, Concept, ConceptStatement, ItemResult, LLMCall, Round, RoundSample, Sample, Statement, TestItem,

@@ -32,7 +32,8 @@ from starlette.templating import Jinja2Templates
 
 from pwd_agent.errors import PwdAgentError
 from pwd_agent.events import LEVELS
-from pwd_agent.runs import RunContext, open_run
+from pwd_agent.context import RunContext
+from pwd_agent.runs import open_run
 from pwd_agent.ui import views
 
 HERE = Path(__file__).parent

@@ -9,7 +9,8 @@ from sqlmodel import func, select
 
 from pwd_agent.baselines import split_baselines
 from pwd_agent.events import LEVELS
-from pwd_agent.runs import RunContext, is_running, list_run_ids, open_run
+from pwd_agent.context import RunContext
+from pwd_agent.runs import is_running, list_run_ids, open_run
 from pwd_agent.runstate import next_step, read_run, state_text
 from pwd_agent.stats import compare
 from pwd_agent.store import (

@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 
-from pwd_agent.agents.schemas import ChainDraft, KBChain, KBStatement, StatementDraft
+from pwd_agent.schemas import ChainDraft, KBChain, KBStatement, StatementDraft
 from pwd_agent.llm.offline import OfflineAgents, step_phrase
 
 from servers.chat_endpoint import ChatEndpoint, completion

@@ -1,4 +1,7 @@
-"""Pydantic schemas the agents return (offline rules and LLM backends alike), validated before rows."""
+"""Pydantic schemas the agents return (offline rules and LLM backends alike), validated before rows.
+
+A leaf: the store (KB views), llm/ (the backends), agents/ and the nodes all import it, so it imports
+nothing of the package but `prompting.LETTERS`."""
 
 from __future__ import annotations
 
