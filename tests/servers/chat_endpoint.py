@@ -28,6 +28,9 @@ class ChatEndpoint:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+            # Headers and body go out in two writes: on a kept-alive connection Nagle's algorithm holds
+            # the body until the client's delayed ACK of the headers, about 40 ms a response.
+            disable_nagle_algorithm = keep_alive
 
             def log_message(self, *args):
                 pass
