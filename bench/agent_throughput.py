@@ -15,8 +15,8 @@ Each configuration is CORPUS:CHUNKS:CONCURRENCY:STORE. CORPUS `world` is a gener
 `manual` is the folder given by --manual (CHUNKS ignored). The run is driven in a child process the
 way `pwd-agent run` drives it (create_run, the run lock, driver.execute: the real graph, checkpointer,
 nodes and store, llm.backend=openai with a fresh response cache), and stopped after synthesize the way
-`pwd-agent pause` stops a run: the pause file is written once synthesize has stored its first chain,
-so the driver pauses at the boundary before train. The parent samples the child's CPU time and RSS
+`pwd-agent pause` stops a run: the child writes the pause file at synthesize's first log line, so the
+driver pauses at the boundary before train. The parent samples the child's CPU time and RSS
 (/proc) every 0.2 s; stage boundaries come from the store's events, calls from its ledger.
 
 Per stage it reports units/s (extract: chunks; build_tests and synthesize: chains; ingest:
@@ -30,9 +30,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -123,17 +125,31 @@ def drive(spec: dict) -> None:
     from pwd_agent.config import load_config
     from pwd_agent.driver import execute
     from pwd_agent.errors import RunPaused
-    from pwd_agent.runs import create_run, run_lock
+    from pwd_agent.runs import PAUSE_FILE, create_run, run_lock
 
     cfg = load_config(None, spec["sets"], db_url=spec.get("db_url"))
     ctx = create_run(cfg)
     with run_lock(ctx):
         _setup_logging(ctx.run_dir, quiet=True)
+        logging.getLogger("pwd_agent").addHandler(PauseInSynthesize(ctx.run_dir / PAUSE_FILE))
         try:
             execute(ctx)
         except RunPaused:
             return
     raise SystemExit("the run did not pause after synthesize")
+
+
+class PauseInSynthesize(logging.Handler):
+    """Writes the pause file (what `pwd-agent pause` writes) at synthesize's first log line, so the
+    driver stops at the boundary after synthesize, however fast the stage is."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.args and record.args[0] == "synthesize" and not self.path.exists():
+            self.path.touch()
 
 
 def read_proc(pid: int) -> tuple[float, int] | None:
@@ -147,35 +163,35 @@ def read_proc(pid: int) -> tuple[float, int] | None:
 
 
 def run_config(spec: dict, run_dir: Path) -> dict:
-    """Run the child, pause it after synthesize's first chain, sample it; returns the samples and totals."""
-    from pwd_agent.runs import PAUSE_FILE
-
-    log = run_dir / "run.log"
+    """Run the child (it pauses itself after synthesize), sample it; returns the samples and totals."""
     env = {**os.environ, "PWD_AGENT_CACHE": str(run_dir.parent / f".cache-{run_dir.name}")}
     child = subprocess.Popen([sys.executable, __file__, "drive", json.dumps(spec)], env=env,
                              stderr=open(run_dir.parent / f"{run_dir.name}.stderr", "w"))
-    samples, paused, offset, start = [], False, 0, time.time()
+    samples, start = [], time.time()
+    try:
+        status, usage = _watch(child, samples)
+    finally:
+        if child.poll() is None:  # the bench was stopped: the run stops with it
+            child.terminate()
+            child.wait()
+    if status != 0:
+        raise RuntimeError(f"the run failed (exit {status}): see {run_dir.parent / (run_dir.name + '.stderr')}")
+    return {"samples": samples, "wall_s": time.time() - start, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+def _watch(child: subprocess.Popen, samples: list):
+    """Sample the child's CPU time and RSS until it exits."""
     while True:
         now = time.time()
         got = read_proc(child.pid)
         if got:
             samples.append((now, *got))
-        if not paused and log.exists():
-            with open(log, "rb") as f:  # the run log: "[synthesize] 1/N chains" once a chain is stored
-                f.seek(offset)
-                text = f.read()
-                offset += text.rfind(b"\n") + 1
-            if b"[synthesize] " in text[: text.rfind(b"\n") + 1]:
-                (run_dir / PAUSE_FILE).touch()  # what `pwd-agent pause` writes
-                paused = True
         pid, status, usage = os.wait4(child.pid, os.WNOHANG)
         if pid:
-            break
+            child.returncode = status
+            return status, usage
         time.sleep(0.2)
-    if status != 0:
-        raise RuntimeError(f"the run failed (exit {status}): see {run_dir.parent / (run_dir.name + '.stderr')}")
-    return {"samples": samples, "wall_s": time.time() - start, "cpu_s": usage.ru_utime + usage.ru_stime,
-            "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
 def cpu_between(samples: list, t0: float, t1: float) -> float:
@@ -337,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "drive":
         drive(json.loads(args.spec))
         return 0
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the run, the endpoint and the server too
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.jsonl"
