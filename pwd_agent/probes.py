@@ -12,8 +12,11 @@ exactly the fact a training sample teaches, so sharing its words is the point.
 
 from __future__ import annotations
 
+import itertools
 import random
+from collections import Counter
 from dataclasses import dataclass
+from typing import Iterable
 
 from pwd_agent.schemas import KBChain, KBConcept, KBStatement
 from pwd_agent.prompting import LETTERS
@@ -36,7 +39,7 @@ def _shuffled(key: str, distractors: list[str], seed: int, rng_key: str) -> tupl
     return options, LETTERS[options.index(key)]
 
 
-def _distinct(key: str, candidates: list[str], n: int) -> list[str]:
+def _distinct(key: str, candidates: Iterable[str], n: int) -> list[str]:
     seen = {key.casefold()}
     out = []
     for c in candidates:
@@ -73,13 +76,31 @@ def statement_probe(chain: KBChain, statement: KBStatement, statements: list[KBS
     return ProbeDraft("statement", statement.id, question, options, answer)
 
 
-def concept_probe(domain: str, concept: KBConcept, others: list[KBConcept], seed: int) -> ProbeDraft | None:
+def concept_probe(domain: str, concept: KBConcept, others: list[KBConcept], seed: int,
+                  linked: dict[int, list[KBConcept]] | None = None) -> ProbeDraft | None:
     """'Which of these defines T?' with T's definition and those of other concepts, the ones that
-    share statements with T first (the concepts it is most easily confused with)."""
-    near = sorted(others, key=lambda c: (-len(set(c.statement_ids) & set(concept.statement_ids)), c.id))
-    distractors = _distinct(concept.definition, [c.definition for c in near if c.id != concept.id], 3)
+    share statements with T first (the concepts it is most easily confused with). With `linked`
+    (concept_index of `others`, which must be in id order) the same options come without scoring
+    every concept: a KB of thousands of chains would otherwise sort all its concepts per probe."""
+    if linked is None:
+        near = sorted(others, key=lambda c: (-len(set(c.statement_ids) & set(concept.statement_ids)), c.id))
+    else:
+        shared = Counter(c.id for s in set(concept.statement_ids) for c in linked.get(s, ()))
+        first = sorted({c.id: c for s in concept.statement_ids for c in linked.get(s, ())}.values(),
+                       key=lambda c: (-shared[c.id], c.id))
+        near = itertools.chain(first, (c for c in others if c.id not in shared))  # then the rest, by id
+    distractors = _distinct(concept.definition, (c.definition for c in near if c.id != concept.id), 3)
     if len(distractors) < 2:
         return None
     options, answer = _shuffled(_clause(concept.definition), [_clause(d) for d in distractors], seed, f"c{concept.id}")
     return ProbeDraft("concept", concept.id, f"Term from {domain.lower()}: '{concept.term}'. Pick its definition.",
                       options, answer)
+
+
+def concept_index(concepts: list[KBConcept]) -> dict[int, list[KBConcept]]:
+    """Statement id -> the concepts linked to it, in the order of `concepts` (for concept_probe)."""
+    index: dict[int, list[KBConcept]] = {}
+    for concept in concepts:
+        for statement_id in dict.fromkeys(concept.statement_ids):
+            index.setdefault(statement_id, []).append(concept)
+    return index

@@ -8,6 +8,7 @@ import random
 import re
 import threading
 import time
+from functools import lru_cache
 from typing import Callable, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -38,6 +39,17 @@ def _record(base: dict, **fields) -> None:
     if not hasattr(_local, "records"):
         _local.records = []
     _local.records.append(LLMCall(**{**base, **fields}))
+
+
+@lru_cache(maxsize=None)
+def _schema_text(schema: type[BaseModel]) -> str:
+    return json.dumps(schema.model_json_schema())
+
+
+def json_schema(schema: type[BaseModel]) -> dict:
+    """The schema's JSON Schema, generated once per class (pydantic took about a millisecond of CPU per
+    call), as a fresh dict each time so no caller can change another's."""
+    return json.loads(_schema_text(schema))
 
 
 class StructuredClient:
@@ -73,7 +85,7 @@ class StructuredClient:
         """A valid `schema` object, or None when every re-ask failed (the unit is then recorded failed)."""
         rendered = prompt.render(**variables)
         messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": rendered}]
-        schema_json = schema.model_json_schema()
+        schema_json = json_schema(schema)
         params = {"temperature": self.cfg.temperature, "max_tokens": self.cfg.max_tokens}
         if self.cfg.extra_body:
             params["extra_body"] = self.cfg.extra_body

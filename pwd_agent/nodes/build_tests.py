@@ -16,10 +16,10 @@ from pwd_agent.events import Progress, emit
 from pwd_agent.gates import gate
 from pwd_agent.context import RunContext
 from pwd_agent.state import RunState
-from pwd_agent.probes import concept_probe, statement_probe
+from pwd_agent.probes import concept_index, concept_probe, statement_probe
 from pwd_agent.prompting import place_letters
 from pwd_agent.store import Chain, Probe, Statement, TestItem, mark_done, session_scope, units_to_do
-from pwd_agent.store.queries import count_rows, foreign_steps, kb_chain, kb_concepts, kb_statements
+from pwd_agent.store.queries import all_chain_steps, count_rows, foreign_steps, kb_chain, kb_concepts, kb_statements
 
 
 def chain_split(steps_hash: str, holdout_fraction: float, seed: int) -> str:
@@ -50,11 +50,13 @@ def build_tests(state: RunState, runtime: Runtime[RunContext]) -> dict:
     gate(ctx, "after_kb", lambda s: {"chains": count_rows(s, Chain), "statements": count_rows(s, Statement)})
     backend = make_backend(ctx, bulk=True)
     with session_scope(ctx.db_url) as session:
-        chains, done = units_to_do(session, "build_tests", select(Chain).order_by(Chain.id))
-        todo = [c.id for c in chains]
+        pending, done = units_to_do(session, "build_tests", select(Chain).order_by(Chain.id))
+        todo = [c.id for c in pending]
+        chains = all_chain_steps(session)
         inputs = {chain_id: (kb_chain(session.get(Chain, chain_id)), kb_statements(session, chain_id),
-                             foreign_steps(session, chain_id)) for chain_id in todo}
+                             foreign_steps(session, chain_id, chains=chains)) for chain_id in todo}
         all_concepts = kb_concepts(session, list(session.exec(select(Statement.id)).all()))
+        stored = StoredItems.read(session, all_concepts)
     progress = Progress(ctx.db_url, "build_tests", "chains", len(todo) + done, done)
     variants = range(cfg.items_per_chain)
     units = [(chain_id, variant) for chain_id in todo for variant in variants]
@@ -69,7 +71,7 @@ def build_tests(state: RunState, runtime: Runtime[RunContext]) -> dict:
         while next_chain < len(todo) and all((todo[next_chain], v) in written for v in variants):
             chain_id = todo[next_chain]
             drafts = [written.pop((chain_id, v)) for v in variants]
-            dropped += store_chain_items(ctx, chain_id, drafts, inputs[chain_id], all_concepts)
+            dropped += store_chain_items(ctx, chain_id, drafts, inputs[chain_id], all_concepts, stored)
             progress.advance()
             next_chain += 1
     counts = summarise_benchmark(ctx, dropped)
@@ -102,15 +104,35 @@ def summarise_benchmark(ctx: RunContext, dropped: int) -> dict:
     return counts
 
 
-def store_chain_items(ctx: RunContext, chain_id: int, drafts: list[tuple], inputs: tuple, all_concepts) -> int:
+class StoredItems:
+    """What storing a chain's items needs to know of the items and probes stored before it: item
+    fingerprints (near-duplicates), key sets per split (letter balance), probed nodes, and the
+    concepts by statement. Read once per stage and kept up to date by store_chain_items: reading
+    every stored item per chain made build_tests quadratic in the KB's size."""
+
+    def __init__(self, items: list[TestItem], probed: set, concepts: list | None = None):
+        self.seen = {_fingerprint(item.options) for item in items}
+        self.answers = {split: Counter(i.answer for i in items if i.split == split) for split in ("dev", "holdout")}
+        self.probed = probed
+        self.linked = None if concepts is None else concept_index(concepts)
+
+    @classmethod
+    def read(cls, session, concepts: list | None = None) -> "StoredItems":
+        return cls(session.exec(select(TestItem)).all(), set(session.exec(select(Probe.target, Probe.node_id)).all()),
+                   concepts)
+
+
+def store_chain_items(ctx: RunContext, chain_id: int, drafts: list[tuple], inputs: tuple, all_concepts,
+                      stored: StoredItems | None = None) -> int:
     """A chain's items (near-duplicates dropped, splits assigned, letters placed against the items
     of the same split stored before them), probes, ledger rows and completion marker, in one
-    transaction; returns how many drafts were dropped."""
+    transaction; returns how many drafts were dropped. `stored` (the stage's StoredItems) is read
+    from the store when not given, and updated once the transaction is committed."""
     cfg = ctx.config.tests
     chain, statements, pool = inputs
     with session_scope(ctx.db_url) as session:
-        stored = session.exec(select(TestItem)).all()
-        seen = {_fingerprint(item.options) for item in stored}
+        known = stored or StoredItems.read(session)
+        seen, answers = set(known.seen), {split: Counter(c) for split, c in known.answers.items()}
         kept = []
         for variant, (draft, records) in enumerate(drafts):
             session.add_all(records)
@@ -124,25 +146,36 @@ def store_chain_items(ctx: RunContext, chain_id: int, drafts: list[tuple], input
         else:
             splits = item_splits(len(kept), steps_hash, cfg.holdout_fraction, cfg.seed)
         # Key sets balanced within each split: the best constant answer is a per-split baseline.
-        answers = {split: Counter(i.answer for i in stored if i.split == split) for split in ("dev", "holdout")}
         for (variant, draft), split in zip(kept, splits):
             draft = place_letters(draft, answers[split], random.Random(f"{cfg.seed}:letters:{chain_id}:{variant}"))
             answers[split][draft.answer] += 1
             session.add(TestItem(chain_id=chain_id, variant=variant, split=split, **draft.model_dump()))
-        session.add_all(chain_probes(session, chain, statements, pool, all_concepts, cfg.seed))
+        probes = chain_probes(session, chain, statements, pool, all_concepts, cfg.seed,
+                              known.probed if stored else None, stored.linked if stored else None)
+        session.add_all(probes)
         failures = [f for _, records in drafts if (f := unit_failure(records))]
         mark_done(session, "build_tests", chain_id, error="; ".join(failures) or None)
+    if stored is not None:  # committed: the next chain sees these items and probes
+        stored.seen, stored.answers = seen, answers
+        stored.probed.update((p.target, p.node_id) for p in probes)
     warn_failures(ctx, "build_tests", f"chain {chain_id} ({chain.process_name[:60]})", failures)
     return len(drafts) - len(kept)
 
 
-def chain_probes(session, chain, statements, foreign, all_concepts, seed: int) -> list[Probe]:
+def chain_probes(session, chain, statements, foreign, all_concepts, seed: int, probed: set | None = None,
+                 linked: dict | None = None) -> list[Probe]:
     """A probe per statement of the chain and per concept linked to it (a concept shared with an
-    earlier chain already has one)."""
-    probed = set(session.exec(select(Probe.target, Probe.node_id)).all())
+    earlier chain already has one). `probed` (the probed nodes) and `linked` (concept_index of
+    `all_concepts`) spare a stage that builds every chain's probes a read and a scan per chain."""
+    if probed is None:
+        probed = set(session.exec(select(Probe.target, Probe.node_id)).all())
     ids = {s.id for s in statements}
     drafts = [statement_probe(chain, st, statements, foreign, seed) for st in statements]
-    drafts += [concept_probe(chain.domain, c, all_concepts, seed) for c in all_concepts if ids & set(c.statement_ids)]
+    if linked is None:
+        mine = [c for c in all_concepts if ids & set(c.statement_ids)]
+    else:
+        mine = sorted({c.id: c for s in ids for c in linked.get(s, ())}.values(), key=lambda c: c.id)
+    drafts += [concept_probe(chain.domain, c, all_concepts, seed, linked) for c in mine]
     return [Probe(chain_id=chain.id, target=d.target, node_id=d.node_id, question=d.question, options=d.options,
                   answer=d.answer) for d in drafts if d is not None and (d.target, d.node_id) not in probed]
 

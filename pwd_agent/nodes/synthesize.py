@@ -18,7 +18,7 @@ from pwd_agent.exposures import v1_taught
 from pwd_agent.store import (
     Chain, LeakedSample, Probe, Sample, Statement, TestItem, mark_done, session_scope, units_to_do,
 )
-from pwd_agent.store.queries import count_rows, foreign_steps, kb_chain, kb_concepts, kb_statements
+from pwd_agent.store.queries import all_chain_steps, count_rows, foreign_steps, kb_chain, kb_concepts, kb_statements
 
 
 def synthesize(state: RunState, runtime: Runtime[RunContext]) -> dict:
@@ -90,7 +90,7 @@ def plan_units(session, chain_ids: list[int], concept_samples: bool, taught: set
     linked to a taught statement."""
     rows = session.exec(select(Sample.concept_ids).where(Sample.origin == "v1", Sample.kind == "concept")).all()
     defined = {cid for ids in rows for cid in ids}
-    units = []
+    units, chains = [], all_chain_steps(session)
     for chain_id in chain_ids:
         statements = kb_statements(session, chain_id)
         concepts = kb_concepts(session, [s.id for s in statements]) if concept_samples else []
@@ -99,5 +99,6 @@ def plan_units(session, chain_ids: list[int], concept_samples: bool, taught: set
         mine = {st.id for st in statements} & taught if taught is not None else None
         concepts = [c for c in concepts if c.id not in defined and (mine is None or set(c.statement_ids) & mine)]
         defined.update(c.id for c in concepts)
-        units.append((kb_chain(session.get(Chain, chain_id)), statements, concepts, foreign_steps(session, chain_id)))
+        units.append((kb_chain(session.get(Chain, chain_id)), statements, concepts,
+                      foreign_steps(session, chain_id, chains=chains)))
     return units

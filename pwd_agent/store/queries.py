@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from typing import NamedTuple
 
 from sqlalchemy import Integer, cast
@@ -52,11 +53,21 @@ def kb_concepts(session: Session, statement_ids: list[int]) -> list[KBConcept]:
     return concepts
 
 
-def foreign_steps(session: Session, chain_id: int, limit: int = 12) -> list[str]:
-    """Step clauses of other chains (for swapped-object distractors), deterministic order."""
-    others = session.exec(select(Chain).where(Chain.id != chain_id).order_by(Chain.id)).all()
-    picked = sorted(others, key=lambda c: (c.id * 2654435761 + chain_id) % 1000003)[:limit]
-    return [step_phrase(c.steps[(chain_id + c.id) % len(c.steps)]) for c in picked]
+def foreign_steps(session: Session, chain_id: int, limit: int = 12,
+                  chains: list[tuple[int, list[str]]] | None = None) -> list[str]:
+    """Step clauses of other chains (for swapped-object distractors), deterministic order. A stage
+    that asks for every chain's passes `chains` (all_chain_steps, read once): reading every chain
+    per chain made the stage quadratic in the KB's size."""
+    if chains is None:
+        chains = all_chain_steps(session)
+    others = [(cid, steps) for cid, steps in chains if cid != chain_id]
+    picked = heapq.nsmallest(limit, others, key=lambda c: (c[0] * 2654435761 + chain_id) % 1000003)
+    return [step_phrase(steps[(chain_id + cid) % len(steps)]) for cid, steps in picked]
+
+
+def all_chain_steps(session: Session) -> list[tuple[int, list[str]]]:
+    """(id, steps) of every chain, in id order (for foreign_steps)."""
+    return [(chain.id, chain.steps) for chain in session.exec(select(Chain).order_by(Chain.id)).all()]
 
 
 def round_accuracy(session: Session, round_id: int, split: str) -> float | None:

@@ -15,13 +15,23 @@ def completion(model: str, content: str, prompt_tokens: int, completion_tokens: 
                       "total_tokens": prompt_tokens + completion_tokens}}
 
 
-class ChatEndpoint:
-    """Serves on a free port until `close()`; `reply(body, handler)` answers each POST."""
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # socketserver's 5 drops connections when many clients connect at once
 
-    def __init__(self):
+
+class ChatEndpoint:
+    """Serves on a free port until `close()`; `reply(body, handler)` answers each POST. With
+    `keep_alive`, connections stay open between requests (HTTP/1.1), as real servers keep them."""
+
+    def __init__(self, keep_alive: bool = False):
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+            # Headers and body go out in two writes: on a kept-alive connection Nagle's algorithm holds
+            # the body until the client's delayed ACK of the headers, about 40 ms a response.
+            disable_nagle_algorithm = keep_alive
+
             def log_message(self, *args):
                 pass
 
@@ -31,7 +41,7 @@ class ChatEndpoint:
             def do_GET(self):
                 endpoint.get(self)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
