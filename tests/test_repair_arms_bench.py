@@ -1,0 +1,64 @@
+"""bench/repair_arms.py's arm draws: equal budgets, the oracle's order, and a test share that keeps
+items of some chains while every arm still draws from the whole KB."""
+
+import sys
+from types import SimpleNamespace
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "bench"))
+
+import repair_arms  # noqa: E402
+
+
+def world(chains: int = 8, per_chain: int = 5, share: float = 1.0):
+    """A KB of `chains` x `per_chain` statements, the even ones taught, one dev item per statement."""
+    statements = {c * per_chain + k: SimpleNamespace(chain_id=c) for c in range(chains) for k in range(per_chain)}
+    kept = repair_arms.tested_chains(list(range(chains)), share)
+    items = [SimpleNamespace(id=sid, chain_id=st.chain_id, split="dev", option_statements=[sid, None],
+                             option_kinds=["key", "distractor"])
+             for sid, st in statements.items() if st.chain_id in kept]
+    return SimpleNamespace(statements=statements, taught={sid for sid in statements if sid % 2 == 0}, items=items,
+                           tested={sid for sid, st in statements.items() if st.chain_id in kept})
+
+
+def failures(setup):
+    """Every tested untaught statement's item failed and was located on its key."""
+    return [SimpleNamespace(kind="untaught", item_id=i.id, statement_ids=[i.id]) for i in setup.items
+            if i.id not in setup.taught]
+
+
+def test_tested_chains_is_seeded_and_keeps_at_least_one():
+    assert repair_arms.tested_chains(list(range(8)), 1.0) == set(range(8))
+    assert repair_arms.tested_chains(list(range(8)), 0.25) == repair_arms.tested_chains(list(range(8)), 0.25)
+    assert len(repair_arms.tested_chains(list(range(8)), 0.25)) == 2
+    assert len(repair_arms.tested_chains(list(range(8)), 0.01)) == 1
+
+
+def test_every_arm_gets_the_targeted_budget_and_the_oracle_doses_what_the_failed_items_need():
+    setup = world(share=0.25)
+    v1 = SimpleNamespace(probes={str(sid): sid in setup.taught for sid in setup.statements})
+    diagnoses = failures(setup)
+    nodes = repair_arms.arm_nodes(setup, v1, diagnoses, seed=0, multiples=[2])
+    budget = len(nodes["targeted"])
+    assert budget == len(diagnoses) > 0
+    assert len(nodes["random-node"]) == len(nodes["oracle"]) == len(nodes["wrong-target"]) == budget
+    assert len(nodes["random-node-x2"]) == 2 * budget
+    needed = {d.statement_ids[0] for d in diagnoses}
+    assert set(nodes["oracle"]) == needed  # the ceiling: exactly the untaught keys of the failed items
+    assert all(sid in setup.taught for sid in nodes["wrong-target"])  # their probes pass
+    # random-node draws from the whole KB, not only the tested chains: over seeds it lands outside them
+    drawn = {sid for seed in range(10) for sid in repair_arms.arm_nodes(setup, v1, diagnoses, seed, [])["random-node"]}
+    assert drawn - setup.tested
+
+
+def test_the_oracle_fills_its_budget_from_the_tested_chains_first():
+    setup = world(share=0.25)
+    v1 = SimpleNamespace(probes={str(sid): sid in setup.taught for sid in setup.statements})
+    diagnoses = failures(setup)[:2]
+    diagnoses.append(SimpleNamespace(kind="chain_break", item_id=-1, statement_ids=[0, 2, 4]))  # taught ones
+    nodes = repair_arms.arm_nodes(setup, v1, diagnoses, seed=3, multiples=[])
+    assert len(nodes["oracle"]) == len(nodes["targeted"]) == 5
+    untaught_tested = {sid for sid in setup.tested if sid not in setup.taught}
+    assert set(nodes["oracle"]) <= untaught_tested  # 2 needed, then the tested chains' other untaught ones
+    assert {d.statement_ids[0] for d in diagnoses[:2]} <= set(nodes["oracle"])
