@@ -1,12 +1,13 @@
 """Pool the repair arms of several worlds into one paired test on all their holdout items.
 
-    python bench/pool_arms.py arms-w11:base arms-w23:base [--seeds 0 1]
+    python bench/pool_arms.py arms-w11:base arms-w23:base arms-w41:previous-pf0.7:0.25 [--seeds 0 1]
 
-Each argument is a run the repair bench (`bench/repair_arms.py`) has scored, and the arms' regime
-folder under its repair_arms/ (base, previous-pf0.7). For every pair of arms, each holdout item's
-outcome is averaged over the seeds both arms have, then items of all runs are pooled into one
-one-sided sign test (items up vs down), on all holdout items, on those whose key rests on a statement
-V1 did not teach, and on the rest. Worlds are independent, so pooling adds power the 40 items of one
+Each argument is a run the repair bench (`bench/repair_arms.py`) has scored, the arms' regime
+folder under its repair_arms/ (base, previous-pf0.7), and the bench's --test-share when it was not
+1. For every pair of arms, each holdout item's outcome is averaged over the seeds both arms have,
+then items of all runs are pooled into one one-sided sign test (items up vs down), on all holdout
+items, on those whose key rests on a statement V1 did not teach, and on the rest. Worlds are
+independent, so pooling adds power the 40 items of one
 world lack; arms missing in a run are left out of that run's pairs."""
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 ARMS = ("oracle", "targeted", "random-node", "none")
 
 
-def arm_scores(run_dir: Path, regime: str, arm: str, seeds: list[int]) -> dict[int, dict]:
+def arm_scores(arms_dir: Path, regime: str, arm: str, seeds: list[int]) -> dict[int, dict]:
     """seed -> the arm's item scores, for the seeds it has (V1's for the arm 'none')."""
     out = {}
     for seed in seeds:
-        path = (run_dir / "repair_arms" / f"v1-{seed}" / "scores.json" if arm == "none"
-                else run_dir / "repair_arms" / regime / f"{arm}-{seed}" / "scores.json")
+        path = (arms_dir / f"v1-{seed}" / "scores.json" if arm == "none"
+                else arms_dir / regime / f"{arm}-{seed}" / "scores.json")
         if path.is_file():
             out[seed] = json.loads(path.read_text())["items"]
     return out
@@ -56,18 +57,21 @@ def load_world(spec: str, seeds: list[int]) -> dict:
 
     from pwd_agent.runs import open_run
 
-    run_id, _, regime = spec.partition(":")
+    run_id, _, rest = spec.partition(":")
+    regime, _, share = rest.partition(":")
+    share = float(share or 1)
     ctx = open_run(run_id)
-    setup = load_setup(ctx)
+    setup = load_setup(ctx, share)
+    arms_dir = Path(ctx.run_dir) / "repair_arms" / (f"test-share-{share:g}" if share < 1 else "")
     holdout = [(str(i.id), any(st not in setup.taught for st in key_statements(i)))
                for i in setup.items if i.split == "holdout"]
-    scores = {arm: arm_scores(Path(ctx.run_dir), regime or "base", arm, seeds) for arm in ARMS}
+    scores = {arm: arm_scores(arms_dir, regime or "base", arm, seeds) for arm in ARMS}
     return {"run": spec, "holdout": holdout, "scores": scores}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", help="RUN_ID:REGIME (regime default: base)")
+    parser.add_argument("runs", nargs="+", help="RUN_ID:REGIME[:TEST_SHARE] (regime default: base; share: 1)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     args = parser.parse_args()
     worlds = [load_world(spec, args.seeds) for spec in args.runs]
