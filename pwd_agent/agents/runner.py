@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, Iterable, Iterator
 
 from pydantic import ValidationError
@@ -92,20 +92,40 @@ def call_agent(session: Session, backend, agent: str, task: str, fn: Callable[..
 
 
 def map_units(fn: Callable[[Any], Any], units: Iterable[Any], workers: int) -> Iterator[tuple[Any, Any]]:
-    """(unit, fn(unit)) in completion order, `workers` at a time; the caller stores each result."""
-    units = list(units)
+    """(unit, fn(unit)) in completion order, `workers` at a time; the caller stores each result.
+    `units` is read lazily, a window of 2 x workers ahead of the results, and a finished unit is
+    dropped once the caller has it, so a stage's memory follows the window, not the corpus, and a
+    unit's inputs can be read from the store while earlier units' calls are in flight."""
     if workers <= 1:
         for unit in units:
             yield unit, fn(unit)
         return
+    pending: dict[Future, Any] = {}
+    source = iter(units)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(fn, unit): unit for unit in units}
         try:
-            for future in as_completed(futures):
-                yield futures[future], future.result()
+            _top_up(pool, fn, source, pending, 2 * workers)
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    unit = pending.pop(future)
+                    yield unit, future.result()
+                    _top_up(pool, fn, source, pending, 2 * workers)
         except BaseException:
-            for future in futures:
+            for future in pending:
                 future.cancel()
             if "pwd_agent.llm.batch" in sys.modules:  # threads waiting on a batch would hold the pool open
                 sys.modules["pwd_agent.llm.batch"].abandon_all()
             raise
+
+
+def _top_up(pool: ThreadPoolExecutor, fn: Callable, source: Iterator, pending: dict, window: int) -> None:
+    """Submit units from `source` until `window` are in flight or it runs out."""
+    while len(pending) < window:
+        unit = next(source, _NO_UNIT)
+        if unit is _NO_UNIT:
+            return
+        pending[pool.submit(fn, unit)] = unit
+
+
+_NO_UNIT = object()

@@ -53,25 +53,32 @@ def build_tests(state: RunState, runtime: Runtime[RunContext]) -> dict:
         pending, done = units_to_do(session, "build_tests", select(Chain).order_by(Chain.id))
         todo = [c.id for c in pending]
         chains = all_chain_steps(session)
-        inputs = {chain_id: (kb_chain(session.get(Chain, chain_id)), kb_statements(session, chain_id),
-                             foreign_steps(session, chain_id, chains=chains)) for chain_id in todo}
         all_concepts = kb_concepts(session, list(session.exec(select(Statement.id)).all()))
         stored = StoredItems.read(session, all_concepts)
     progress = Progress(ctx.db_url, "build_tests", "chains", len(todo) + done, done)
     variants = range(cfg.items_per_chain)
-    units = [(chain_id, variant) for chain_id in todo for variant in variants]
+    inputs: dict[int, tuple] = {}  # the chains whose items are in flight or waiting to be stored
+
+    def units():
+        """Each chain's units, its inputs read just before its first unit is sent (not all up front)."""
+        for chain_id in todo:
+            with session_scope(ctx.db_url) as session:
+                inputs[chain_id] = (kb_chain(session.get(Chain, chain_id)), kb_statements(session, chain_id),
+                                    foreign_steps(session, chain_id, chains=chains))
+            yield from ((chain_id, variant) for variant in variants)
+
     work = lambda unit: run_unit(backend, "tester", "test_item", backend.write_test_item,  # noqa: E731
                                  *inputs[unit[0]], unit[1])
     # Items are written concurrently but stored chain by chain in id order (a reorder buffer), so
     # letters, de-duplication and ids do not depend on which request finished first.
     written: dict[tuple[int, int], tuple] = {}
     dropped, next_chain = 0, 0
-    for unit, result in map_units(work, units, workers_for(backend, ctx.config)):
+    for unit, result in map_units(work, units(), workers_for(backend, ctx.config)):
         written[unit] = result
         while next_chain < len(todo) and all((todo[next_chain], v) in written for v in variants):
             chain_id = todo[next_chain]
             drafts = [written.pop((chain_id, v)) for v in variants]
-            dropped += store_chain_items(ctx, chain_id, drafts, inputs[chain_id], all_concepts, stored)
+            dropped += store_chain_items(ctx, chain_id, drafts, inputs.pop(chain_id), all_concepts, stored)
             progress.advance()
             next_chain += 1
     counts = summarise_benchmark(ctx, dropped)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Iterator
 
 from langgraph.runtime import Runtime
 from sqlmodel import select
@@ -33,7 +34,6 @@ def synthesize(state: RunState, runtime: Runtime[RunContext]) -> dict:
     progress = Progress(ctx.db_url, "synthesize", "chains", len(todo) + done, done)
     with session_scope(ctx.db_url) as session:
         taught = v1_taught(session, cfg.v1_budget, cfg.seed)
-        units = plan_units(session, todo, cfg.concept_samples, taught)
         leak_gate = load_gate(session, cfg.leakage_ngram, cfg.leakage_threshold)
         n_statements = count_rows(session, Statement)
     if taught is not None and not done:
@@ -42,6 +42,7 @@ def synthesize(state: RunState, runtime: Runtime[RunContext]) -> dict:
              taught=len(taught), statements=n_statements)
 
     work = lambda unit: v1_drafts(backend, unit, cfg, taught)  # noqa: E731
+    units = plan_units(ctx.db_url, todo, cfg.concept_samples, taught)
     for (chain, *_), (drafts, calls) in map_units(work, units, workers_for(backend, ctx.config)):
         kept, leaked = gate_samples(leak_gate, drafts, "v1", chain.id)
         with session_scope(ctx.db_url) as session:  # the chain's samples, ledger rows and marker together
@@ -84,21 +85,25 @@ def recipe_samples(chain, statements, cfg, taught: set[int] | None = None) -> li
                                                                             taught)
 
 
-def plan_units(session, chain_ids: list[int], concept_samples: bool, taught: set[int] | None = None) -> list[tuple]:
-    """Each chain's inputs, read in order; a concept shared by several chains is taught (one
-    definition sample) with the first of them only; under a V1 budget (`taught`), only concepts
-    linked to a taught statement."""
-    rows = session.exec(select(Sample.concept_ids).where(Sample.origin == "v1", Sample.kind == "concept")).all()
+def plan_units(db_url: str, chain_ids: list[int], concept_samples: bool,
+               taught: set[int] | None = None) -> Iterator[tuple]:
+    """Each chain's inputs, read in order as the stage asks for them (a short session per chain, so a
+    large KB is never held whole); a concept shared by several chains is taught (one definition
+    sample) with the first of them only; under a V1 budget (`taught`), only concepts linked to a
+    taught statement."""
+    with session_scope(db_url) as session:
+        rows = session.exec(select(Sample.concept_ids).where(Sample.origin == "v1", Sample.kind == "concept")).all()
+        chains = all_chain_steps(session)
     defined = {cid for ids in rows for cid in ids}
-    units, chains = [], all_chain_steps(session)
     for chain_id in chain_ids:
-        statements = kb_statements(session, chain_id)
-        concepts = kb_concepts(session, [s.id for s in statements]) if concept_samples else []
-        # Under a budget, only concepts linked to a statement this chain teaches (a concept shared
-        # with another chain waits for the chain that teaches one of its statements).
-        mine = {st.id for st in statements} & taught if taught is not None else None
-        concepts = [c for c in concepts if c.id not in defined and (mine is None or set(c.statement_ids) & mine)]
-        defined.update(c.id for c in concepts)
-        units.append((kb_chain(session.get(Chain, chain_id)), statements, concepts,
-                      foreign_steps(session, chain_id, chains=chains)))
-    return units
+        with session_scope(db_url) as session:
+            statements = kb_statements(session, chain_id)
+            concepts = kb_concepts(session, [s.id for s in statements]) if concept_samples else []
+            # Under a budget, only concepts linked to a statement this chain teaches (a concept shared
+            # with another chain waits for the chain that teaches one of its statements).
+            mine = {st.id for st in statements} & taught if taught is not None else None
+            concepts = [c for c in concepts if c.id not in defined and (mine is None or set(c.statement_ids) & mine)]
+            defined.update(c.id for c in concepts)
+            unit = (kb_chain(session.get(Chain, chain_id)), statements, concepts,
+                    foreign_steps(session, chain_id, chains=chains))
+        yield unit
