@@ -77,7 +77,7 @@ def write_data(ctx, cfg, taught: set[int], path: Path) -> dict:
     b = cfg.builder
     backend = make_backend(RunContext(cfg, ctx.run_dir, ctx.db_url))
     with session_scope(ctx.db_url) as s:
-        units = plan_units(s, sorted(taught), b.concept_samples)
+        units = list(plan_units(ctx.db_url, sorted(taught), b.concept_samples))
         leak_gate = load_gate(s, b.leakage_ngram, b.leakage_threshold)
     kept, dropped = [], 0
     for unit in units:

@@ -120,8 +120,7 @@ def step_sequence(text: str, steps: list[str]) -> list[int]:
 
 
 def budget_drafts(url: str, taught):
-    with session_scope(url) as s:
-        [unit] = plan_units(s, [1], CFG.concept_samples, taught)
+    [unit] = plan_units(url, [1], CFG.concept_samples, taught)
     drafts, calls = v1_drafts(OfflineAgents(), unit, CFG, taught)
     assert calls and all(c.ok for c in calls)
     return unit, drafts
@@ -168,9 +167,8 @@ def test_a_passage_of_a_later_run_does_not_call_its_first_step_the_start_of_the_
 
 def test_v1_on_a_budget_defines_only_concepts_of_taught_statements(url):
     salt_store(url)
-    with session_scope(url) as s:
-        [(_, _, everything, _)] = plan_units(s, [1], True, None)
-        [(_, _, budgeted, _)] = plan_units(s, [1], True, TAUGHT)
+    [(_, _, everything, _)] = plan_units(url, [1], True, None)
+    [(_, _, budgeted, _)] = plan_units(url, [1], True, TAUGHT)
     assert [c.id for c in everything] == [1, 2, 3]
     assert [c.id for c in budgeted] == [1, 3]  # boiling pan rests on untaught statement 14 only
     _, drafts = budget_drafts(url, TAUGHT)
@@ -179,8 +177,7 @@ def test_v1_on_a_budget_defines_only_concepts_of_taught_statements(url):
 
 def test_a_chain_with_no_taught_statement_gets_no_v1_at_all(url):
     salt_store(url)
-    with session_scope(url) as s:
-        [unit] = plan_units(s, [2], True, TAUGHT)
+    [unit] = plan_units(url, [2], True, TAUGHT)
     assert v1_drafts(OfflineAgents(), unit, CFG, TAUGHT) == ([], [])
 
 
