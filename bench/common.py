@@ -14,7 +14,7 @@ def train_once(cfg, data: Path, folder: Path, seed: int, init_adapter: str | Non
     folder/adapter with training seed `seed` (from `init_adapter`'s weights when given), unless the ones there
     was trained from this same job (folder/job.json) on these same bytes (the data hash the trainer
     writes into train_metrics.json). True when it trained."""
-    from pwd_agent.nodes.train import train_job, trainer_command
+    from pwd_agent.nodes.train import die_with_parent, train_job, trainer_command
 
     job = train_job(cfg, data, folder / "adapter", seed=seed, init_adapter=init_adapter)
     saved, metrics = folder / "job.json", folder / "adapter" / "train_metrics.json"
@@ -28,5 +28,7 @@ def train_once(cfg, data: Path, folder: Path, seed: int, init_adapter: str | Non
     shutil.rmtree(folder / "adapter", ignore_errors=True)
     saved.write_text(job.model_dump_json(indent=2))
     with open(folder / "train.log", "w") as log:
-        subprocess.run(trainer_command(cfg.train, saved), stdout=log, stderr=subprocess.STDOUT, check=True)
+        # The trainer dies with the bench: a bench stopped by a signal leaves no training running on.
+        subprocess.run(trainer_command(cfg.train, saved), stdout=log, stderr=subprocess.STDOUT, check=True,
+                       preexec_fn=die_with_parent)
     return True

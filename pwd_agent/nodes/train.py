@@ -242,7 +242,7 @@ def _stream(ctx: RunContext, command: list[str], log_path: Path) -> deque | None
     tail: deque = deque(maxlen=15)
     with open(log_path, "w") as log_file:
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                preexec_fn=_die_with_parent)
+                                preexec_fn=die_with_parent)
         for line in proc.stdout:
             log_file.write(line)
             log_file.flush()  # `tail -f` and the kill test read it live
@@ -259,7 +259,7 @@ def _step_counts(line: str) -> dict:
     return {"done": int(match.group(1)), "total": int(match.group(2))} if match else {}
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Linux: the trainer gets SIGKILL when the run process dies, so a killed run leaves no orphan."""
     try:
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
