@@ -7,8 +7,8 @@ folder under its repair_arms/ (base, previous-pf0.7), and the bench's --test-sha
 1. For every pair of arms, each holdout item's outcome is averaged over the seeds both arms have,
 then items of all runs are pooled into one one-sided sign test (items up vs down), on all holdout
 items, on those whose key rests on a statement V1 did not teach, and on the rest. Worlds are
-independent, so pooling adds power the 40 items of one
-world lack; arms missing in a run are left out of that run's pairs."""
+independent, so pooling adds power the 40 items of one world lack; arms missing in a run are left
+out of that run's pairs."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def sign(diffs: list[float]) -> dict:
 
 
 def load_world(spec: str, seeds: list[int]) -> dict:
-    from repair_arms import key_statements, load_setup
+    from repair_arms import arms_root, key_statements, load_setup
 
     from pwd_agent.runs import open_run
 
@@ -62,7 +62,7 @@ def load_world(spec: str, seeds: list[int]) -> dict:
     share = float(share or 1)
     ctx = open_run(run_id)
     setup = load_setup(ctx, share)
-    arms_dir = Path(ctx.run_dir) / "repair_arms" / (f"test-share-{share:g}" if share < 1 else "")
+    arms_dir = arms_root(ctx.run_dir, share)
     holdout = [(str(i.id), any(st not in setup.taught for st in key_statements(i)))
                for i in setup.items if i.split == "holdout"]
     scores = {arm: arm_scores(arms_dir, regime or "base", arm, seeds) for arm in ARMS}
