@@ -477,7 +477,8 @@ def verdict(summary: dict) -> str:
 
     if ovr["items_p"] >= ALPHA:
         oracle_hit, random_hit = (summary["arms"].get(n, {}).get("dosed_needed") for n in ("oracle", "random-node"))
-        why = "this dose and writer do not teach untaught facts measurably here"
+        why = ("even the oracle's patches do not move enough holdout items here (the dose, the writer, too few "
+               "items, or taught items broken on the way: see the probes and the taught/untaught split)")
         if oracle_hit and random_hit is not None and random_hit >= oracle_hit / 2:
             why += (f", and random-node doses {random_hit:.0%} of the statements the failed items need (the "
                     f"oracle {oracle_hit:.0%}), so the two can hardly differ: test fewer chains (--test-share)")
