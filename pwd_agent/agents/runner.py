@@ -6,6 +6,7 @@ import hashlib
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from itertools import islice
 from typing import Any, Callable, Iterable, Iterator
 
 from pydantic import ValidationError
@@ -121,11 +122,5 @@ def map_units(fn: Callable[[Any], Any], units: Iterable[Any], workers: int) -> I
 
 def _top_up(pool: ThreadPoolExecutor, fn: Callable, source: Iterator, pending: dict, window: int) -> None:
     """Submit units from `source` until `window` are in flight or it runs out."""
-    while len(pending) < window:
-        unit = next(source, _NO_UNIT)
-        if unit is _NO_UNIT:
-            return
+    for unit in islice(source, max(window - len(pending), 0)):
         pending[pool.submit(fn, unit)] = unit
-
-
-_NO_UNIT = object()
