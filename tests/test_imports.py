@@ -89,10 +89,33 @@ def test_no_import_circle_counting_lazy_imports():
 
 def test_the_check_finds_a_circle_and_package_runs():
     graph = import_graph()
-    assert "pwd_agent.agents" in graph["pwd_agent.llm.llm_agents"]  # importing agents.quotes runs agents/__init__
+    assert "pwd_agent.llm" in graph["pwd_agent.agents.runner"]  # importing llm.backends runs llm/__init__
     assert "pwd_agent.agents" not in graph["pwd_agent.store.queries"]  # the drafts come from the leaf schemas.py
     graph["pwd_agent.phrasing"] = {"pwd_agent.recipes"}  # recipes -> phrasing, so this closes a circle
     assert ["pwd_agent.phrasing", "pwd_agent.recipes"] in circles(graph)
+
+
+def layers(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The same graph one level up: pwd_agent's top-level modules and packages (store, llm, agents,
+    nodes...), an arrow wherever one of their modules imports another's."""
+    def top(name: str) -> str:
+        return ".".join(name.split(".")[:2])
+
+    out: dict[str, set[str]] = {}
+    for name, deps in graph.items():
+        out.setdefault(top(name), set()).update(top(d) for d in deps if top(d) != top(name))
+    return out
+
+
+def test_packages_are_layered_no_arrow_climbs_back():
+    """A circle between packages (llm -> agents -> llm) is an arrow from a lower layer to a higher one."""
+    assert circles(layers(import_graph())) == []
+
+
+def test_the_layer_check_finds_a_package_circle():
+    graph = import_graph()
+    graph["pwd_agent.llm.offline"] = graph["pwd_agent.llm.offline"] | {"pwd_agent.agents.extractor"}
+    assert ["pwd_agent.agents", "pwd_agent.llm"] in circles(layers(graph))
 
 
 def test_nodes_import_no_sibling_node():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pwd_agent.agents.quotes import anchor_quote
+from pwd_agent.llm.quotes import anchor_quote
 
 TEXT = ("First, the alum dose is injected into the raw water \u2014 at a point of strong turbulence.\n"
         "Then the alum dissolves and forms \u201cpositively charged\u201d aluminium species.")

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from pwd_agent.agents.quotes import anchor_quote
+from pwd_agent.llm.quotes import anchor_quote
 from pwd_agent.schemas import (
     ITEM_FACETS,
     ChainDraft,
