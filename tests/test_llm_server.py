@@ -62,6 +62,7 @@ def run_llm(corpus: Path, url: str, tiny_model: Path, run_id: str) -> subprocess
     return subprocess.run([sys.executable, "-m", "pwd_agent", *args], capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.extended  # the tester and builder test below keeps the real server in the default run
 def test_whole_loop_on_a_real_server_then_cache(llama_url, tiny_model, tmp_path):
     """At temperature 0 on a fixed build the teacher's answers are deterministic, so is what they do
     to the store: SmolLM2-135M repeats steps in every chain it extracts, each answer is sent back

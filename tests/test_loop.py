@@ -452,6 +452,7 @@ def store_content(run_id: str) -> dict:
         }
 
 
+@pytest.mark.extended  # test_sigkill_during_training_then_resume_redoes_nothing is the default run's kill test
 def test_sigkill_at_five_points_then_resume_equals_an_uninterrupted_run(tiny_model, small_corpus):
     """SIGKILL in extract, build_tests, synthesize, mid-training, mid-evaluation, mid-diagnose and
     mid-patch, resuming each time: the final store equals an uninterrupted run's, and no agent unit

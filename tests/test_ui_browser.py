@@ -22,7 +22,7 @@ from pwd_agent.store import Run, Sample, session_scope
 
 from test_loop import NO_GUARD, tiny_args
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.extended]  # tests/test_ui.py covers every route in the default run
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 if not Path(CHROMIUM).is_file():
