@@ -55,11 +55,21 @@ def tiny_lm_eval_task(folder: Path) -> Path:
     return folder
 
 
+def test_an_lm_eval_task_name_lm_eval_does_not_know_is_refused_with_the_nearest(tmp_path):
+    """What `run` calls before it makes a run folder: a typo names the task it meant."""
+    from pwd_agent.evaluation.general import check_lm_eval
+
+    tasks = tiny_lm_eval_task(tmp_path / "tasks")
+    with pytest.raises(ConfigError, match="unknown lm-eval task 'tiny_gaurd'") as typo:
+        check_lm_eval("lm_eval:tiny_gaurd", str(tasks))
+    assert "did you mean tiny_guard" in typo.value.hint
+
+
 @pytest.mark.slow
+@pytest.mark.extended  # the default run keeps the refusal above, and the shipped guard in test_loop's two rounds
 def test_lm_eval_tasks_as_the_general_guard(tiny_model, small_corpus, tmp_path):
     """eval.general=lm_eval:TASK runs lm-evaluation-harness each round with the round's adapter;
-    every sample is stored and the round's general accuracy is their mean. A task name lm-eval does
-    not know is refused before the run starts."""
+    every sample is stored and the round's general accuracy is their mean."""
     import subprocess
     import sys
 
@@ -68,12 +78,7 @@ def test_lm_eval_tasks_as_the_general_guard(tiny_model, small_corpus, tmp_path):
     from pwd_agent.runs import open_run
     from pwd_agent.store import GeneralResult, Round, session_scope
 
-    from pwd_agent.evaluation.general import check_lm_eval
-
     tasks = tiny_lm_eval_task(tmp_path / "tasks")
-    with pytest.raises(ConfigError, match="unknown lm-eval task 'tiny_gaurd'") as typo:
-        check_lm_eval("lm_eval:tiny_gaurd", str(tasks))  # what `run` calls before it makes a run folder
-    assert "did you mean tiny_guard" in typo.value.hint
 
     done = subprocess.run([sys.executable, "-m", "pwd_agent", "run", "--corpus", str(small_corpus), "--goal", "0.99",
                            "-q", "--run-id", "lmg", "--set", f"student.model={tiny_model}",
