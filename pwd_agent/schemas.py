@@ -72,6 +72,16 @@ class KBStatement(StatementDraft):
     chain_id: int
 
 
+def step_nodes(statements: list[KBStatement]) -> dict[int, int]:
+    """Step index -> the statement that places that step: the pair it ends (the first step: the pair
+    it starts). Every tester maps an option about step k to a statement by this one rule, so the
+    Debugger localises the same way whichever backend wrote the item."""
+    if not statements:
+        return {}
+    first = min(statements, key=lambda st: st.position)
+    return {first.position: first.id} | {st.position + 1: st.id for st in statements}
+
+
 class KBConcept(ConceptDraft):
     id: int
     statement_ids: list[int] = []

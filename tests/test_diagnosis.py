@@ -107,3 +107,37 @@ def test_probes_are_single_answer_items_on_one_node():
     cp = concept_probe("Water", concepts[0], concepts, seed=0)
     assert cp.options["ABCD".index(cp.answer)] == "Definition 1." and len(cp.options) == 4
     assert concept_probe("Water", concepts[0], concepts[:2], seed=0) is None  # one distractor proves nothing
+
+
+class ScriptedTester:
+    """A client that answers the tester's prompt with one fixed item (the LLM's side is tested in
+    test_llm_loop and test_llm_server; here only what the node makes of the answer)."""
+
+    def __init__(self, answer):
+        self.answer = answer
+
+    def ask(self, role, prompt, variables, schema, check):
+        assert role == "tester" and check(self.answer) is None
+        return self.answer
+
+
+def test_an_llm_option_about_step_k_rests_on_the_statement_the_offline_tester_names():
+    """Both testers map an option about step k to the statement that places step k: the pair that
+    ends at it (step 0: the pair that starts it). The LLM tester used the pair starting at k, so its
+    items were localised one pair off."""
+    from pwd_agent.llm.llm_agents import ItemAnswer, ItemOption, LLMAgents
+    from pwd_agent.schemas import step_nodes
+
+    steps = ["the water is screened", "alum is dosed", "the floc settles", "the water is filtered"]
+    chain = KBChain(id=1, process_name="Treatment", domain="water", summary="s", steps=steps)
+    statements = [KBStatement(id=11 + i, chain_id=1, position=i, subject=steps[i], predicate="then",
+                              object=steps[i + 1], source_quote="q") for i in range(3)]
+    answer = ItemAnswer(question="q", options=[
+        ItemOption(text="The floc settles.", correct=True, step=2),
+        ItemOption(text="The water is screened.", correct=False, step=0),
+        ItemOption(text="Alum is dosed.", correct=False, step=1),
+        ItemOption(text="Something else happens.", correct=False, step=None)])
+    item = LLMAgents(ScriptedTester(answer), one_key=True).write_test_item(chain, statements, [], 0)
+    assert item.option_statements == [12, 11, 11, None]  # step 2 ends pair 1 (id 12); steps 0 and 1: pair 0
+    assert step_nodes(statements) == {0: 11, 1: 11, 2: 12, 3: 13}
+    assert step_nodes([]) == {}

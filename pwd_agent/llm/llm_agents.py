@@ -26,6 +26,7 @@ from pwd_agent.schemas import (
     SampleDraft,
     StatementDraft,
     TestItemDraft,
+    step_nodes,
 )
 from pwd_agent.llm.backends import item_style
 from pwd_agent.llm.openai_compat import StructuredClient
@@ -211,12 +212,12 @@ class LLMAgents:
         # The LLM says which options are right; the node places the letters (place_letters), so
         # keys stay balanced across the benchmark whatever order the model wrote them in.
         options = answer.options
-        by_position = {s.position: s.id for s in statements}
+        by_step = step_nodes(statements)
         return TestItemDraft(
             question=answer.question,
             options=[strip_label(o.text) for o in options],
             option_kinds=["key" if o.correct else (o.fault or "distractor") for o in options],
-            option_statements=[by_position.get(o.step) if o.step is not None else None for o in options],
+            option_statements=[by_step.get(o.step) if o.step is not None else None for o in options],
             answer=letters_of([i for i, o in enumerate(options) if o.correct]),
         )
 

@@ -19,6 +19,7 @@ from pwd_agent.schemas import (
     SampleDraft,
     StatementDraft,
     TestItemDraft,
+    step_nodes,
 )
 from pwd_agent.config import RULE_FACETS
 from pwd_agent.corpus import split_sentences
@@ -55,13 +56,6 @@ def event_claim(step: str) -> str:
 KEY_COUNTS = (1, 2, 3, 2, 1, 3, 2, 4, 2, 1, 3, 2, 1, 3, 2)
 # Distractor kinds whose choice shows the order of the steps was not composed (a chain break).
 ORDERING_MISTAKES = ("wrong_order", "skipped_step", "earlier_step")
-
-
-def step_nodes(statements: list[KBStatement]) -> dict[int, int]:
-    """Step position -> the statement that places that step: the pair it ends (the first step: the
-    pair it starts)."""
-    first = min(statements, key=lambda st: st.position)
-    return {first.position: first.id} | {st.position + 1: st.id for st in statements}
 
 
 def _fill(keys: list[tuple], pool: list[tuple]) -> list[tuple]:
