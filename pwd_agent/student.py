@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import shutil
 from pathlib import Path
 
@@ -74,11 +75,44 @@ def _dequantise(folder: Path, gguf_file: str, target: Path) -> None:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    partial = _partial_dir(target)
     model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
-    partial.rename(target)  # atomic: a killed conversion never leaves a half cache
+    _publish(partial, target)
+
+
+def _partial_dir(target: Path) -> Path:
+    """This process's own scratch folder beside the cache (two runs started at once on a fresh machine
+    convert side by side instead of deleting each other's work); scratch folders of processes that
+    died mid-conversion are removed."""
+    for stale in target.parent.glob(f"{target.name}.partial-*"):
+        pid = stale.name.rpartition("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    return partial
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def _publish(partial: Path, target: Path) -> None:
+    """Rename the finished conversion into place (atomic: a killed conversion never leaves a half
+    cache); when another process got there first, its copy stays and ours is dropped."""
+    try:
+        partial.rename(target)
+    except OSError:
+        if not (target / "config.json").is_file():
+            raise
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def load_tokenizer(path: str, chat_template: str = "model"):

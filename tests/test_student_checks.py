@@ -172,3 +172,27 @@ def test_a_hub_id_student_loads_from_the_hugging_face_cache(tiny_model, tmp_path
 def test_packing_needs_the_trl_engine():
     with pytest.raises(ConfigError, match="train.packing needs train.engine=trl"):
         check_backends(RunConfig.model_validate({"train": {"packing": True}}))
+
+
+def test_two_conversions_at_once_keep_one_cache_and_leave_no_scratch(tmp_path):
+    """Each process converts into its own scratch folder; the first to finish is renamed into place,
+    the second sees the cache there and drops its copy; a dead process's scratch is cleaned up."""
+    import os
+
+    from pwd_agent.student import _partial_dir, _publish
+
+    target = tmp_path / "SmolLM2-abc"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f"SmolLM2-abc.partial-{int(dead.stdout)}"
+    second = tmp_path / "SmolLM2-abc.partial-1"  # another live process's conversion (pid 1 is alive)
+    for folder in (stale, second):
+        folder.mkdir()
+        (folder / "config.json").write_text("second")
+    first = _partial_dir(target)
+    assert not stale.exists() and second.exists() and first.name.endswith(f".partial-{os.getpid()}")
+    first.mkdir()
+    (first / "config.json").write_text("first")
+    _publish(first, target)
+    _publish(second, target)
+    assert (target / "config.json").read_text() == "first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["SmolLM2-abc"]
