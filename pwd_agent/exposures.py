@@ -3,9 +3,10 @@
 A small student learns a fact only past a threshold of varied exposures (EVIDENCE.md: ~18 for a
 simple fact, bench/injection.py: ~55 for the step order), so "was it taught" is a count, not a
 yes/no. The ledger counts, per node (statement, concept, chain), the samples of a round's training
-set that carry it times the round's epochs, by sample kind, summed along the round's lineage: a
-round trained from the base counts its own set; one that continued from the previous round's
-adapter (train.repair_from=previous) adds that round's ledger. It is read from the stored training
+set that carry it times the round's epochs (under early stopping, those of the weights kept), by
+sample kind, summed along the round's lineage: a round trained from the base counts its own set;
+one that continued from the previous round's adapter (train.repair_from=previous) adds that
+round's ledger. It is read from the stored training
 sets (RoundSample, Sample, Round.epochs, Round.parent_round), so it needs no table of its own and
 cannot drift from what was trained. The Debugger uses it to tell a node never taught from one
 taught but not learned; `pwd-agent coverage` and `blame` show it.

@@ -51,6 +51,10 @@ def test_two_rounds_store_every_step(tiny_model, small_corpus):
         assert rounds[0].adapter_path is None and rounds[0].n_train == 0
         assert all(r.started_at <= r.finished_at for r in rounds)  # finished_at: when the round was evaluated
         assert all(Path(r.adapter_path, "adapter_model.safetensors").is_file() for r in rounds[1:])
+        trained = {int(e.message.split()[1]): e.data for e in s.exec(select(Event).where(Event.node == "train")).all()
+                   if " trained: " in e.message}
+        # train.epochs=2 with a held-out share: the ledger counts the epochs of the weights kept
+        assert [r.epochs for r in rounds[1:]] == [trained[r.id]["best_epoch"] for r in rounds[1:]]
 
         items = s.exec(select(TestItem)).all()
         assert {i.split for i in items} == {"dev", "holdout"}

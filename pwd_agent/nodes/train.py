@@ -69,6 +69,8 @@ def train(state: RunState, runtime: Runtime[RunContext]) -> dict:
         row = session.get(Round, round_id)
         row.status, row.train_loss = "trained", metrics["train_loss"]
         row.adapter_path = str(ctx.round_dir(round_id) / "adapter")
+        # Early stopping keeps the weights of its best epoch: the exposure ledger counts those epochs.
+        row.epochs = metrics.get("best_epoch") or row.epochs
     (ctx.round_dir(round_id) / "DONE").write_text("trained\n")
     kept = (f"; kept epoch {metrics['best_epoch']} of {metrics['epochs_run']} by held-out loss"
             if "best_epoch" in metrics else "")

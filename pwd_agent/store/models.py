@@ -175,7 +175,7 @@ class Round(SQLModel, table=True):
     n_replay: int = 0
     train_loss: float | None = None
     adapter_path: str | None = None
-    epochs: float | None = None  # train.epochs of the round's training (the exposure ledger counts with it)
+    epochs: float | None = None  # epochs the kept weights saw (train.epochs, or early stopping's best): the ledger's
     parent_round: int | None = None  # the round whose adapter this one continued from (train.repair_from=previous)
     config_hash: str = ""
     prompt_version: str = ""  # the evaluation prompt
