@@ -235,11 +235,11 @@ def list_runs(
                                          f"whose folders are not under --runs-dir (default: ${DB_URL_ENV})."),
 ) -> None:
     """All runs with their state and best score on the goal split."""
-    from pwd_agent.report.status import run_summary
+    from pwd_agent.report.status import run_summary, runs_elsewhere
     from pwd_agent.runs import list_run_ids, open_run
 
     ids = list_run_ids(runs_dir)
-    elsewhere = _stored_elsewhere(db_url or os.environ.get(DB_URL_ENV), runs_dir, ids)
+    elsewhere = runs_elsewhere(db_url or os.environ.get(DB_URL_ENV), runs_dir, ids)
     if not ids and not elsewhere:
         typer.echo(f"no runs in {runs_dir}/ yet; start one with `pwd-agent run`")
         return
@@ -249,20 +249,6 @@ def list_runs(
         typer.echo(f"{rid:<24} {state:<14} {best}")
     for run_id, state in elsewhere:
         typer.echo(f"{run_id:<24} {state:<14} - (in the database; its folder is not in {runs_dir}/)")
-
-
-def _stored_elsewhere(db_url: str | None, runs_dir: str, known: list[str]) -> list[tuple[str, str]]:
-    """(run id, state) of the runs a shared PostgreSQL database holds that have no folder here."""
-    from pwd_agent.config import RunConfig
-    from pwd_agent.report.status import stored_run_state
-    from pwd_agent.runs import context_for
-    from pwd_agent.store import postgres
-
-    if not postgres.is_postgres(db_url):
-        return []
-    others = [rid for rid in postgres.stored_run_ids(db_url) if rid not in known]
-    contexts = [context_for(RunConfig(run_id=rid, db_url=db_url), Path(runs_dir) / rid) for rid in others]
-    return [(ctx.run_id, stored_run_state(ctx)) for ctx in contexts]
 
 
 @app.command()
@@ -392,6 +378,8 @@ def ui(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (default: this machine only)."),
     port: int = typer.Option(8765, "--port", help="Port to listen on."),
     read_only: bool = typer.Option(False, "--read-only", help="Refuse every write (pause, set, review, launch)."),
+    db_url: Optional[str] = typer.Option(None, "--db-url", help="Also list the runs this PostgreSQL database holds "
+                                         f"whose folders are not under --runs-dir (default: ${DB_URL_ENV})."),
 ) -> None:
     """A local web page to watch and steer runs; writes need the token it prints at start."""
     try:
@@ -399,7 +387,7 @@ def ui(
     except ImportError as exc:
         raise PwdAgentError(f"the web page needs the ui extra ({exc.name} is missing)",
                             "pip install 'pwd-agent[ui]'") from None
-    serve(runs_dir, host, port, read_only)
+    serve(runs_dir, host, port, read_only, db_url or os.environ.get(DB_URL_ENV))
 
 
 prompts_app = typer.Typer(help="The agents' prompt files.", no_args_is_help=True)

@@ -157,6 +157,26 @@ def test_list_shows_the_runs_of_the_database_whose_folders_are_elsewhere(pg_url)
     assert not Path("nowhere").exists()
 
 
+def test_the_web_page_lists_them_too_unlinked(pg_url, tmp_path):
+    """`pwd-agent ui --db-url` lists a database's runs whose folders are elsewhere, with their state;
+    their pages need the folder, so they are not linked."""
+    pytest.importorskip("starlette")
+    from starlette.testclient import TestClient
+
+    from pwd_agent.runstate import mark_ended
+    from pwd_agent.ui.app import create_app
+
+    ctx = pg_context(pg_url, "far-page")
+    mark_ended(ctx.db_url, ctx.run_id, "finished", stop_reason="max_rounds")
+    empty = tmp_path / "here"
+    page = TestClient(create_app(str(empty), db_url=pg_url)).get("/")
+    assert page.status_code == 200
+    row = next(line for line in page.text.split("<tr") if "far-page" in line)
+    assert "finished (max_rounds)" in row and f"its folder is not in {empty}/" in row
+    assert 'href="/runs/far-page"' not in row
+    assert "far-page" not in TestClient(create_app(str(empty))).get("/").text  # no database named: folders only
+
+
 @pytest.mark.slow
 def test_two_runs_in_one_database_kill_and_resume_elsewhere_redo_nothing(tiny_model, small_corpus, pg_url,
                                                                          monkeypatch):

@@ -196,6 +196,22 @@ def stored_run_state(ctx: RunContext) -> str:
         return state_text(read_run(session, ctx.run_id), live)
 
 
+def runs_elsewhere(db_url: str | None, runs_dir: str, known: list[str]) -> list[tuple[str, str]]:
+    """(run id, state) of the runs a shared PostgreSQL database holds that have no folder in runs_dir
+    (driven from another machine's run folder): `pwd-agent list` and the web page list them too."""
+    from pathlib import Path
+
+    from pwd_agent.config import RunConfig
+    from pwd_agent.runs import context_for
+    from pwd_agent.store import postgres
+
+    if not postgres.is_postgres(db_url):
+        return []
+    others = [rid for rid in postgres.stored_run_ids(db_url) if rid not in known]
+    contexts = [context_for(RunConfig(run_id=rid, db_url=db_url), Path(runs_dir) / rid) for rid in others]
+    return [(ctx.run_id, stored_run_state(ctx)) for ctx in contexts]
+
+
 def run_summary(ctx: RunContext) -> tuple[str, str, str]:
     """(run id, state, best goal-split score beside that split's chance and best constant answer)
     for `pwd-agent list`."""

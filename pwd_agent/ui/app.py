@@ -53,8 +53,8 @@ templates.env.globals["levels"] = LEVELS
 
 
 class Settings:
-    def __init__(self, runs_dir: str, read_only: bool, token: str | None):
-        self.runs_dir, self.read_only = runs_dir, read_only
+    def __init__(self, runs_dir: str, read_only: bool, token: str | None, db_url: str | None = None):
+        self.runs_dir, self.read_only, self.db_url = runs_dir, read_only, db_url
         self.token = token or secrets.token_urlsafe(24)
 
 
@@ -99,7 +99,8 @@ def _back(run_id: str, msg: str) -> RedirectResponse:
 
 # ---- reads ---------------------------------------------------------------------------------------
 def runs_page(request: Request) -> HTMLResponse:
-    return _page(request, "runs.html", runs=views.runs_page(_settings(request).runs_dir),
+    s = _settings(request)
+    return _page(request, "runs.html", runs=views.runs_page(s.runs_dir, s.db_url),
                  msg=request.query_params.get("msg"))
 
 
@@ -416,7 +417,8 @@ async def _errors(request: Request, exc: PwdAgentError) -> Response:
                  error=views.redact(exc.message + (f" ({exc.hint})" if exc.hint else "")))
 
 
-def create_app(runs_dir: str = "runs", read_only: bool = False, token: str | None = None) -> Starlette:
+def create_app(runs_dir: str = "runs", read_only: bool = False, token: str | None = None,
+               db_url: str | None = None) -> Starlette:
     routes = [
         Route("/", runs_page),
         Route("/login", login_page, methods=["GET"]),
@@ -440,14 +442,14 @@ def create_app(runs_dir: str = "runs", read_only: bool = False, token: str | Non
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={PwdAgentError: _errors})
-    app.state.settings = Settings(runs_dir, read_only, token)
+    app.state.settings = Settings(runs_dir, read_only, token, db_url)
     return app
 
 
-def serve(runs_dir: str, host: str, port: int, read_only: bool) -> None:
+def serve(runs_dir: str, host: str, port: int, read_only: bool, db_url: str | None = None) -> None:
     import uvicorn
 
-    app = create_app(runs_dir, read_only)
+    app = create_app(runs_dir, read_only, db_url=db_url)
     url = f"http://{host}:{port}/"
     print(f"pwd-agent ui: {url} (runs in {Path(runs_dir).resolve()})", flush=True)
     if read_only:

@@ -10,6 +10,7 @@ from sqlmodel import func, select
 from pwd_agent.baselines import split_baselines
 from pwd_agent.events import LEVELS
 from pwd_agent.context import RunContext
+from pwd_agent.report.status import runs_elsewhere
 from pwd_agent.runs import is_running, list_run_ids, open_run
 from pwd_agent.runstate import next_step, read_run, state_text
 from pwd_agent.stats import compare
@@ -72,15 +73,21 @@ def run_row(ctx: RunContext) -> dict:
             "max_rounds": loop.max_rounds, "cost": cost}
 
 
-def runs_page(runs_dir: str) -> list[dict]:
+def runs_page(runs_dir: str, db_url: str | None = None) -> list[dict]:
+    """Every run folder's row, then the runs a shared PostgreSQL database holds whose folders are
+    elsewhere (listed with their state; their pages need the folder, so they are not linked)."""
     out = []
-    for run_id in list_run_ids(runs_dir):
+    ids = list_run_ids(runs_dir)
+    for run_id in ids:
         try:
             out.append(run_row(open_run(run_id, runs_dir)))
         except Exception as exc:  # a broken run folder is listed with its error, not hidden
             out.append({"id": run_id, "state": f"unreadable ({type(exc).__name__})", "status": "error", "stage": "-",
                         "alive": False, "best": None, "goal": None, "goal_split": "", "rounds": 0, "max_rounds": 0,
                         "cost": 0.0})
+    for run_id, state in runs_elsewhere(db_url, runs_dir, ids):
+        out.append({"id": run_id, "state": state, "status": "elsewhere", "stage": "-", "alive": False, "best": None,
+                    "goal": None, "goal_split": "", "rounds": 0, "max_rounds": 0, "cost": 0.0, "elsewhere": True})
     return out
 
 
