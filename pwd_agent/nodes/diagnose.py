@@ -77,6 +77,7 @@ def diagnose_item(session, backend, round_id: int, item: TestItem, result: ItemR
 
 
 def failed_dev_items(session, round_id: int) -> list[tuple[TestItem, ItemResult]]:
+    """The dev items the round failed, with their results (holdout items are never diagnosed)."""
     return list(session.exec(
         select(TestItem, ItemResult).join(ItemResult, ItemResult.item_id == TestItem.id)
         .where(ItemResult.round_id == round_id, TestItem.split == "dev", ItemResult.passed == False)  # noqa: E712
@@ -172,5 +173,6 @@ def localise(session, round_id: int, item: TestItem, result: ItemResult, probes:
 
 
 def same_wrong_answer_every_round(session, round_id: int, item_id: int) -> bool:
+    """True when every round so far (the base included) gave the item the same wrong answer."""
     rows = session.exec(select(ItemResult).where(ItemResult.item_id == item_id, ItemResult.round_id <= round_id)).all()
     return len(rows) >= 2 and not any(r.passed for r in rows) and len({r.predicted for r in rows}) == 1

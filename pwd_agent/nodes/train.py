@@ -183,6 +183,7 @@ def _replay_pool(session: Session, round_id: int, patched: set[int]) -> list[Sam
 
 
 def write_training_data(session: Session, round_id: int, path: Path) -> int:
+    """The round's training set as the trainer's JSONL; returns the number of samples."""
     rows = round_samples(session, round_id)
     # The statement ids let the trainer hold out other wordings of trained facts (train.heldout_share).
     path.write_text("".join(json.dumps({"id": s.id, "prompt": s.prompt, "answer": s.answer,
