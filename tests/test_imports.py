@@ -123,3 +123,10 @@ def test_nodes_import_no_sibling_node():
     for name, deps in graph.items():
         if name.startswith("pwd_agent.nodes."):
             assert not {d for d in deps if d.startswith("pwd_agent.nodes.")}, name
+
+
+def test_every_public_function_of_the_nodes_says_what_it_does():
+    missing = [f"{path.name}:{fn.name}" for path in sorted((PACKAGE / "nodes").glob("*.py"))
+               for fn in ast.parse(path.read_text()).body
+               if isinstance(fn, ast.FunctionDef) and not fn.name.startswith("_") and not ast.get_docstring(fn)]
+    assert missing == []
