@@ -17,11 +17,25 @@ LEVELS = tuple(_LEVELS)  # lowest first
 def emit(db_url: str, node: str, message: str, level: str = "info", **data) -> None:
     """Record one event; `pwd-agent logs` and `status` read them back."""
     with session_scope(db_url) as session:
-        session.add(Event(node=node, level=level, message=message, data=data))
-    logger.log(_LEVELS[level], "[%s] %s", node, message)
+        event = record(session, node, message, level, **data)
+    announce(event)
+
+
+def record(session, node: str, message: str, level: str = "info", **data) -> Event:
+    """emit's row, added to the caller's open transaction (a unit's events commit with its rows: one
+    commit a unit, not two); the caller passes it to announce() once that transaction has committed."""
+    event = Event(node=node, level=level, message=message, data=data)
+    session.add(event)
+    return event
+
+
+def announce(event: Event) -> None:
+    """What follows a committed event: its log line, the progress sink, the kill point."""
+    logger.log(_LEVELS[event.level], "[%s] %s", event.node, event.message)
+    data = event.data
     if _sink is not None and "done" in data and "total" in data:
-        _sink.update(node, int(data["done"]), int(data["total"]))
-    _kill_point(node)
+        _sink.update(event.node, int(data["done"]), int(data["total"]))
+    _kill_point(event.node)
 
 
 _sink = None
@@ -53,14 +67,13 @@ def _kill_point(node: str) -> None:
 STAGE_AGENT = {"extract": "extractor", "build_tests": "tester", "synthesize": "builder"}
 
 
-def agent_spend(db_url: str, agent: str | None) -> dict:
+def agent_spend(session, agent: str | None) -> dict:
     """{"agent", "calls", "tokens", "cost"} of one agent's ledger so far ({} for no agent)."""
     from pwd_agent.store.queries import ledger_by_agent
 
     if agent is None:
         return {}
-    with session_scope(db_url) as session:
-        row = next((r for r in ledger_by_agent(session) if r.agent == agent), None)
+    row = next((r for r in ledger_by_agent(session) if r.agent == agent), None)
     if row is None:
         return {"agent": agent, "calls": 0, "tokens": 0, "cost": 0.0}
     return {"agent": agent, "calls": row.calls, "tokens": row.tokens, "cost": row.cost}
@@ -77,10 +90,17 @@ class Progress:
 
     def advance(self, n: int = 1) -> None:
         """Every unit is a debug event (`logs --level debug`); about every quarter an info one."""
+        with session_scope(self.db_url) as session:
+            event = self.record(session, n)
+        announce(event)
+
+    def record(self, session, n: int = 1) -> Event:
+        """advance's event, added to the unit's own open transaction (see `record`); the ledger it
+        reports is read there, so it counts the unit's own calls as advance after the commit does."""
         self.done += n
         milestone = self.done == self.total or self.done % self.step == 0
-        spend = agent_spend(self.db_url, STAGE_AGENT.get(self.node)) if milestone else {}
+        spend = agent_spend(session, STAGE_AGENT.get(self.node)) if milestone else {}
         suffix = (f" · {spend['agent']} {spend['calls']} calls, {spend['tokens']} tokens, ${spend['cost']:.4f}"
                   if spend.get("tokens") else "")  # the offline rules spend no tokens: nothing to say
-        emit(self.db_url, self.node, f"{self.done}/{self.total} {self.unit}{suffix}", "info" if milestone else "debug",
-             done=self.done, total=self.total, **spend)
+        return record(session, self.node, f"{self.done}/{self.total} {self.unit}{suffix}",
+                      "info" if milestone else "debug", done=self.done, total=self.total, **spend)

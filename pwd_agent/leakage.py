@@ -148,10 +148,13 @@ def load_gate(session, n: int, threshold: float) -> LeakageGate:
 
     from pwd_agent.store import Chain, Chunk, Statement, TestItem
 
-    sources = {}
-    for chain in session.exec(select(Chain)).all():
-        statements = session.exec(select(Statement).where(Statement.chain_id == chain.id)).all()
-        sources[chain.id] = chain_source(session.get(Chunk, chain.chunk_id).text, chain, statements)
+    # Every chain's statements and chunk text in one query each (not a query per chain); a statement's
+    # order within its source does not matter: n-grams never span its lines.
+    statements: dict[int, list] = {}
+    for row in session.exec(select(Statement.chain_id, Statement.subject, Statement.predicate, Statement.object)):
+        statements.setdefault(row.chain_id, []).append(row)
+    sources = {chain.id: chain_source(text, chain, statements.get(chain.id, []))
+               for chain, text in session.exec(select(Chain, Chunk.text).join(Chunk, Chunk.id == Chain.chunk_id))}
     items = [GateItem(i.id, i.question, key_options(i.options, i.answer), sources.get(i.chain_id, ""))
              for i in session.exec(select(TestItem)).all()]
     return LeakageGate(items, n, threshold)

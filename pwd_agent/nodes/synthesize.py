@@ -6,10 +6,10 @@ from collections import Counter
 from typing import Iterator
 
 from langgraph.runtime import Runtime
-from sqlmodel import select
+from sqlmodel import insert, select
 
-from pwd_agent.agents.runner import make_backend, map_units, run_unit, unit_failure, warn_failures, workers_for
-from pwd_agent.events import Progress, emit
+from pwd_agent.agents.runner import make_backend, map_units, run_unit, unit_failure, workers_for
+from pwd_agent.events import Progress, announce, emit, record
 from pwd_agent.gates import gate
 from pwd_agent.leakage import gate_samples, load_gate
 from pwd_agent.recipes import paraphrase_samples, text_passages
@@ -45,14 +45,21 @@ def synthesize(state: RunState, runtime: Runtime[RunContext]) -> dict:
     units = plan_units(ctx.db_url, todo, cfg.concept_samples, taught)
     for (chain, *_), (drafts, calls) in map_units(work, units, workers_for(backend, ctx.config)):
         kept, leaked = gate_samples(leak_gate, drafts, "v1", chain.id)
-        with session_scope(ctx.db_url) as session:  # the chain's samples, ledger rows and marker together
-            session.add_all(Sample(origin="v1", chain_id=chain.id, **draft.model_dump()) for draft in kept)
+        # The chain's samples, ledger rows, marker and events in one transaction; the events' log lines
+        # (and the resume tests' kill point) follow its commit.
+        with session_scope(ctx.db_url) as session:
+            if kept:  # one executemany, not an ORM object per sample (the stage's largest write)
+                session.execute(insert(Sample), [dict(origin="v1", chain_id=chain.id, **draft.model_dump())
+                                                 for draft in kept])
             session.add_all(leaked)
             session.add_all(calls)
             failure = unit_failure(calls)
             mark_done(session, "synthesize", chain.id, error=failure)
-        warn_failures(ctx, "synthesize", f"chain {chain.id} ({chain.process_name[:60]})", [failure] if failure else [])
-        progress.advance()
+            events = [record(session, "synthesize", f"chain {chain.id} ({chain.process_name[:60]}) failed: {failure}",
+                             "warning", failure=failure)] if failure else []  # warn_failures' event
+            events.append(progress.record(session))
+        for event in events:
+            announce(event)
     with session_scope(ctx.db_url) as session:
         kinds = Counter(session.exec(select(Sample.kind).where(Sample.origin == "v1")).all())
         dropped = count_rows(session, LeakedSample, LeakedSample.origin == "v1")

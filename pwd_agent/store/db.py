@@ -52,13 +52,16 @@ def _new_engine(url: str) -> Engine:
 
 def migrate(engine: Engine, url: str) -> None:
     """The one schema path of both back ends, in one transaction: the run's PostgreSQL schema, the
-    missing tables, then the missing columns."""
+    missing tables, then the missing columns and indexes."""
     tables = [t.__table__ for t in _tables()]
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             postgres.prepare_schema(conn, url)
         SQLModel.metadata.create_all(conn, tables=tables)
         add_missing_columns(conn, tables)
+        for table in tables:  # create_all skips an existing table's new indexes; reads need them, not results
+            for index in table.indexes:
+                index.create(conn, checkfirst=True)
 
 
 def add_missing_columns(conn: Connection, tables: list) -> list[str]:

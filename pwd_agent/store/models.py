@@ -89,7 +89,9 @@ class Concept(SQLModel, table=True):
 
 class ConceptStatement(SQLModel, table=True):
     concept_id: int = Field(foreign_key="concept.id", primary_key=True)
-    statement_id: int = Field(foreign_key="statement.id", primary_key=True)
+    # Its own index: the key leads with concept_id, and a chain's concepts are found by its statements
+    # (without it every chain's lookup scanned the whole table: quadratic in the KB's size).
+    statement_id: int = Field(foreign_key="statement.id", primary_key=True, index=True)
 
 
 class TestItem(SQLModel, table=True):

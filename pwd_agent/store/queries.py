@@ -42,15 +42,21 @@ def kb_concepts(session: Session, statement_ids: list[int]) -> list[KBConcept]:
     """Concepts linked to any of the statements, each with all its statement links."""
     if not statement_ids:
         return []
-    links = session.exec(select(ConceptStatement).where(ConceptStatement.statement_id.in_(statement_ids))).all()
-    concept_ids = sorted({link.concept_id for link in links})
-    concepts = []
-    for concept in session.exec(select(Concept).where(Concept.id.in_(concept_ids)).order_by(Concept.id)).all():
-        linked = session.exec(select(ConceptStatement.statement_id)
-                              .where(ConceptStatement.concept_id == concept.id)).all()
-        concepts.append(KBConcept(id=concept.id, term=concept.term, type=concept.type,
-                                  definition=concept.definition, statement_ids=sorted(linked)))
-    return concepts
+    # One query, a row per (concept, link) of every concept linked to the statements (a query per
+    # concept was most of a chain's reads in build_tests and synthesize).
+    linked = select(ConceptStatement.concept_id).where(ConceptStatement.statement_id.in_(statement_ids))
+    rows = session.exec(select(Concept.id, Concept.term, Concept.type, Concept.definition,
+                               ConceptStatement.statement_id)
+                        .join(ConceptStatement, ConceptStatement.concept_id == Concept.id)
+                        .where(Concept.id.in_(linked)).order_by(Concept.id)).all()
+    concepts: dict[int, KBConcept] = {}
+    for cid, term, type_, definition, statement_id in rows:
+        if cid not in concepts:
+            concepts[cid] = KBConcept(id=cid, term=term, type=type_, definition=definition, statement_ids=[])
+        concepts[cid].statement_ids.append(statement_id)
+    for concept in concepts.values():
+        concept.statement_ids.sort()
+    return list(concepts.values())
 
 
 def foreign_steps(session: Session, chain_id: int, limit: int = 12,
