@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from sqlmodel import Session
 
 from pwd_agent.errors import first_error
-from pwd_agent.store import LLMCall
+from pwd_agent.store import LLMCall, session_scope
 
 
 def make_backend(ctx, bulk: bool = False):
@@ -79,10 +79,19 @@ def unit_failure(calls: list[LLMCall]) -> str | None:
 
 def warn_failures(ctx, node: str, unit: str, failures: list[str]) -> None:
     """A warning in the run log per failed call of a unit; the run goes on."""
-    from pwd_agent.events import emit
+    from pwd_agent.events import announce
 
-    for failure in failures:
-        emit(ctx.db_url, node, f"{unit} failed: {failure}", "warning", failure=failure)
+    with session_scope(ctx.db_url) as session:
+        events = record_failures(session, node, unit, failures)
+    for event in events:
+        announce(event)
+
+
+def record_failures(session: Session, node: str, unit: str, failures: list[str]) -> list:
+    """warn_failures' events, added to the unit's own open transaction (announce them after its commit)."""
+    from pwd_agent.events import record
+
+    return [record(session, node, f"{unit} failed: {failure}", "warning", failure=failure) for failure in failures]
 
 
 def call_agent(session: Session, backend, agent: str, task: str, fn: Callable[..., Any], *args) -> Any:

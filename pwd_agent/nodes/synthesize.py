@@ -8,8 +8,8 @@ from typing import Iterator
 from langgraph.runtime import Runtime
 from sqlmodel import insert, select
 
-from pwd_agent.agents.runner import make_backend, map_units, run_unit, unit_failure, workers_for
-from pwd_agent.events import Progress, announce, emit, record
+from pwd_agent.agents.runner import make_backend, map_units, record_failures, run_unit, unit_failure, workers_for
+from pwd_agent.events import Progress, announce, emit
 from pwd_agent.gates import gate
 from pwd_agent.leakage import gate_samples, load_gate
 from pwd_agent.recipes import paraphrase_samples, text_passages
@@ -55,8 +55,8 @@ def synthesize(state: RunState, runtime: Runtime[RunContext]) -> dict:
             session.add_all(calls)
             failure = unit_failure(calls)
             mark_done(session, "synthesize", chain.id, error=failure)
-            events = [record(session, "synthesize", f"chain {chain.id} ({chain.process_name[:60]}) failed: {failure}",
-                             "warning", failure=failure)] if failure else []  # warn_failures' event
+            events = record_failures(session, "synthesize", f"chain {chain.id} ({chain.process_name[:60]})",
+                                     [failure] if failure else [])
             events.append(progress.record(session))
         for event in events:
             announce(event)
