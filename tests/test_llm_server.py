@@ -26,7 +26,9 @@ from pwd_agent.student import SMOLLM2_GGUF, _smollm2_dir
 
 from conftest import EXAMPLES
 
-pytestmark = [pytest.mark.llm_server, pytest.mark.slow]
+# extended: llama.cpp's own server (its start and model load are most of the time); the default run
+# drives the same client through the loop against a local HTTP teacher (test_llm_loop, test_openai_backend).
+pytestmark = [pytest.mark.llm_server, pytest.mark.slow, pytest.mark.extended]
 SERVER = Path(__file__).parent / "servers" / "llama_server.py"
 # One request at a time on a 2-thread server: a client timeout would leave the server busy with the
 # abandoned request and the retry queued behind it, so on a loaded machine timeouts would cascade.
@@ -62,7 +64,6 @@ def run_llm(corpus: Path, url: str, tiny_model: Path, run_id: str) -> subprocess
     return subprocess.run([sys.executable, "-m", "pwd_agent", *args], capture_output=True, text=True, timeout=900)
 
 
-@pytest.mark.extended  # the tester and builder test below keeps the real server in the default run
 def test_whole_loop_on_a_real_server_then_cache(llama_url, tiny_model, tmp_path):
     """At temperature 0 on a fixed build the teacher's answers are deterministic, so is what they do
     to the store: SmolLM2-135M repeats steps in every chain it extracts, each answer is sent back

@@ -96,7 +96,8 @@ def test_answer_loss_equals_full_sequence_loss(tiny_model):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+# accelerate is extended: the same sharded loop as torchrun, under another launcher's command line.
+@pytest.mark.parametrize("launcher", ["torchrun", pytest.param("accelerate", marks=pytest.mark.extended)])
 def test_two_processes_train_the_same_adapter_as_one_with_the_same_global_batch(tiny_model, tmp_path, launcher):
     """The launcher's command, for real: 2 CPU processes (gloo) with grad_accum 1 against 1 process
     with grad_accum 2. Same micro-batches per step, gradients summed: the same adapter. With early
@@ -134,7 +135,8 @@ def test_two_processes_train_the_same_adapter_as_one_with_the_same_global_batch(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher,processes,packing",
-                         [("python", 1, False), ("torchrun", 2, False), ("python", 1, True)])
+                         [("python", 1, False), pytest.param("torchrun", 2, False, marks=pytest.mark.extended),
+                          ("python", 1, True)])  # DDP itself: the own engine's torchrun test above
 def test_trl_engine_trains_the_adapter_through_the_trainer_command(tiny_model, tmp_path, launcher, processes, packing):
     """train.engine=trl: TRL's SFTTrainer with our chat layout and LoRA, started as a run starts it,
     alone, as 2 DDP processes (gloo) or packing samples into max_length sequences; it writes the
