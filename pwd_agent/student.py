@@ -95,12 +95,13 @@ def _partial_dir(target: Path) -> Path:
 
 
 def _alive(pid: int) -> bool:
+    """Whether a process with this pid exists (another user's process counts: signalling it is refused)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # someone else's process: alive
-        return True
+    except PermissionError:
+        pass
     return True
 
 

@@ -256,3 +256,11 @@ def test_a_round_from_the_base_counts_only_its_own_set_at_the_default_epochs(url
                               ("statement", 13): {"walk": 3}, ("statement", 21): {"walk": 3},
                               ("chain", 1): {"walk": 3}}
     assert ledger(url, 0) == {}  # the base model was trained on nothing
+
+
+def test_a_round_that_stopped_early_counts_the_epochs_of_the_weights_it_kept():
+    """train.epochs=3 with early stopping that kept epoch 1: the ledger's factor is 1, not 3."""
+    from pwd_agent.nodes.train import kept_epochs
+
+    assert kept_epochs(3, {"train_loss": 0.2, "best_epoch": 1, "epochs_run": 2}) == 1
+    assert kept_epochs(3, {"train_loss": 0.2}) == 3  # no held-out share: every configured epoch

@@ -69,8 +69,7 @@ def train(state: RunState, runtime: Runtime[RunContext]) -> dict:
         row = session.get(Round, round_id)
         row.status, row.train_loss = "trained", metrics["train_loss"]
         row.adapter_path = str(ctx.round_dir(round_id) / "adapter")
-        # Early stopping keeps the weights of its best epoch: the exposure ledger counts those epochs.
-        row.epochs = metrics.get("best_epoch") or row.epochs
+        row.epochs = kept_epochs(row.epochs, metrics)
     (ctx.round_dir(round_id) / "DONE").write_text("trained\n")
     kept = (f"; kept epoch {metrics['best_epoch']} of {metrics['epochs_run']} by held-out loss"
             if "best_epoch" in metrics else "")
@@ -78,6 +77,12 @@ def train(state: RunState, runtime: Runtime[RunContext]) -> dict:
          f"round {round_id} trained: loss {metrics['first_loss']:.3f} -> {metrics['train_loss']:.3f} "
          f"on {metrics['examples']} samples in {metrics['seconds']:.0f}s{kept}", **metrics)
     return {}
+
+
+def kept_epochs(configured: float | None, metrics: dict) -> float | None:
+    """The epochs the saved weights saw, the exposure ledger's factor: early stopping keeps its best
+    epoch's weights (metrics' best_epoch), otherwise every configured epoch."""
+    return metrics.get("best_epoch") or configured
 
 
 def parent_round(session: Session, repair_from: str, round_id: int) -> int | None:
