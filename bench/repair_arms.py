@@ -239,7 +239,7 @@ def write_patch(ctx, setup, nodes: list[int]) -> tuple[list, int]:
     for sid, draws in Counter(nodes).items():
         st = setup.statements[sid]
         used = b.paraphrases if sid in setup.taught else 0
-        drafts = dose_samples(setup.chains[st.chain_id], st, per_node * draws, used)
+        drafts = dose_samples(setup.chains[st.chain_id], st, per_node * draws, used, b.patch_wordings)
         kept, leaked = gate_samples(gate, drafts, "patch", st.chain_id)
         samples += kept
         dropped += len(leaked)
@@ -414,9 +414,10 @@ def main() -> None:
 
 def regime(cfg) -> str:
     """The arms' folder name: one per repair regime, so regimes never reuse each other's kept scores."""
+    form = "" if cfg.builder.patch_wordings == "both" else f"-{cfg.builder.patch_wordings}"
     if cfg.train.repair_from == "base":
-        return "base"
-    return f"previous-pf{cfg.builder.patch_fraction:g}"
+        return f"base{form}"
+    return f"previous-pf{cfg.builder.patch_fraction:g}{form}"
 
 
 def scores_of(setup, got) -> dict:

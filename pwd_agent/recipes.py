@@ -51,6 +51,41 @@ REVERSE_WORDINGS = (
 # Both directions, interleaved, so a dose of any size gets both.
 PATCH_WORDINGS = tuple(w for pair in zip(WORDINGS, REVERSE_WORDINGS) for w in pair)
 
+# More forward wordings (the earlier step in the question, the later one as the answer), for a dose
+# that never asks the way back (builder.patch_wordings: forward): a question "what came before B?"
+# trains the student to say A after B, which is the reversed-order claim an order item offers as a
+# distractor. Each answer that names both steps names them in their order.
+FORWARD_WORDINGS = (
+    ("In {p}, which step directly follows the one where {a}?",
+     "In {p}, the step where {a} is directly followed by this one: {b}."),
+    ("Once {a}, what comes next in {p}?", "Once {a}, what comes next in {p} is that {b}."),
+    ("Give the next step of {p} after this one: {a}.",
+     "After the step where {a}, {p} continues with the step where {b}."),
+    ("{P} has just reached the step where {a}. What is the step that follows?",
+     "The step that follows in {p} is that {b}."),
+    ("Which step of {p} is the successor of this one: {a}?",
+     "In {p}, the successor of the step where {a} is the step where {b}."),
+    ("State the step where {a} and the step after it, in the order of {p}.",
+     "In {p}, first {a}, and immediately next {b}."),
+)
+
+# A contrast sample (builder.patch_wordings: contrast): one true claim about a step pair among false
+# ones about the same steps (the pair reversed, a step skipped), the true claim written out as the
+# answer, so the loss falls where the claims part: on which step comes first. Claims are framed unlike
+# the tests' options (the leakage gate keeps it so).
+CONTRAST_QUESTIONS = (
+    "Which of these is true of {p}?",
+    "Only one of these claims about the order of {p} is correct. Which one?",
+    "In {p}, which statement gets two consecutive steps right?",
+    "Pick the true statement about the order of {p}.",
+)
+CLAIM_FRAMES = (
+    "Once {x}, the next thing that happens is that {y}.",
+    "The step where {x} is directly followed by the step where {y}.",
+    "First {x}; the very next step is that {y}.",
+)
+PATCH_FORMS = ("both", "forward", "contrast")
+
 # Definitions of one L1 concept, for a failing concept probe: {t} the term, {d} its definition.
 CONCEPT_WORDINGS = (
     ("In {p}, what is meant by {t}?", "{d}"),
@@ -162,17 +197,55 @@ def taught_runs(statements: list[KBStatement], taught: set[int]) -> list[list[KB
     return runs
 
 
-def dose_samples(chain: KBChain, statement: KBStatement, n: int, used: int = 0) -> list[SampleDraft]:
-    """Up to `n` chat QA samples teaching one statement, in PATCH_WORDINGS (forward and reversed,
-    interleaved), leaving out the `used` forward wordings V1 gave it (paraphrase_samples: from its
-    position on). Never a repeat: at most the 12 wordings less V1's, so at train.epochs e a node's
-    dose is capped at (12 - used) x e exposures (patch logs when it is)."""
+def dose_samples(chain: KBChain, statement: KBStatement, n: int, used: int = 0,
+                 form: str = "both") -> list[SampleDraft]:
+    """Up to `n` samples teaching one statement, leaving out the `used` forward wordings V1 gave it
+    (paraphrase_samples: from its position on). `form` (builder.patch_wordings): "both", chat QA in
+    PATCH_WORDINGS (forward and reversed, interleaved); "forward", chat QA in WORDINGS then
+    FORWARD_WORDINGS, never the way back; "contrast", forward QA and contrast samples in turn. Never a
+    repeat: at most 12 samples less V1's wordings, so at train.epochs e a node's dose is capped at
+    (12 - used) x e exposures (patch logs when it is)."""
+    if form not in PATCH_FORMS:
+        raise ValueError(f"unknown patch form {form!r}: use one of {', '.join(PATCH_FORMS)}")
     v1 = {(statement.position + j) % len(WORDINGS) for j in range(used)}
-    fresh = [w for k, w in enumerate(PATCH_WORDINGS) if not (k % 2 == 0 and k // 2 in v1)]
-    worded = fresh[:n]
-    return [SampleDraft(kind="qa", prompt=_fill(q, chain, statement.subject, statement.object),
-                        answer=_fill(a, chain, statement.subject, statement.object), statement_ids=[statement.id])
-            for q, a in worded]
+    if form == "both":
+        worded = [w for k, w in enumerate(PATCH_WORDINGS) if not (k % 2 == 0 and k // 2 in v1)]
+    else:
+        worded = [w for k, w in enumerate(WORDINGS) if k not in v1] + list(FORWARD_WORDINGS)
+    qa = [SampleDraft(kind="qa", prompt=_fill(q, chain, statement.subject, statement.object),
+                      answer=_fill(a, chain, statement.subject, statement.object), statement_ids=[statement.id])
+          for q, a in worded]
+    if form != "contrast":
+        return qa[:n]
+    contrast = contrast_samples(chain, statement, len(qa))
+    mixed = [x for pair in zip(qa, contrast) for x in pair] + qa[len(contrast):]
+    return mixed[:n]
+
+
+def contrast_samples(chain: KBChain, statement: KBStatement, n: int) -> list[SampleDraft]:
+    """Up to `n` distinct contrast samples for one step pair (a, b): the true claim "a, then b" among
+    up to three false ones (b then a; a then the step after b; the step before a, then b), in
+    CONTRAST_QUESTIONS x CLAIM_FRAMES, the options' order turned with each sample."""
+    steps = [step_phrase(s) for s in chain.steps]
+    a, b = statement.subject, statement.object
+    pos = statement.position
+    false = [(b, a)]
+    if pos + 2 < len(steps):
+        false.append((a, steps[pos + 2]))
+    if pos >= 1:
+        false.append((steps[pos - 1], b))
+    if len(false) < 2:  # a two-step process: nothing to contrast but the reversal
+        return []
+    out = []
+    for k in range(n):
+        frame = CLAIM_FRAMES[k % len(CLAIM_FRAMES)]
+        claims = [sentence_case(frame.format(x=x, y=y)) for x, y in [(a, b), *false]]
+        turn = k % len(claims)
+        shown = claims[turn:] + claims[:turn]
+        question = _fill(CONTRAST_QUESTIONS[(k // len(CLAIM_FRAMES)) % len(CONTRAST_QUESTIONS)], chain)
+        out.append(SampleDraft(kind="contrast", prompt=question + "\n" + "\n".join(f"- {c}" for c in shown),
+                               answer=claims[0], statement_ids=[statement.id]))
+    return out
 
 
 def concept_dose(chain: KBChain, concept: KBConcept, n: int) -> list[SampleDraft]:

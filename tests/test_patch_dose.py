@@ -17,7 +17,9 @@ from pwd_agent.leakage import GateItem, LeakageGate, chain_source, key_options, 
 from pwd_agent.llm.offline import OfflineAgents
 from pwd_agent.nodes.patch import claim_nodes, dose, patch, unseen
 from pwd_agent.phrasing import step_phrase
-from pwd_agent.recipes import PATCH_WORDINGS, _fill, chain_dose, concept_dose, dose_samples, paraphrase_samples
+from pwd_agent.recipes import (
+    PATCH_WORDINGS, _fill, chain_dose, concept_dose, contrast_samples, dose_samples, paraphrase_samples,
+)
 from pwd_agent.context import RunContext
 from pwd_agent.store import (
     Chain, Chunk, Concept, ConceptStatement, Diagnosis, Document, Patch, Round, Sample, Statement, TestItem,
@@ -75,6 +77,53 @@ def test_a_dose_repeats_no_v1_paraphrase_of_its_statement(used):
         dosed = pairs(dose_samples(CHAIN, st, len(PATCH_WORDINGS) - used, used))
         assert len(set(dosed)) == len(dosed) == len(PATCH_WORDINGS) - used
         assert not v1 & set(dosed), (st.position, sorted(v1 & set(dosed)))
+
+
+@pytest.mark.parametrize("used", [0, 3])
+def test_a_forward_dose_never_asks_the_way_back(used):
+    """builder.patch_wordings=forward: every sample asks what follows the earlier step and answers with
+    the later one; where the answer names both steps, the earlier comes first. No V1 wording repeats."""
+    for st in STATEMENTS:
+        drafts = dose_samples(CHAIN, st, len(PATCH_WORDINGS), used, "forward")
+        assert len(drafts) == len(set(pairs(drafts))) == len(PATCH_WORDINGS) - used
+        for d in drafts:
+            assert st.subject in d.prompt and st.object not in d.prompt, d.prompt
+            answer = d.answer.lower()
+            assert st.object.lower() in answer
+            if st.subject.lower() in answer:
+                assert answer.index(st.subject.lower()) < answer.index(st.object.lower()), d.answer
+        assert not set(pairs(paraphrase_samples(CHAIN, [st], used))) & set(pairs(drafts))
+
+
+def test_a_contrast_dose_alternates_forward_questions_and_true_claims_among_false_ones():
+    st = STATEMENTS[2]
+    a, b = st.subject, st.object
+    before, after_next = step_phrase(STEPS[1]), step_phrase(STEPS[4])
+    drafts = dose_samples(CHAIN, st, 12, 0, "contrast")
+    assert len(drafts) == len(set(pairs(drafts))) == 12
+    assert [d.kind for d in drafts] == ["qa", "contrast"] * 6
+    for d in drafts[1::2]:
+        options = [line[2:] for line in d.prompt.splitlines()[1:]]
+        assert len(options) == 4 and d.answer in options  # the true claim, written out, among the false ones
+        true = d.answer.lower()
+        assert true.index(a) < true.index(b)
+        # The false claims: reversed, the next step skipped, the step before put in a's place.
+        false = [o.lower() for o in options if o != d.answer]
+        assert any(o.index(b) < o.index(a) for o in false if a in o and b in o)
+        assert any(a in o and after_next in o and b not in o for o in false)
+        assert any(before in o and b in o and a not in o for o in false)
+    # The true claim stands in every place among the options, in turn.
+    assert {[line[2:] for line in d.prompt.splitlines()[1:]].index(d.answer) for d in drafts[1::2]} == {0, 1, 2, 3}
+
+
+def test_contrast_needs_a_step_to_skip_and_an_unknown_form_is_refused():
+    two = KBChain(id=2, process_name="Knot tying", domain="Ropes", summary="Tying.", steps=["Loop it.", "Pull it."])
+    st = KBStatement(id=99, chain_id=2, position=0, subject="loop it", predicate="then", object="pull it",
+                     source_quote="Loop it. Pull it.")
+    assert contrast_samples(two, st, 4) == []
+    assert [d.kind for d in dose_samples(two, st, 3, 0, "contrast")] == ["qa"] * 3
+    with pytest.raises(ValueError, match="forward"):
+        dose_samples(CHAIN, STATEMENTS[0], 3, 0, "sideways")
 
 
 # ---- nodes.patch.dose -------------------------------------------------------------------------------
@@ -300,7 +349,8 @@ def test_no_dose_sample_trips_the_leakage_gate_of_its_chains_items(invented_kb):
     assert len(invented_kb) >= 30
     checked = 0
     for chain, statements, concepts, items, gate in invented_kb:
-        drafts = [x for st in statements for x in dose_samples(chain, st, len(PATCH_WORDINGS))]
+        drafts = [x for st in statements for form in ("both", "forward", "contrast")
+                  for x in dose_samples(chain, st, len(PATCH_WORDINGS), 0, form)]
         drafts += [x for st in statements for x in chain_dose(chain, statements, [st], 6)]
         drafts += [x for c in concepts for x in concept_dose(chain, c, 4)]
         leaks = [(d.prompt, d.answer, gate.check(sample_text(d))) for d in drafts]

@@ -138,7 +138,8 @@ def dose(chain, statements, concepts, draft: DiagnosisDraft, builder, epochs: fl
     def used(st) -> int:  # forward wordings V1 gave the statement (none if it was never trained on)
         return builder.paraphrases if exposed.get(st.id, draft.kind != "untaught") else 0
 
-    out = [x for st in located for x in fresh(dose_samples(chain, st, len(PATCH_WORDINGS), used(st)), per_node)]
+    form = builder.patch_wordings
+    out = [x for st in located for x in fresh(dose_samples(chain, st, len(PATCH_WORDINGS), used(st), form), per_node)]
     return out + [x for c in concepts if c.id in draft.concept_ids
                   for x in fresh(concept_dose(chain, c, len(CONCEPT_WORDINGS)), per_node)]
 
