@@ -2,7 +2,8 @@
 
     python bench/repair_arms.py -c examples/budget.yaml [--corpus DIR] [--seeds 0 1 2]
         [--arms targeted random-node oracle wrong-target none] [--multiples 2 4] [--run-id ID] [--set k=v ...]
-        [--repair-from base|previous] [--patch-fraction F] [--test-share F]
+        [--repair-from base|previous] [--patch-fraction F] [--patch-wordings both|forward|contrast]
+        [--test-share F]
 
 The regime of the paper: a V1 on a budget (builder.v1_budget), so some statements are never taught.
 A setup run (ingest -> extract -> tests -> V1 -> evaluate, one round) gives the KB, the benchmark,
@@ -25,10 +26,10 @@ as the paper's does, so a random draw mostly lands on statements no item tests. 
 tested and half the statements untaught, a random draw of the targeted budget doses most of what the
 oracle doses; `dosed_needed` in the output says how much.)
 Every arm's nodes go through the same patch writer (recipes.dose_samples: builder.patch_exposures
-exposures per node at train.epochs, wordings V1 did not use, both directions) and the leakage gate,
-so the arms differ only in which nodes are taught. Each arm trains as a repair round does under
-train.repair_from: from V1's adapter on the patches plus a replay share of V1 (patch_fraction), or
-from the base on all of V1 plus the patches. Samples and loss tokens are printed per arm.
+exposures per node at train.epochs, wordings V1 did not use, in the form builder.patch_wordings
+names) and the leakage gate, so the arms differ only in which nodes are taught. Each arm trains as
+a repair round does under train.repair_from: from V1's adapter on the patches plus a replay share of
+V1 (patch_fraction), or from the base on all of V1 plus the patches. Samples and loss tokens are printed per arm.
 
 Reported per arm, averaged over seeds: dev and holdout accuracy, holdout accuracy on the items whose
 key rests on an untaught vs a taught statement, probe pass rate on untaught statements, the share of
@@ -351,6 +352,9 @@ def main() -> None:
     parser.add_argument("--patch-fraction", type=float, default=None,
                         help="Override the run's builder.patch_fraction (the patches' share under repair_from "
                         "previous; the rest is replay of V1).")
+    parser.add_argument("--patch-wordings", choices=["both", "forward", "contrast"], default=None,
+                        help="Override the run's builder.patch_wordings for every arm's patches (each form's arms "
+                        "are kept in a folder of their own).")
     args = parser.parse_args()
     arms = ["none", "targeted", *[a for a in args.arms if a not in ("none", "targeted")]]
     run_id = args.run_id or f"repair-arms-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -364,6 +368,8 @@ def main() -> None:
         ctx.config.train.repair_from = args.repair_from
     if args.patch_fraction:
         ctx.config.builder.patch_fraction = args.patch_fraction
+    if args.patch_wordings:
+        ctx.config.builder.patch_wordings = args.patch_wordings
     if not 0 < args.test_share <= 1:
         sys.exit(f"--test-share {args.test_share}: give a share in (0, 1]")
     setup = load_setup(ctx, args.test_share)
