@@ -356,7 +356,8 @@ def main() -> None:
                         help="Override the run's builder.patch_wordings for every arm's patches (each form's arms "
                         "are kept in a folder of their own).")
     args = parser.parse_args()
-    arms = ["none", "targeted", *[a for a in args.arms if a not in ("none", "targeted")]]
+    # In the order asked (a first arm answers first); targeted always runs, as the summary's reference.
+    arms = ["none", *dict.fromkeys(a for a in [*args.arms, "targeted"] if a != "none")]
     run_id = args.run_id or f"repair-arms-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.run_id is None:
         prepare(args.config, run_id, args.corpus, args.sets)
