@@ -356,8 +356,8 @@ def main() -> None:
                         help="Override the run's builder.patch_wordings for every arm's patches (each form's arms "
                         "are kept in a folder of their own).")
     args = parser.parse_args()
-    # In the order asked (a first arm answers first); targeted always runs, as the summary's reference.
-    arms = ["none", *dict.fromkeys(a for a in [*args.arms, "targeted"] if a != "none")]
+    # In the order asked (a first arm answers first); V1 (none) always.
+    arms = ["none", *dict.fromkeys(a for a in args.arms if a != "none")]
     run_id = args.run_id or f"repair-arms-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.run_id is None:
         prepare(args.config, run_id, args.corpus, args.sets)
@@ -449,7 +449,7 @@ def summarise(setup, results, rows, local, traces, seeds, ctx, run_id, out: Path
         mine = [r for r in rows if r["arm"] == name]
         means[name] = {k: round(statistics.mean(r[k] for r in mine), 4) for k in mine[0]
                        if k not in ("arm", "seed") and all(r[k] is not None for r in mine)}
-    tokens = means["targeted"]["loss_tokens"]
+    tokens = means.get("targeted", {}).get("loss_tokens")  # the reference arm, when it ran
     holdout = [i for i in setup.items if i.split == "holdout"]
     summary = {
         "run_id": run_id, "seeds": seeds, "regime": regime(ctx.config),
@@ -460,14 +460,16 @@ def summarise(setup, results, rows, local, traces, seeds, ctx, run_id, out: Path
         "baselines (chance, best constant)": floors, "arms": means,
         "loss_tokens_vs_targeted": {n: round(m["loss_tokens"] / tokens, 3) for n, m in means.items()
                                     if n != "none" and tokens},
-        "targeted vs": {n: paired(setup, results, "targeted", n, seeds) for n in names if n != "targeted"},
+        "targeted vs": {n: paired(setup, results, "targeted", n, seeds) for n in names
+                        if n != "targeted" and "targeted" in names},
         "vs none": {n: paired(setup, results, n, "none", seeds) for n in names if n != "none"},
         "oracle vs random-node": (paired(setup, results, "oracle", "random-node", seeds)
                                   if "oracle" in names and "random-node" in names else None),
         "V1 churn across seeds (holdout)": churn(setup, out),
         "detectable (targeted vs random-node, holdout items)": (
             detectable(sum(paired(setup, results, "targeted", "random-node", seeds)[k]
-                           for k in ("items_up", "items_down")), len(holdout)) if "random-node" in names else None),
+                           for k in ("items_up", "items_down")), len(holdout))
+            if {"targeted", "random-node"} <= set(names) else None),
         "localisation": local,
         "trace links (targeted)": dict(Counter(t["link"] for t in traces)),
     }
@@ -492,7 +494,9 @@ def verdict(summary: dict) -> str:
                     f"oracle {oracle_hit:.0%}), so the two can hardly differ: test fewer chains (--test-share)")
         return (f"inconclusive: the oracle does not beat random-node ({said(ovr)}): {why}, so targeting cannot "
                 f"be judged")
-    t = summary["targeted vs"]["random-node"]
+    t = summary["targeted vs"].get("random-node")
+    if t is None:
+        return f"the oracle beats random-node ({said(ovr)}); no targeted arm ran"
     if t["items_p"] < ALPHA:
         return f"targeted beats random-node ({said(t)})"
     return f"the oracle beats random-node, targeted does not ({said(t)})"
@@ -500,6 +504,8 @@ def verdict(summary: dict) -> str:
 
 def efficiency(means: dict) -> str:
     """The smallest random-node arm whose holdout accuracy reaches targeted's."""
+    if "targeted" not in means:
+        return "no targeted arm ran"
     goal, n = means["targeted"]["holdout_acc"], means["targeted"]["patch_samples"]
     matched = sorted((m["patch_samples"], name) for name, m in means.items()
                      if name.startswith("random-node") and m["holdout_acc"] >= goal)

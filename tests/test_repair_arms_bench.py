@@ -62,3 +62,17 @@ def test_the_oracle_fills_its_budget_from_the_tested_chains_first():
     untaught_tested = {sid for sid in setup.tested if sid not in setup.taught}
     assert set(nodes["oracle"]) <= untaught_tested  # 2 needed, then the tested chains' other untaught ones
     assert {d.statement_ids[0] for d in diagnoses[:2]} <= set(nodes["oracle"])
+
+
+def test_the_verdict_and_the_efficiency_line_without_a_targeted_arm():
+    """The arms may run without targeted (a writer tried on the oracle and random-node alone): the
+    verdict still judges the oracle, and says no targeted arm ran."""
+    beats = {"items_up": 9, "items_down": 1, "items_p": 0.011}
+    summary = {"oracle vs random-node": beats, "targeted vs": {}, "arms": {}}
+    assert repair_arms.verdict(summary) == ("the oracle beats random-node (holdout items 9 up / 1 down, sign test "
+                                            "p 0.011); no targeted arm ran")
+    assert repair_arms.verdict(dict(summary, **{"oracle vs random-node": dict(beats, items_p=0.3)})).startswith(
+        "inconclusive")
+    assert repair_arms.efficiency({"oracle": {"holdout_acc": 0.3, "patch_samples": 9}}) == "no targeted arm ran"
+    assert repair_arms.regime(SimpleNamespace(train=SimpleNamespace(repair_from="previous"), builder=SimpleNamespace(
+        patch_fraction=0.7, patch_wordings="forward"))) == "previous-pf0.7-forward"
