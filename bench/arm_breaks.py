@@ -1,12 +1,14 @@
 """Which holdout items a repair arm fixed and broke against V1, and whether the broken ones chose a dosed option.
 
-    python bench/arm_breaks.py RUN_ID [--regime base]
+    python bench/arm_breaks.py RUN_ID [--regime base] [--test-share F]
 
 Reads what `bench/repair_arms.py` kept in runs/RUN_ID/repair_arms/ (V1's scores per seed, each arm's
 scores and training data) and the run's items. An option is "dosed" when the arm's training data names
 its statement more often than V1's does. If the patches pulled the student toward what they repeat (a
 frequency bias), broken items would choose dosed options more often than the share of dosed options
-among their distractors predicts ("expected")."""
+among their distractors predicts ("expected"). `chose` counts the kind of option each failed holdout
+item chose (V1's as the arm "none"): a dose that teaches a pair both ways would show as more
+`wrong_order` choices (the reversed pair) than V1 made."""
 
 from __future__ import annotations
 
@@ -50,6 +52,16 @@ def arm_breaks(items: dict, v1: dict, arm: dict, dosed: set) -> dict:
     return out
 
 
+def chosen_kinds(items: dict, scores: dict) -> dict:
+    """The kinds of the options the failed holdout items chose (wrong_order, skipped_step, ...)."""
+    out: Counter = Counter()
+    for iid, (passed, _mass, choice) in scores.items():
+        item = items[int(iid)]
+        if item.split == "holdout" and not passed and choice in LETTERS:
+            out[item.option_kinds[LETTERS.index(choice)]] += 1
+    return dict(sorted(out.items()))
+
+
 def main() -> None:
     from sqlmodel import select
 
@@ -59,11 +71,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_id")
     parser.add_argument("--regime", default="base", help="The arms' folder under repair_arms/ (base, previous-pf0.7).")
+    parser.add_argument("--test-share", type=float, default=1.0, help="The bench's --test-share, when it was not 1.")
     args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from repair_arms import arms_root
     ctx = open_run(args.run_id)
     with session_scope(ctx.db_url) as s:
         items = {i.id: i for i in s.exec(select(TestItem)).all()}
-    arms_dir = Path(ctx.run_dir, "repair_arms")
+    arms_dir = arms_root(ctx.run_dir, args.test_share)
+    for v1_dir in sorted(d for d in arms_dir.glob("v1-*") if (d / "scores.json").is_file()):
+        v1 = json.loads((v1_dir / "scores.json").read_text())["items"]
+        print(json.dumps({"arm": "none", "seed": int(v1_dir.name.split("-")[1]), "chose": chosen_kinds(items, v1)}))
     v1_counts = statement_counts(Path(ctx.run_dir, "rounds", "01", "train.jsonl"))
     for folder in sorted((arms_dir / args.regime).iterdir()):
         if not (folder / "scores.json").is_file():
@@ -74,7 +92,8 @@ def main() -> None:
         dosed = {st for st, n in counts.items() if n > v1_counts.get(st, 0)}
         scores = json.loads((folder / "scores.json").read_text())["items"]
         row = arm_breaks(items, v1, scores, dosed)
-        print(json.dumps({"arm": arm, "seed": int(seed), **row, "broken_expected": round(row["broken_expected"], 2)}))
+        print(json.dumps({"arm": arm, "seed": int(seed), **row, "broken_expected": round(row["broken_expected"], 2),
+                          "chose": chosen_kinds(items, scores)}))
 
 
 if __name__ == "__main__":
