@@ -2,7 +2,7 @@
 
     python bench/repair_arms.py -c examples/budget.yaml [--corpus DIR] [--seeds 0 1 2]
         [--arms targeted random-node oracle wrong-target none] [--multiples 2 4] [--run-id ID] [--set k=v ...]
-        [--repair-from base|previous] [--patch-fraction F] [--patch-wordings both|forward|contrast]
+        [--repair-from base|previous] [--patch-fraction F] [--patch-wordings both|forward|contrast|text]
         [--test-share F]
 
 The regime of the paper: a V1 on a budget (builder.v1_budget), so some statements are never taught.
@@ -352,7 +352,7 @@ def main() -> None:
     parser.add_argument("--patch-fraction", type=float, default=None,
                         help="Override the run's builder.patch_fraction (the patches' share under repair_from "
                         "previous; the rest is replay of V1).")
-    parser.add_argument("--patch-wordings", choices=["both", "forward", "contrast"], default=None,
+    parser.add_argument("--patch-wordings", choices=["both", "forward", "contrast", "text"], default=None,
                         help="Override the run's builder.patch_wordings for every arm's patches (each form's arms "
                         "are kept in a folder of their own).")
     args = parser.parse_args()

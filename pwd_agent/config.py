@@ -174,12 +174,13 @@ class BuilderConfig(Section):
         "wordings V1 did not use, both directions. bench/injection.py measured ~55 for the step order on the "
         "default student (EVIDENCE.md: ~18 for a simple fact). Unset: builder.paraphrases samples per node.",
     )
-    patch_wordings: Literal["both", "forward", "contrast"] = Field(
+    patch_wordings: Literal["both", "forward", "contrast", "text"] = Field(
         "both", description="How a dosed statement is worded (builder.patch_exposures): 'both', questions that "
         "ask the next step and the step before; 'forward', only the next step (a question about the step before "
         "trains the student to name the earlier step after the later one, the reversed claim order items offer "
         "as a distractor); 'contrast', forward questions and, in turn, the true claim picked out from false ones "
-        "about the same steps (reversed, a step skipped).",
+        "about the same steps (reversed, a step skipped); 'text', forward questions and, in turn, plain-text walks "
+        "over the pair, the kind of sample V1 teaches its taught runs with.",
     )
     patch_samples_per_failure: int = Field(7, ge=1, description="Patch samples per diagnosed failure (paper: 7).")
     patch_fraction: float = Field(0.35, gt=0, le=1,

@@ -84,7 +84,18 @@ CLAIM_FRAMES = (
     "The step where {x} is directly followed by the step where {y}.",
     "First {x}; the very next step is that {y}.",
 )
-PATCH_FORMS = ("both", "forward", "contrast")
+# A plain-text walk over one step pair (builder.patch_wordings: text), the kind of sample V1 teaches its
+# taught runs with (text_passages): the two steps in their order, each in a sentence of its own, the
+# process named in each; trained with the loss on every token.
+PAIR_PASSAGES = (
+    "Part of {p}, in order: at one point {a}. In {p}, next {b}.",
+    "A stretch of {p}, step by step. In {p}, {a}. Then, in {p}, {b}.",
+    "Two steps of {p} in their order. In {p}, {a}. After that in {p}, {b}.",
+    "Midway through {p}, {a}. Next in {p}, {b}.",
+    "In {p}, {a}. The step that comes next in {p}: {b}.",
+    "{P} at one of its steps: {a}. What {p} does next: {b}.",
+)
+PATCH_FORMS = ("both", "forward", "contrast", "text")
 
 # Definitions of one L1 concept, for a failing concept probe: {t} the term, {d} its definition.
 CONCEPT_WORDINGS = (
@@ -202,8 +213,9 @@ def dose_samples(chain: KBChain, statement: KBStatement, n: int, used: int = 0,
     """Up to `n` samples teaching one statement, leaving out the `used` forward wordings V1 gave it
     (paraphrase_samples: from its position on). `form` (builder.patch_wordings): "both", chat QA in
     PATCH_WORDINGS (forward and reversed, interleaved); "forward", chat QA in WORDINGS then
-    FORWARD_WORDINGS, never the way back; "contrast", forward QA and contrast samples in turn. Never a
-    repeat: at most 12 samples less V1's wordings, so at train.epochs e a node's dose is capped at
+    FORWARD_WORDINGS, never the way back; "contrast", forward QA and contrast samples in turn; "text",
+    forward QA and plain-text walks over the pair (PAIR_PASSAGES) in turn. Never a repeat, and in every
+    form at most 12 samples less V1's wordings, so at train.epochs e a node's dose is capped at
     (12 - used) x e exposures (patch logs when it is)."""
     if form not in PATCH_FORMS:
         raise ValueError(f"unknown patch form {form!r}: use one of {', '.join(PATCH_FORMS)}")
@@ -215,11 +227,18 @@ def dose_samples(chain: KBChain, statement: KBStatement, n: int, used: int = 0,
     qa = [SampleDraft(kind="qa", prompt=_fill(q, chain, statement.subject, statement.object),
                       answer=_fill(a, chain, statement.subject, statement.object), statement_ids=[statement.id])
           for q, a in worded]
-    if form != "contrast":
+    if form in ("both", "forward"):
         return qa[:n]
-    contrast = contrast_samples(chain, statement, len(qa))
-    mixed = [x for pair in zip(qa, contrast) for x in pair] + qa[len(contrast):]
-    return mixed[:n]
+    other = (contrast_samples(chain, statement, len(qa)) if form == "contrast"
+             else pair_passages(chain, statement, len(qa)))
+    mixed = [x for pair in zip(qa, other) for x in pair] + qa[len(other):]
+    return mixed[:min(n, len(qa))]
+
+
+def pair_passages(chain: KBChain, statement: KBStatement, n: int) -> list[SampleDraft]:
+    """Up to `n` plain-text walks over one step pair, one per PAIR_PASSAGES wording."""
+    return [SampleDraft(kind="text", prompt="", answer=_fill(w, chain, statement.subject, statement.object),
+                        statement_ids=[statement.id]) for w in PAIR_PASSAGES[:n]]
 
 
 def contrast_samples(chain: KBChain, statement: KBStatement, n: int) -> list[SampleDraft]:

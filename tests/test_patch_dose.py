@@ -116,6 +116,21 @@ def test_a_contrast_dose_alternates_forward_questions_and_true_claims_among_fals
     assert {[line[2:] for line in d.prompt.splitlines()[1:]].index(d.answer) for d in drafts[1::2]} == {0, 1, 2, 3}
 
 
+def test_a_text_dose_alternates_forward_questions_and_plain_text_walks_over_the_pair():
+    """builder.patch_wordings=text: V1's kind of sample (plain text, loss on every token) for the pair."""
+    st = STATEMENTS[3]
+    drafts = dose_samples(CHAIN, st, 12, 0, "text")
+    assert len(drafts) == len(set(pairs(drafts))) == 12
+    assert [d.kind for d in drafts] == ["qa", "text"] * 6
+    for d in drafts[1::2]:
+        text = d.answer.lower()
+        assert d.prompt == "" and d.statement_ids == [st.id] and "salt boiling" in text
+        assert text.index(st.subject) < text.index(st.object)
+    # Every form has the same cap: twelve less the wordings V1 used.
+    for form in ("both", "forward", "contrast", "text"):
+        assert len(dose_samples(CHAIN, st, 99, 3, form)) == 9
+
+
 def test_contrast_needs_a_step_to_skip_and_an_unknown_form_is_refused():
     two = KBChain(id=2, process_name="Knot tying", domain="Ropes", summary="Tying.", steps=["Loop it.", "Pull it."])
     st = KBStatement(id=99, chain_id=2, position=0, subject="loop it", predicate="then", object="pull it",
@@ -349,7 +364,7 @@ def test_no_dose_sample_trips_the_leakage_gate_of_its_chains_items(invented_kb):
     assert len(invented_kb) >= 30
     checked = 0
     for chain, statements, concepts, items, gate in invented_kb:
-        drafts = [x for st in statements for form in ("both", "forward", "contrast")
+        drafts = [x for st in statements for form in ("both", "forward", "contrast", "text")
                   for x in dose_samples(chain, st, len(PATCH_WORDINGS), 0, form)]
         drafts += [x for st in statements for x in chain_dose(chain, statements, [st], 6)]
         drafts += [x for c in concepts for x in concept_dose(chain, c, 4)]
