@@ -171,8 +171,9 @@ class BuilderConfig(Section):
     )
     patch_exposures: int | None = Field(
         None, ge=1, description="Exposures (samples x train.epochs) each located node gets in a repair round, in "
-        "wordings V1 did not use, both directions. bench/injection.py measured ~55 for the step order on the "
-        "default student (EVIDENCE.md: ~18 for a simple fact). Unset: builder.paraphrases samples per node.",
+        "wordings V1 did not use, in the form builder.patch_wordings names. bench/injection.py measured ~55 for "
+        "the step order on the default student (EVIDENCE.md: ~18 for a simple fact). Unset: builder.paraphrases "
+        "samples per node.",
     )
     patch_wordings: Literal["both", "forward", "contrast", "text"] = Field(
         "both", description="How a dosed statement is worded (builder.patch_exposures): 'both', questions that "
