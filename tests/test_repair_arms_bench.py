@@ -76,3 +76,20 @@ def test_the_verdict_and_the_efficiency_line_without_a_targeted_arm():
     assert repair_arms.efficiency({"oracle": {"holdout_acc": 0.3, "patch_samples": 9}}) == "no targeted arm ran"
     assert repair_arms.regime(SimpleNamespace(train=SimpleNamespace(repair_from="previous"), builder=SimpleNamespace(
         patch_fraction=0.7, patch_wordings="forward"))) == "previous-pf0.7-forward"
+
+
+def test_option_parts_splits_an_order_claim_and_ranks_the_key_by_each_part():
+    """bench/option_parts.py: an option "Right after X, Y." splits into its X part and Y part; the key
+    ranks first by the part that is highest for it; the key's own reversal is found among the options."""
+    import option_parts
+
+    assert option_parts.parts("Right after the pans fill, the fire is lit.") == ("Right after the pans fill,",
+                                                                                  " the fire is lit.")
+    assert option_parts.parts("The fire is lit.") is None
+    options = ["Right after a, b.", "Right after b, a.", "Right after c, d.", "Right after d, e."]
+    item = SimpleNamespace(id=1, options=options, option_kinds=["key", "wrong_order", "wrong_order", "skipped_step"])
+    scored = {1: [{"all": -1.0, "x": -3.0, "y": -0.5}, {"all": -2.0, "x": -1.0, "y": -3.0},
+                  {"all": -1.5, "x": -2.0, "y": -1.0}, {"all": -4.0, "x": -4.0, "y": -4.0}]}
+    got = option_parts.ranks([item], scored)
+    assert got == {"items": 1, "key_first_all": 1.0, "key_first_y": 1.0, "key_first_x": 0.0, "reversal_items": 1,
+                   "key_above_reversal": 1.0}
