@@ -25,15 +25,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def parts(option: str) -> tuple[str, str] | None:
-    """("Right after X,", " Y.") of an order claim, or None for another shape."""
-    head, sep, tail = option.partition(", ")
-    return (head + ",", " " + tail) if sep and head.startswith("Right after ") else None
+def parts(option: str, steps: list[str]) -> tuple[str, str] | None:
+    """("Right after X,", " Y.") of an order claim whose X is one of the KB's step phrases `steps`, or
+    None for another shape. A step may hold ", " itself ("..., ready for the store"), so X is the
+    longest known step the claim opens with, not the text before its first comma."""
+    for step in sorted(steps, key=len, reverse=True):
+        head = f"Right after {step},"
+        if option.startswith(head + " "):
+            return head, option[len(head):]
+    return None
 
 
-def item_parts(evaluator, question: str, options: list[str]) -> list[dict] | None:
+def step_phrases(statements) -> list[str]:
+    """Every step phrase the KB's order statements name (subjects and objects)."""
+    return sorted({x for st in statements for x in (st.subject, st.object)})
+
+
+def item_parts(evaluator, question: str, options: list[str], steps: list[str]) -> list[dict] | None:
     """Per option: total, X-part and Y-part log-likelihoods and token counts."""
-    split = [parts(o) for o in options]
+    split = [parts(o, steps) for o in options]
     if any(p is None for p in split):
         return None
     whole = evaluator.option_logliks(question, options)
@@ -42,7 +52,7 @@ def item_parts(evaluator, question: str, options: list[str]) -> list[dict] | Non
             for w, h in zip(whole, heads)]
 
 
-def ranks(items, scored: dict) -> dict:
+def ranks(items, scored: dict, steps: list[str]) -> dict:
     """Shares of items whose key ranks first by each part, and key-above-its-reversal."""
     out = {"items": 0, "key_first_all": 0, "key_first_y": 0, "key_first_x": 0, "reversal_items": 0,
            "key_above_reversal": 0}
@@ -54,7 +64,7 @@ def ranks(items, scored: dict) -> dict:
         out["items"] += 1
         for part in ("all", "y", "x"):
             out[f"key_first_{part}"] += max(range(4), key=lambda j: got[j][part]) == key
-        head, tail = parts(item.options[key])
+        head, tail = parts(item.options[key], steps)
         reversal = f"Right after {tail.strip().rstrip('.')}, {head[len('Right after '):-1]}."
         if reversal in item.options:
             out["reversal_items"] += 1
@@ -83,6 +93,7 @@ def main() -> None:
     items = [i for i in setup.items if i.split == args.split]
     untaught = [i for i in items if any(s not in setup.taught for s in key_statements(i))]
     taught = [i for i in items if i not in untaught]
+    steps = step_phrases(setup.statements.values())
     for arm in args.arms:
         adapter = root / arm / "adapter"
         if arm == f"v1-{ctx.config.train.seed}":  # the run's own round 1 (repair_arms.v1_for_seed)
@@ -90,9 +101,10 @@ def main() -> None:
         if not adapter.is_dir():
             sys.exit(f"{adapter} is missing: name a folder the repair bench trained (e.g. v1-0)")
         with loaded_evaluator(ctx, str(adapter)) as evaluator:
-            scored = {i.id: item_parts(evaluator, i.question, i.options) for i in items}
+            scored = {i.id: item_parts(evaluator, i.question, i.options, steps) for i in items}
         scored = {k: v for k, v in scored.items() if v is not None}
-        print(json.dumps({"arm": arm, "untaught_key": ranks(untaught, scored), "taught_key": ranks(taught, scored),
+        print(json.dumps({"arm": arm, "untaught_key": ranks(untaught, scored, steps),
+                          "taught_key": ranks(taught, scored, steps),
                           "mean_y_gap_key_minus_best_other": round(statistics.mean(
                               s[i.option_kinds.index("key")]["y"] - max(o["y"] for j, o in enumerate(s)
                                                                           if j != i.option_kinds.index("key"))

@@ -180,8 +180,9 @@ class BuilderConfig(Section):
         "ask the next step and the step before; 'forward', only the next step (a question about the step before "
         "trains the student to name the earlier step after the later one, the reversed claim order items offer "
         "as a distractor); 'contrast', forward questions and, in turn, the true claim picked out from false ones "
-        "about the same steps (reversed, a step skipped); 'text', forward questions and, in turn, plain-text walks "
-        "over the pair, the kind of sample V1 teaches its taught runs with.",
+        "about the same steps (reversed, a step skipped; a two-step process has no step to skip, so forward "
+        "questions only); 'text', forward questions and, in turn, plain-text walks over the pair, the kind of "
+        "sample V1 teaches its taught runs with, in wordings V1 never uses.",
     )
     patch_samples_per_failure: int = Field(7, ge=1, description="Patch samples per diagnosed failure (paper: 7).")
     patch_fraction: float = Field(0.35, gt=0, le=1,

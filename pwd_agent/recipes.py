@@ -86,10 +86,11 @@ CLAIM_FRAMES = (
 )
 # A plain-text walk over one step pair (builder.patch_wordings: text), the kind of sample V1 teaches its
 # taught runs with (text_passages): the two steps in their order, each in a sentence of its own, the
-# process named in each; trained with the loss on every token.
+# process named in each; trained with the loss on every token. None may equal a V1 walk over a
+# single pair (MIDDLE_PASSAGES, START_PASSAGES): the dose would repeat V1 (test_patch_dose).
 PAIR_PASSAGES = (
-    "Part of {p}, in order: at one point {a}. In {p}, next {b}.",
-    "A stretch of {p}, step by step. In {p}, {a}. Then, in {p}, {b}.",
+    "Part of {p}, in order: at one point {a}. Straight after that, in {p}, {b}.",
+    "A stretch of {p}, one step and the next. In {p}, {a}. Then, in {p}, {b}.",
     "Two steps of {p} in their order. In {p}, {a}. After that in {p}, {b}.",
     "Midway through {p}, {a}. Next in {p}, {b}.",
     "In {p}, {a}. The step that comes next in {p}: {b}.",

@@ -19,6 +19,7 @@ from pwd_agent.nodes.patch import claim_nodes, dose, patch, unseen
 from pwd_agent.phrasing import step_phrase
 from pwd_agent.recipes import (
     PATCH_WORDINGS, _fill, chain_dose, concept_dose, contrast_samples, dose_samples, paraphrase_samples,
+    text_passages,
 )
 from pwd_agent.context import RunContext
 from pwd_agent.store import (
@@ -129,6 +130,22 @@ def test_a_text_dose_alternates_forward_questions_and_plain_text_walks_over_the_
     # Every form has the same cap: twelve less the wordings V1 used.
     for form in ("both", "forward", "contrast", "text"):
         assert len(dose_samples(CHAIN, st, 99, 3, form)) == 9
+
+
+def test_a_text_dose_never_repeats_a_v1_walk_whatever_v1_taught():
+    """A taught single pair is walked by V1 in MIDDLE_ or START_PASSAGES; the text dose's walks over the
+    pair must be new wordings, or the patch retrains V1's own samples (an earlier wording did)."""
+    from itertools import combinations
+    ids = [st.id for st in STATEMENTS]
+    tried = 0
+    for size in range(1, len(ids) + 1):
+        for taught in combinations(ids, size):
+            v1 = {d.answer for d in text_passages(CHAIN, STATEMENTS, 8, set(taught))}
+            for st in STATEMENTS:
+                walks = [d.answer for d in dose_samples(CHAIN, st, 12, 0, "text") if d.kind == "text"]
+                assert walks and not v1 & set(walks), (taught, st.id)
+                tried += 1
+    assert tried == (2 ** len(ids) - 1) * len(ids)
 
 
 def test_contrast_needs_a_step_to_skip_and_an_unknown_form_is_refused():

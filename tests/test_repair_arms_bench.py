@@ -83,13 +83,19 @@ def test_option_parts_splits_an_order_claim_and_ranks_the_key_by_each_part():
     ranks first by the part that is highest for it; the key's own reversal is found among the options."""
     import option_parts
 
-    assert option_parts.parts("Right after the pans fill, the fire is lit.") == ("Right after the pans fill,",
-                                                                                  " the fire is lit.")
-    assert option_parts.parts("The fire is lit.") is None
-    options = ["Right after a, b.", "Right after b, a.", "Right after c, d.", "Right after d, e."]
+    steps = ["the pans fill", "the fire is lit", "the salt dries, ready for the store"]
+    assert option_parts.parts("Right after the pans fill, the fire is lit.", steps) == (
+        "Right after the pans fill,", " the fire is lit.")
+    # A step that holds ", " itself: X is the known step, not the text before the first comma.
+    assert option_parts.parts("Right after the salt dries, ready for the store, the pans fill.", steps) == (
+        "Right after the salt dries, ready for the store,", " the pans fill.")
+    assert option_parts.parts("The fire is lit.", steps) is None
+    assert option_parts.parts("Right after an unknown step, the fire is lit.", steps) is None
+    a, b = "the fire is lit", "the salt dries, ready for the store"
+    options = [f"Right after {a}, {b}.", f"Right after {b}, {a}.", "Right after c, d.", "Right after d, e."]
     item = SimpleNamespace(id=1, options=options, option_kinds=["key", "wrong_order", "wrong_order", "skipped_step"])
     scored = {1: [{"all": -1.0, "x": -3.0, "y": -0.5}, {"all": -2.0, "x": -1.0, "y": -3.0},
                   {"all": -1.5, "x": -2.0, "y": -1.0}, {"all": -4.0, "x": -4.0, "y": -4.0}]}
-    got = option_parts.ranks([item], scored)
+    got = option_parts.ranks([item], scored, [a, b, "c", "d", "e"])
     assert got == {"items": 1, "key_first_all": 1.0, "key_first_y": 1.0, "key_first_x": 0.0, "reversal_items": 1,
                    "key_above_reversal": 1.0}
