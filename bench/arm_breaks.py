@@ -70,8 +70,8 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_id")
-    parser.add_argument("--regime", default="base", help="The arms' folder under repair_arms/: base, previous-pf0.7, and "
-                        "with a writer form other than both its suffix (previous-pf0.7-text).")
+    parser.add_argument("--regime", default="base", help="The arms' folder under repair_arms/: base, "
+                        "previous-pf0.7, and with a writer form other than both its suffix (previous-pf0.7-text).")
     parser.add_argument("--test-share", type=float, default=1.0, help="The bench's --test-share, when it was not 1.")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))

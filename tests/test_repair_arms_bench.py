@@ -1,5 +1,6 @@
 """bench/repair_arms.py's arm draws: equal budgets, the oracle's order, and a test share that keeps
-items of some chains while every arm still draws from the whole KB."""
+items of some chains while every arm still draws from the whole KB; and the helper benches beside it
+(option_parts, form_tokens)."""
 
 import sys
 from types import SimpleNamespace
@@ -99,3 +100,38 @@ def test_option_parts_splits_an_order_claim_and_ranks_the_key_by_each_part():
     got = option_parts.ranks([item], scored, [a, b, "c", "d", "e"])
     assert got == {"items": 1, "key_first_all": 1.0, "key_first_y": 1.0, "key_first_x": 0.0, "reversal_items": 1,
                    "key_above_reversal": 1.0}
+
+
+class WordTokenizer:
+    """One token per whitespace-separated word: enough for the trainer's encode to count loss tokens."""
+    eos_token = "</s>"
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [hash(w) % 1000 for w in text.split()]}
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True):
+        return "user: " + messages[0]["content"] + " assistant:"
+
+
+def test_form_tokens_counts_every_token_of_a_walk_and_the_answer_only_of_a_question():
+    """bench/form_tokens.py: the forms get the same samples per node; their loss tokens differ, counted
+    as the trainer does (a plain-text walk: every token but the first; a chat sample: its answer)."""
+    import form_tokens
+    from pwd_agent.schemas import KBChain, KBStatement, SampleDraft
+
+    chain = KBChain(id=1, process_name="Salt boiling", domain="Crafts", summary="s.",
+                    steps=["The pans fill.", "The fire is lit.", "The brine boils.", "The salt dries."])
+    sts = {10 + k: KBStatement(id=10 + k, chain_id=1, position=k, subject=a, predicate="then", object=b,
+                               source_quote="q")
+           for k, (a, b) in enumerate([("the pans fill", "the fire is lit"), ("the fire is lit", "the brine boils"),
+                                       ("the brine boils", "the salt dries")])}
+    setup = SimpleNamespace(chains={1: chain}, statements=sts, taught={10})
+    doses = form_tokens.form_doses(setup, [10, 11], 6, 3, ("both", "text"))
+    assert len(doses["both"]) == len(doses["text"]) == 12
+    tok = WordTokenizer()
+    walk = SampleDraft(kind="text", prompt="", answer="In salt boiling, the pans fill.", statement_ids=[10])
+    qa = SampleDraft(kind="qa", prompt="What comes next?", answer="The fire is lit.", statement_ids=[10])
+    # (the eos joins the last word here, so a walk of six words is six tokens)
+    assert form_tokens.loss_tokens(tok, [walk], 384) == 6 - 1  # every token but the first
+    assert form_tokens.loss_tokens(tok, [qa], 384) == 4  # the answer's four, none of the prompt's
+    assert form_tokens.loss_tokens(tok, doses["text"], 384) > form_tokens.loss_tokens(tok, doses["both"], 384)
