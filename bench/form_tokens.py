@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -34,16 +33,12 @@ def loss_tokens(tokenizer, drafts, max_length: int) -> int:
     return total
 
 
-def form_doses(setup, nodes: list[int], per_node: int, used_taught: int, forms) -> dict[str, list]:
-    """Each form's dose over `nodes`, as the repair bench writes it (before the leakage gate)."""
-    from pwd_agent.recipes import dose_samples
+def form_doses(cfg, setup, nodes: list[int], forms) -> dict[str, list]:
+    """Each form's dose over `nodes`, as the repair bench writes it (repair_arms.node_dose, before the
+    leakage gate)."""
+    from repair_arms import node_dose
 
-    out = {}
-    for form in forms:
-        out[form] = [d for sid in nodes for d in dose_samples(
-            setup.chains[setup.statements[sid].chain_id], setup.statements[sid], per_node,
-            used_taught if sid in setup.taught else 0, form)]
-    return out
+    return {form: [d for sid in nodes for d in node_dose(cfg, setup, sid, form=form)] for form in forms}
 
 
 def main() -> None:
@@ -66,9 +61,8 @@ def main() -> None:
                    if args.nodes == "all" or (sid not in setup.taught and sid in setup.tested))
     if not nodes:
         sys.exit(f"run {args.run_id} has no {args.nodes} statements to dose: try --nodes all")
-    per_node = math.ceil((cfg.builder.patch_exposures or 6 * cfg.train.epochs) / cfg.train.epochs)
     tokenizer = load_tokenizer(resolve_student(cfg.student), cfg.student.chat_template)
-    doses = form_doses(setup, nodes, per_node, cfg.builder.paraphrases, PATCH_FORMS)
+    doses = form_doses(cfg, setup, nodes, PATCH_FORMS)
     counts = {form: (len(d), loss_tokens(tokenizer, d, cfg.student.max_length)) for form, d in doses.items()}
     base = counts["both"][1] or 1
     for form, (samples, tokens) in counts.items():

@@ -226,22 +226,31 @@ def arm_nodes(setup, v1, diagnoses, seed: int, multiples: list[int]) -> dict[str
     return out
 
 
-def write_patch(ctx, setup, nodes: list[int]) -> tuple[list, int]:
-    """The same writer for every arm: builder.patch_exposures per node, new wordings both ways, then the
-    leakage gate. (samples, dropped by the gate)."""
-    from pwd_agent.leakage import gate_samples, load_gate
+def node_dose(cfg, setup, sid: int, draws: int = 1, form: str | None = None) -> list:
+    """One statement's dose as every arm writes it, before the leakage gate: builder.patch_exposures at
+    train.epochs per draw, V1's wordings left out where V1 taught it, in `form` (default
+    builder.patch_wordings)."""
     from pwd_agent.recipes import dose_samples
 
+    b, epochs = cfg.builder, cfg.train.epochs
+    per_node = math.ceil((b.patch_exposures or 6 * epochs) / epochs)
+    st = setup.statements[sid]
+    used = b.paraphrases if sid in setup.taught else 0
+    return dose_samples(setup.chains[st.chain_id], st, per_node * draws, used, form or b.patch_wordings)
+
+
+def write_patch(ctx, setup, nodes: list[int]) -> tuple[list, int]:
+    """The same writer for every arm (node_dose per drawn statement), then the leakage gate.
+    (samples, dropped by the gate)."""
+    from pwd_agent.leakage import gate_samples, load_gate
+
     b = ctx.config.builder
-    per_node = math.ceil((b.patch_exposures or 6 * ctx.config.train.epochs) / ctx.config.train.epochs)
     with session_scope(ctx.db_url) as s:
         gate = load_gate(s, b.leakage_ngram, b.leakage_threshold)
     samples, dropped = [], 0
     for sid, draws in Counter(nodes).items():
-        st = setup.statements[sid]
-        used = b.paraphrases if sid in setup.taught else 0
-        drafts = dose_samples(setup.chains[st.chain_id], st, per_node * draws, used, b.patch_wordings)
-        kept, leaked = gate_samples(gate, drafts, "patch", st.chain_id)
+        drafts = node_dose(ctx.config, setup, sid, draws)
+        kept, leaked = gate_samples(gate, drafts, "patch", setup.statements[sid].chain_id)
         samples += kept
         dropped += len(leaked)
     return samples, dropped

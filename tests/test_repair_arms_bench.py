@@ -126,8 +126,12 @@ def test_form_tokens_counts_every_token_of_a_walk_and_the_answer_only_of_a_quest
            for k, (a, b) in enumerate([("the pans fill", "the fire is lit"), ("the fire is lit", "the brine boils"),
                                        ("the brine boils", "the salt dries")])}
     setup = SimpleNamespace(chains={1: chain}, statements=sts, taught={10})
-    doses = form_tokens.form_doses(setup, [10, 11], 6, 3, ("both", "text"))
-    assert len(doses["both"]) == len(doses["text"]) == 12
+    # 72 exposures at 6 epochs ask 12 samples a node; the taught node has 12 less V1's 3 wordings left.
+    cfg = SimpleNamespace(builder=SimpleNamespace(patch_exposures=72, paraphrases=3, patch_wordings="both"),
+                          train=SimpleNamespace(epochs=6))
+    doses = form_tokens.form_doses(cfg, setup, [10, 11], ("both", "text"))
+    for form in ("both", "text"):
+        assert [sum(d.statement_ids == [sid] for d in doses[form]) for sid in (10, 11)] == [9, 12]
     tok = WordTokenizer()
     walk = SampleDraft(kind="text", prompt="", answer="In salt boiling, the pans fill.", statement_ids=[10])
     qa = SampleDraft(kind="qa", prompt="What comes next?", answer="The fire is lit.", statement_ids=[10])
