@@ -17,7 +17,8 @@ the probes and V1's training set; then, for each training seed:
   oracle        as many of exactly the untaught statements the failed dev items rest on (filled
                 with other untaught statements, then the failed items' taught statements whose probes
                 fail, then any failing probe's): the ceiling of targeting
-  wrong-target  as many statements whose probes V1 already passes
+  wrong-target  as many statements whose probes V1 already passes (where fewer pass than the budget, some
+                are drawn twice and dosed twice, as random-node-xK repeats them)
   none          V1 unchanged: no extra data
   random-node-xK  K times as many statements (distinct; all of them when the KB has fewer)
 With --test-share F < 1 only a seeded share F of the chains keeps its items (dev and holdout), while
@@ -219,8 +220,11 @@ def arm_nodes(setup, v1, diagnoses, seed: int, multiples: list[int]) -> dict[str
                        (fill, [s for s in every if s not in passing])):
         fresh = [sid for sid in pool if sid not in oracle]
         oracle += draw.sample(fresh, min(budget - len(oracle), len(fresh)))
+    wrong = rng.sample(passing, min(budget, len(passing)))
+    if wrong:  # fewer passing statements than the budget: dose some twice, so the arm still spends it all
+        wrong += random.Random(f"wrong-fill:{seed}").choices(passing, k=budget - len(wrong))
     out = {"targeted": targeted, "random-node": rng.sample(every, min(budget, len(every))), "oracle": oracle,
-           "wrong-target": rng.sample(passing, min(budget, len(passing))), "none": []}
+           "wrong-target": wrong, "none": []}
     for k in multiples:
         out[f"random-node-x{k}"] = rng.sample(every, min(k * budget, len(every)))
     return out

@@ -53,6 +53,16 @@ def test_every_arm_gets_the_targeted_budget_and_the_oracle_doses_what_the_failed
     assert drawn - setup.tested
 
 
+def test_wrong_target_spends_the_whole_budget_when_few_probes_pass():
+    setup = world(share=0.5)
+    few = set(sorted(setup.taught)[:3])  # V1 passes only 3 probes, fewer than the budget
+    v1 = SimpleNamespace(probes={str(sid): sid in few for sid in setup.statements})
+    nodes = repair_arms.arm_nodes(setup, v1, failures(setup), seed=1, multiples=[])
+    assert len(nodes["wrong-target"]) == len(nodes["targeted"]) > len(few)
+    assert set(nodes["wrong-target"]) == few  # every passing statement, some of them dosed twice
+    assert nodes == repair_arms.arm_nodes(setup, v1, failures(setup), seed=1, multiples=[])  # seeded
+
+
 def test_the_oracle_fills_its_budget_from_the_tested_chains_first():
     setup = world(share=0.25)
     v1 = SimpleNamespace(probes={str(sid): sid in setup.taught for sid in setup.statements})
