@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-ARMS = ("oracle", "targeted", "random-node", "none")
+ARMS = ("oracle", "targeted", "random-node", "wrong-target", "none")
 
 
 def arm_scores(arms_dir: Path, regime: str, arm: str, seeds: list[int]) -> dict[int, dict]:

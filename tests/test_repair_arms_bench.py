@@ -149,3 +149,16 @@ def test_form_tokens_counts_every_token_of_a_walk_and_the_answer_only_of_a_quest
     assert form_tokens.loss_tokens(tok, [walk], 384) == 6 - 1  # every token but the first
     assert form_tokens.loss_tokens(tok, [qa], 384) == 4  # the answer's four, none of the prompt's
     assert form_tokens.loss_tokens(tok, doses["text"], 384) > form_tokens.loss_tokens(tok, doses["both"], 384)
+
+
+def test_pool_arms_pairs_two_arms_only_on_the_seeds_both_have():
+    import pool_arms
+
+    assert "wrong-target" in pool_arms.ARMS
+    item = lambda ok: {"7": [ok, 0.0, "A"]}  # noqa: E731
+    world = {"holdout": [("7", True)],
+             "scores": {"oracle": {1: item(True), 2: item(False)},
+                        "random-node": {0: item(True), 1: item(False), 2: item(False)}, "none": {}}}
+    # seed 0 has no oracle: it must not count, or random-node's seed-0 pass would drag the mean down
+    assert pool_arms.item_diffs(world, "oracle", "random-node") == [(0.5, True)]
+    assert pool_arms.item_diffs(world, "oracle", "none") == []
