@@ -18,7 +18,8 @@ the probes and V1's training set; then, for each training seed:
                 with other untaught statements, then the failed items' taught statements whose probes
                 fail, then any failing probe's): the ceiling of targeting
   wrong-target  as many statements whose probes V1 already passes (where fewer pass than the budget, some
-                are drawn twice and dosed twice, as random-node-xK repeats them)
+                are drawn twice; the writer never repeats a sample, so a node drawn twice gets at most
+                its form's cap and the arm can still fall short in samples: its row says how many)
   none          V1 unchanged: no extra data
   random-node-xK  K times as many statements (distinct; all of them when the KB has fewer)
 With --test-share F < 1 only a seeded share F of the chains keeps its items (dev and holdout), while
@@ -199,7 +200,8 @@ def key_statements(item) -> list[int]:
 
 
 def arm_nodes(setup, v1, diagnoses, seed: int, multiples: list[int]) -> dict[str, list[int]]:
-    """Each arm's statement draws (a statement may repeat in random-node-xK), the same count B for all."""
+    """Each arm's statement draws, the same count B for all (K x B for random-node-xK; a statement may
+    repeat in wrong-target when fewer than B probes pass)."""
     rng = random.Random(f"arms:{seed}")
     targeted = list(dict.fromkeys(sid for d in diagnoses if d.kind != "item_suspect" for sid in d.statement_ids))
     budget = len(targeted)
@@ -221,7 +223,7 @@ def arm_nodes(setup, v1, diagnoses, seed: int, multiples: list[int]) -> dict[str
         fresh = [sid for sid in pool if sid not in oracle]
         oracle += draw.sample(fresh, min(budget - len(oracle), len(fresh)))
     wrong = rng.sample(passing, min(budget, len(passing)))
-    if wrong:  # fewer passing statements than the budget: dose some twice, so the arm still spends it all
+    if wrong:  # fewer passing statements than the budget: draw some twice, so the arm spends it all
         wrong += random.Random(f"wrong-fill:{seed}").choices(passing, k=budget - len(wrong))
     out = {"targeted": targeted, "random-node": rng.sample(every, min(budget, len(every))), "oracle": oracle,
            "wrong-target": wrong, "none": []}
