@@ -222,11 +222,13 @@ def arm_nodes(setup, v1, diagnoses, seed: int, multiples: list[int]) -> dict[str
                        (fill, [s for s in every if s not in passing])):
         fresh = [sid for sid in pool if sid not in oracle]
         oracle += draw.sample(fresh, min(budget - len(oracle), len(fresh)))
+    # The draws' order is part of every kept arm's identity: random-node, then wrong-target, then the
+    # multiples, from the one generator (a new draw goes last or takes a generator of its own).
+    random_node = rng.sample(every, min(budget, len(every)))
     wrong = rng.sample(passing, min(budget, len(passing)))
     if wrong:  # fewer passing statements than the budget: draw some twice, so the arm spends it all
         wrong += random.Random(f"wrong-fill:{seed}").choices(passing, k=budget - len(wrong))
-    out = {"targeted": targeted, "random-node": rng.sample(every, min(budget, len(every))), "oracle": oracle,
-           "wrong-target": wrong, "none": []}
+    out = {"targeted": targeted, "random-node": random_node, "oracle": oracle, "wrong-target": wrong, "none": []}
     for k in multiples:
         out[f"random-node-x{k}"] = rng.sample(every, min(k * budget, len(every)))
     return out

@@ -61,6 +61,10 @@ def test_wrong_target_spends_the_whole_budget_when_few_probes_pass():
     assert len(nodes["wrong-target"]) == len(nodes["targeted"]) > len(few)
     assert set(nodes["wrong-target"]) == few  # every passing statement, some of them dosed twice
     assert nodes == repair_arms.arm_nodes(setup, v1, failures(setup), seed=1, multiples=[])  # seeded
+    # what V1 passes moves wrong-target's draw and no other arm's (kept arms of a seed stay valid)
+    many = SimpleNamespace(probes={str(sid): sid in setup.taught for sid in setup.statements})
+    other = repair_arms.arm_nodes(setup, many, failures(setup), seed=1, multiples=[2])
+    assert other["random-node"] == nodes["random-node"] and other["oracle"] == nodes["oracle"]
 
 
 def test_the_oracle_fills_its_budget_from_the_tested_chains_first():
