@@ -1,14 +1,15 @@
 """Pool the repair arms of several worlds into one paired test on all their holdout items.
 
     python bench/pool_arms.py arms-w11:base arms-w23:base arms-w41:previous-pf0.7:0.25 [--seeds 0 1]
+    python bench/pool_arms.py arms-w41:previous-pf0.7-text:0.25:1,2 arms-w59:previous-pf0.7-text:0.25:0
 
 Each argument is a run the repair bench (`bench/repair_arms.py`) has scored, the arms' regime
-folder under its repair_arms/ (base, previous-pf0.7), and the bench's --test-share when it was not
-1. For every pair of arms, each holdout item's outcome is averaged over the seeds both arms have,
-then items of all runs are pooled into one one-sided sign test (items up vs down), on all holdout
-items, on those whose key rests on a statement V1 did not teach, and on the rest. Worlds are
-independent, so pooling adds power the 40 items of one world lack; arms missing in a run are left
-out of that run's pairs."""
+folder under its repair_arms/ (base, previous-pf0.7), the bench's --test-share when it was not 1,
+and optionally that run's own seeds (comma-separated; otherwise --seeds). For every pair of arms,
+each holdout item's outcome is averaged over the seeds both arms have, then items of all runs are
+pooled into one one-sided sign test (items up vs down), on all holdout items, on those whose key
+rests on a statement V1 did not teach, and on the rest. Worlds are independent, so pooling adds
+power the 40 items of one world lack; arms missing in a run are left out of that run's pairs."""
 
 from __future__ import annotations
 
@@ -52,27 +53,39 @@ def sign(diffs: list[float]) -> dict:
     return {"items": len(diffs), "up": up, "down": down, "p": float(f"{exact_mcnemar_p(up, down):.3g}")}
 
 
+def parse_spec(spec: str, seeds: list[int]) -> tuple[str, str, float, list[int]]:
+    """RUN_ID[:REGIME[:TEST_SHARE[:SEEDS]]] -> (run id, regime, share, seeds); a bad field names the fix."""
+    run_id, regime, share, own, *extra = spec.split(":") + ["", "", ""]
+    if not run_id or any(extra):
+        sys.exit(f"{spec!r}: give RUN_ID[:REGIME[:TEST_SHARE[:SEED,SEED...]]], e.g. arms-w41:previous-pf0.7:0.25:1,2")
+    try:
+        return (run_id, regime or "base", float(share or 1),
+                [int(x) for x in own.split(",")] if own else seeds)
+    except ValueError:
+        sys.exit(f"{spec!r}: the test share must be a number and the seeds integers separated by commas "
+                 "(e.g. arms-w41:previous-pf0.7:0.25:1,2)")
+
+
 def load_world(spec: str, seeds: list[int]) -> dict:
     from repair_arms import arms_root, key_statements, load_setup
 
     from pwd_agent.runs import open_run
 
-    run_id, _, rest = spec.partition(":")
-    regime, _, share = rest.partition(":")
-    share = float(share or 1)
+    run_id, regime, share, seeds = parse_spec(spec, seeds)
     ctx = open_run(run_id)
     setup = load_setup(ctx, share)
     arms_dir = arms_root(ctx.run_dir, share)
     holdout = [(str(i.id), any(st not in setup.taught for st in key_statements(i)))
                for i in setup.items if i.split == "holdout"]
-    scores = {arm: arm_scores(arms_dir, regime or "base", arm, seeds) for arm in ARMS}
+    scores = {arm: arm_scores(arms_dir, regime, arm, seeds) for arm in ARMS}
     return {"run": spec, "holdout": holdout, "scores": scores}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", help="RUN_ID:REGIME[:TEST_SHARE] (regime default: base; share: 1)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("runs", nargs="+", help="RUN_ID[:REGIME[:TEST_SHARE[:SEEDS]]] (regime default: base; share: 1; "
+                        "seeds: comma-separated, default --seeds)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="Seeds of the runs that name none.")
     args = parser.parse_args()
     worlds = [load_world(spec, args.seeds) for spec in args.runs]
     for w in worlds:

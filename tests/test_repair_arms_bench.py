@@ -5,6 +5,8 @@ items of some chains while every arm still draws from the whole KB; and the help
 import sys
 from types import SimpleNamespace
 
+import pytest
+
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
@@ -59,7 +61,7 @@ def test_wrong_target_spends_the_whole_budget_when_few_probes_pass():
     v1 = SimpleNamespace(probes={str(sid): sid in few for sid in setup.statements})
     nodes = repair_arms.arm_nodes(setup, v1, failures(setup), seed=1, multiples=[])
     assert len(nodes["wrong-target"]) == len(nodes["targeted"]) > len(few)
-    assert set(nodes["wrong-target"]) == few  # every passing statement, some of them dosed twice
+    assert set(nodes["wrong-target"]) == few  # every passing statement, some drawn twice (the writer caps them)
     assert nodes == repair_arms.arm_nodes(setup, v1, failures(setup), seed=1, multiples=[])  # seeded
     # what V1 passes moves wrong-target's draw and no other arm's (kept arms of a seed stay valid)
     many = SimpleNamespace(probes={str(sid): sid in setup.taught for sid in setup.statements})
@@ -166,3 +168,14 @@ def test_pool_arms_pairs_two_arms_only_on_the_seeds_both_have():
     # seed 0 has no oracle: it must not count, or random-node's seed-0 pass would drag the mean down
     assert pool_arms.item_diffs(world, "oracle", "random-node") == [(0.5, True)]
     assert pool_arms.item_diffs(world, "oracle", "none") == []
+
+
+def test_pool_arms_reads_a_run_s_own_seeds_and_names_the_fix_for_a_bad_spec():
+    import pool_arms
+
+    assert pool_arms.parse_spec("arms-w41:previous-pf0.7-text:0.25:1,2", [0]) == (
+        "arms-w41", "previous-pf0.7-text", 0.25, [1, 2])
+    assert pool_arms.parse_spec("arms-w11", [0, 1]) == ("arms-w11", "base", 1.0, [0, 1])
+    for bad in ("arms-w41:base:0.25:one", "arms-w41:base:0.25:1:2", ":base"):
+        with pytest.raises(SystemExit, match="RUN_ID|seeds integers"):
+            pool_arms.parse_spec(bad, [0])
