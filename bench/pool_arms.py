@@ -9,12 +9,17 @@ and optionally that run's own seeds (comma-separated; otherwise --seeds). For ev
 each holdout item's outcome is averaged over the seeds both arms have, then items of all runs are
 pooled into one one-sided sign test (items up vs down), on all holdout items, on those whose key
 rests on a statement V1 did not teach, and on the rest. Worlds are independent, so pooling adds
-power the 40 items of one world lack; arms missing in a run are left out of that run's pairs."""
+power the 40 items of one world lack; arms missing in a run are left out of that run's pairs. The
+random-node-xK arms a run holds (`repair_arms.py --multiples K`) are pooled like the others, so
+"targeted vs random-node-x2" reads the sample-efficiency ratio off the items. Each arm's accuracy per
+run (all, untaught-key and taught-key holdout items, over its seeds) is printed first; --markdown
+prints both as the README's tables."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 from itertools import combinations
@@ -24,6 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 ARMS = ("oracle", "targeted", "random-node", "wrong-target", "none")
+
+
+def arm_names(regime_dir: Path) -> list[str]:
+    """ARMS, then the random-node-xK arms the regime folder holds (K ascending)."""
+    multiples = {int(m.group(1)) for d in (regime_dir.iterdir() if regime_dir.is_dir() else [])
+                 if (m := re.fullmatch(r"random-node-x(\d+)-\d+", d.name))}
+    return [*ARMS, *(f"random-node-x{k}" for k in sorted(multiples))]
 
 
 def arm_scores(arms_dir: Path, regime: str, arm: str, seeds: list[int]) -> dict[int, dict]:
@@ -77,8 +89,39 @@ def load_world(spec: str, seeds: list[int]) -> dict:
     arms_dir = arms_root(ctx.run_dir, share)
     holdout = [(str(i.id), any(st not in setup.taught for st in key_statements(i)))
                for i in setup.items if i.split == "holdout"]
-    scores = {arm: arm_scores(arms_dir, regime, arm, seeds) for arm in ARMS}
+    scores = {arm: arm_scores(arms_dir, regime, arm, seeds) for arm in arm_names(arms_dir / regime)}
     return {"run": spec, "holdout": holdout, "scores": scores}
+
+
+def accuracies(world: dict, arm: str) -> dict | None:
+    """The arm's holdout accuracy over its seeds: on all items, untaught-key and taught-key items."""
+    runs = world["scores"][arm]
+    if not runs:
+        return None
+    def acc(keep) -> float | None:
+        outcomes = [runs[s][k][0] for s in runs for k, u in world["holdout"] if keep(u)]
+        return round(statistics.mean(outcomes), 3) if outcomes else None
+
+    return {"seeds": sorted(runs), "holdout": acc(lambda u: True), "untaught key": acc(lambda u: u),
+            "taught key": acc(lambda u: not u)}
+
+
+def markdown(worlds: list[dict], tests: list[dict]) -> str:
+    """The README's table: each arm's accuracies per run, then the pooled paired tests."""
+    lines = ["| run | arm | seeds | holdout | untaught key | taught key |", "|---|---|---|---|---|---|"]
+    for w in worlds:
+        for arm in w["scores"]:
+            a = accuracies(w, arm)
+            if a:
+                seeds = ",".join(map(str, a["seeds"]))
+                cells = [w["run"], arm, seeds, a["holdout"], a["untaught key"], a["taught key"]]
+                lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    lines += ["", "| pair (pooled, items averaged over seeds) | all: up / down, p | untaught key | taught key |",
+              "|---|---|---|---|"]
+    cell = lambda t: f"{t['up']} / {t['down']}, p {t['p']}"  # noqa: E731
+    lines += [f"| {t['pair']} | {cell(t['all'])} | {cell(t['untaught key'])} | {cell(t['taught key'])} |"
+              for t in tests]
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -86,18 +129,26 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", help="RUN_ID[:REGIME[:TEST_SHARE[:SEEDS]]] (regime default: base; share: 1; "
                         "seeds: comma-separated, default --seeds)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="Seeds of the runs that name none.")
+    parser.add_argument("--markdown", action="store_true", help="Print the accuracies and tests as Markdown tables.")
     args = parser.parse_args()
     worlds = [load_world(spec, args.seeds) for spec in args.runs]
+    names = list(dict.fromkeys(arm for w in worlds for arm in w["scores"]))
+    tests = []
+    for a, b in combinations(names, 2):
+        pooled = [d for w in worlds for d in item_diffs(w, a, b)]
+        if pooled:
+            tests.append({"pair": f"{a} vs {b}", "all": sign([d for d, _ in pooled]),
+                          "untaught key": sign([d for d, u in pooled if u]),
+                          "taught key": sign([d for d, u in pooled if not u])})
+    if args.markdown:
+        print(markdown(worlds, tests))
+        return
     for w in worlds:
         print(json.dumps({"run": w["run"], "holdout": len(w["holdout"]),
-                          "seeds": {arm: sorted(s) for arm, s in w["scores"].items()}}))
-    for a, b in combinations(ARMS, 2):
-        pooled = [d for w in worlds for d in item_diffs(w, a, b)]
-        if not pooled:
-            continue
-        print(json.dumps({"pair": f"{a} vs {b}", "all": sign([d for d, _ in pooled]),
-                          "untaught key": sign([d for d, u in pooled if u]),
-                          "taught key": sign([d for d, u in pooled if not u])}))
+                          "untaught key": sum(u for _, u in w["holdout"]),
+                          "arms": {arm: accuracies(w, arm) for arm in w["scores"] if w["scores"][arm]}}))
+    for t in tests:
+        print(json.dumps(t))
 
 
 if __name__ == "__main__":

@@ -179,3 +179,19 @@ def test_pool_arms_reads_a_run_s_own_seeds_and_names_the_fix_for_a_bad_spec():
     for bad in ("arms-w41:base:0.25:one", "arms-w41:base:0.25:1:2", ":base"):
         with pytest.raises(SystemExit, match="RUN_ID|seeds integers"):
             pool_arms.parse_spec(bad, [0])
+
+
+def test_pool_arms_finds_the_multiples_and_averages_each_arm_over_its_own_seeds(tmp_path):
+    import pool_arms
+
+    for name in ("random-node-x4-2", "random-node-x2-2", "random-node-x2-1", "targeted-2", "notes"):
+        (tmp_path / name).mkdir()
+    assert pool_arms.arm_names(tmp_path) == [*pool_arms.ARMS, "random-node-x2", "random-node-x4"]
+    assert pool_arms.arm_names(tmp_path / "missing") == list(pool_arms.ARMS)
+    item = lambda *oks: {str(k): [ok, 0.0, "A"] for k, ok in enumerate(oks)}  # noqa: E731
+    world = {"run": "w", "holdout": [("0", True), ("1", True), ("2", False)],
+             "scores": {"targeted": {1: item(True, False, True), 2: item(True, True, False)}, "oracle": {}}}
+    assert pool_arms.accuracies(world, "targeted") == {"seeds": [1, 2], "holdout": round(4 / 6, 3),
+                                                       "untaught key": 0.75, "taught key": 0.5}
+    assert pool_arms.accuracies(world, "oracle") is None
+    assert "| w | targeted | 1,2 | 0.667 | 0.75 | 0.5 |" in pool_arms.markdown([world], [])
