@@ -195,3 +195,25 @@ def test_pool_arms_finds_the_multiples_and_averages_each_arm_over_its_own_seeds(
                                                        "untaught key": 0.75, "taught key": 0.5}
     assert pool_arms.accuracies(world, "oracle") is None
     assert "| w | targeted | 1,2 | 0.667 | 0.75 | 0.5 |" in pool_arms.markdown([world], [])
+
+
+def test_anchor_items_open_every_option_on_the_key_s_first_step():
+    import anchor_items
+
+    steps = ["a", "b", "c", "d", "e", "f"]
+    # X = c (position 2), Y = d: the step after Y (e), the step before X (b), then the nearest other (f, not a)
+    assert anchor_items.anchor_options(steps, 2) == ["Right after c, d.", "Right after c, e.", "Right after c, b.",
+                                                     "Right after c, f."]
+    # the first pair: no step before it, so the step after Y and the nearest others
+    assert anchor_items.anchor_options(steps, 0) == ["Right after a, b.", "Right after a, c.", "Right after a, d.",
+                                                     "Right after a, e."]
+    assert anchor_items.anchor_options(steps, 5) is None  # the last step has no next one
+    assert anchor_items.anchor_options(steps[:4], 1) is None  # too few steps for three distractors
+    assert anchor_items.arm_of("v1-2") == ("none", 2)
+    assert anchor_items.arm_of("previous-pf0.7-text/oracle-1") == ("oracle", 1)
+    by_arm = {"oracle": {1: {"7": True, "8": True}, 2: {"7": True, "8": False}},
+              "random-node": {1: {"7": False, "8": True}, 2: {"7": False, "8": True}}}
+    anchored = [{"id": "7", "untaught": True}, {"id": "8", "untaught": False}]
+    (row,) = anchor_items.sign_tests(by_arm, anchored)
+    assert (row["untaught key"]["up"], row["untaught key"]["down"]) == (1, 0)
+    assert (row["taught key"]["up"], row["taught key"]["down"]) == (0, 1)  # 0.5 - 1.0 averaged over seeds

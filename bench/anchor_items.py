@@ -1,0 +1,163 @@
+"""The order items again, every option opening on the key's own first step: does the student know which step follows?
+
+    python bench/anchor_items.py RUN_ID ARM_FOLDER [ARM_FOLDER ...] [--test-share F] [--split holdout]
+
+A benchmark order item offers four claims "Right after X, Y." with a different X in each, scored by
+each option's likelihood (eval.scorer: options). That likelihood is also how readily the student
+names step X at all: a dose that teaches X -> Y raises the prior of every claim that opens on X, so
+dosing the steps a distractor opens on can break an item whose fact the student still knows
+(`bench/option_parts.py` splits the two parts). This bench rebuilds each item of the split about
+the same key statement X -> Y with one anchor: the key "Right after X, Y." and three distractors
+"Right after X, W." for other steps W of the same process (the step after Y, the step before X,
+then the nearest others), the item's own question, the run's scorer. Every option shares the part
+"Right after X," so only the step named next can decide the item: the fact the item tests, in a
+frame no training sample uses (the leakage gate keeps it out). It is the statement probe's test in
+the benchmark's frame.
+
+Each ARM_FOLDER is a folder the repair bench trained under runs/RUN_ID/repair_arms/... ("v1-0" is V1
+for seed 0, "previous-pf0.7-text/oracle-1" an arm); its outcomes are kept in anchor_scores.json
+beside the adapter. Reported: each arm's accuracy on all, untaught-key and taught-key items, and for
+every pair of arms a one-sided sign test on the items' outcomes averaged over the seeds both arms
+have (an arm is a folder name without its "-SEED"), as `bench/pool_arms.py` does for the items
+themselves. Chance is 0.25 (four options, one key)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+from collections import defaultdict
+from itertools import combinations
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def anchor_options(steps: list[str], position: int) -> list[str] | None:
+    """The key "Right after X, Y." (X = steps[position], Y the next step) first, then three
+    distractors opening on X: the step after Y and the step before X, then the steps nearest Y.
+    None when the process has fewer than five steps (no three other steps to offer)."""
+    from pwd_agent.llm.offline import order_claim
+
+    if len(steps) < 5 or not 0 <= position < len(steps) - 1:
+        return None
+    nxt = position + 1
+    others = sorted((k for k in range(len(steps)) if k not in (position, nxt)),
+                    key=lambda k: (k not in (position - 1, nxt + 1), abs(k - nxt), k))
+    return [order_claim(steps[position], steps[nxt])] + [order_claim(steps[position], steps[k]) for k in others[:3]]
+
+
+def anchor_items(setup, items) -> list[dict]:
+    """One anchored item per order item with a single key statement: its id, question, options (key
+    first: the scorer reads text, not letters) and whether V1 left the key untaught."""
+    from pwd_agent.phrasing import step_phrase
+    from repair_arms import key_statements
+
+    out = []
+    for item in items:
+        keys = key_statements(item)
+        if len(keys) != 1 or keys[0] not in setup.statements:
+            continue
+        st = setup.statements[keys[0]]
+        steps = [step_phrase(s) for s in setup.chains[st.chain_id].steps]
+        options = anchor_options(steps, st.position)
+        if options is None or options[0] not in item.options:  # not an order claim about this statement
+            continue
+        out.append({"id": str(item.id), "question": item.question, "options": options,
+                    "untaught": keys[0] not in setup.taught})
+    return out
+
+
+def score(evaluator, anchored: list[dict]) -> dict[str, bool]:
+    """item id -> the key (option 0) ranks first by the options scorer's mean token log-probability."""
+    out = {}
+    for item in anchored:
+        logliks = evaluator.option_logliks(item["question"], item["options"])
+        z = [ll / n for ll, n in logliks]
+        out[item["id"]] = max(range(len(z)), key=z.__getitem__) == 0
+    return out
+
+
+def arm_of(folder: str) -> tuple[str, int]:
+    """("previous-pf0.7-text/oracle", 1) from "previous-pf0.7-text/oracle-1"; V1's folder "v1-0" is the arm "none"."""
+    m = re.fullmatch(r"(.+)-(\d+)", folder)
+    if not m:
+        sys.exit(f"{folder}: name an arm folder ending in its seed, e.g. v1-0 or previous-pf0.7-text/oracle-1")
+    name = "none" if m.group(1) == "v1" else m.group(1).rsplit("/", 1)[-1]
+    return name, int(m.group(2))
+
+
+def accuracy(outcomes: dict[int, dict[str, bool]], anchored: list[dict], keep) -> float | None:
+    got = [outcomes[s][i["id"]] for s in outcomes for i in anchored if keep(i)]
+    return round(statistics.mean(got), 3) if got else None
+
+
+def sign_tests(by_arm: dict[str, dict[int, dict[str, bool]]], anchored: list[dict]) -> list[dict]:
+    """For each pair of arms, items up / down (outcomes averaged over the seeds both have), one-sided p."""
+    from pwd_agent.stats import exact_mcnemar_p
+
+    tests = []
+    for a, b in combinations(by_arm, 2):
+        seeds = sorted(set(by_arm[a]) & set(by_arm[b]))
+        if not seeds:
+            continue
+        row = {"pair": f"{a} vs {b}", "seeds": seeds}
+        for group, keep in (("all", lambda i: True), ("untaught key", lambda i: i["untaught"]),
+                            ("taught key", lambda i: not i["untaught"])):
+            diffs = [statistics.mean(by_arm[a][s][i["id"]] - by_arm[b][s][i["id"]] for s in seeds)
+                     for i in anchored if keep(i)]
+            up, down = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
+            row[group] = {"items": len(diffs), "up": up, "down": down,
+                          "p": float(f"{exact_mcnemar_p(up, down):.3g}")}
+        tests.append(row)
+    return tests
+
+
+def main() -> None:
+    from pwd_agent.evaluation.loader import loaded_evaluator
+    from pwd_agent.runs import open_run
+    from repair_arms import arms_root, load_setup
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_id")
+    parser.add_argument("arms", nargs="+", help="Folders under the bench's arms root, e.g. v1-0 "
+                        "previous-pf0.7-text/oracle-1.")
+    parser.add_argument("--test-share", type=float, default=1.0)
+    parser.add_argument("--split", default="holdout")
+    args = parser.parse_args()
+    ctx = open_run(args.run_id)
+    ctx.config.eval.scorer = "options"
+    setup = load_setup(ctx, args.test_share)
+    root = arms_root(ctx.run_dir, args.test_share)
+    anchored = anchor_items(setup, [i for i in setup.items if i.split == args.split])
+    if not anchored:
+        sys.exit(f"no {args.split} item of run {args.run_id} is an order item with one key statement")
+    by_arm: dict[str, dict[int, dict[str, bool]]] = defaultdict(dict)
+    for folder in args.arms:
+        name, seed = arm_of(folder)
+        adapter = Path(setup.round1) if folder == f"v1-{ctx.config.train.seed}" else root / folder / "adapter"
+        if not adapter.is_dir():
+            sys.exit(f"{adapter} is missing: name a folder the repair bench trained (e.g. v1-0)")
+        kept = root / folder / f"anchor_scores-{args.split}.json"
+        outcomes = json.loads(kept.read_text()) if kept.is_file() else {}
+        if set(outcomes) != {i["id"] for i in anchored}:
+            with loaded_evaluator(ctx, str(adapter)) as evaluator:
+                outcomes = score(evaluator, anchored)
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            kept.write_text(json.dumps(outcomes))
+        by_arm[name][seed] = outcomes
+    print(json.dumps({"run": args.run_id, "split": args.split, "items": len(anchored),
+                      "untaught key": sum(i["untaught"] for i in anchored), "chance": 0.25}))
+    for name, outcomes in by_arm.items():
+        print(json.dumps({"arm": name, "seeds": sorted(outcomes), "all": accuracy(outcomes, anchored, lambda i: True),
+                          "untaught key": accuracy(outcomes, anchored, lambda i: i["untaught"]),
+                          "taught key": accuracy(outcomes, anchored, lambda i: not i["untaught"])}))
+    for row in sign_tests(by_arm, anchored):
+        print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
