@@ -23,7 +23,6 @@ themselves. Chance is 0.25 (four options, one key)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import statistics
@@ -118,29 +117,16 @@ def sign_tests(by_arm: dict[str, dict[int, dict[str, bool]]], anchored: list[dic
 
 def main() -> None:
     from pwd_agent.evaluation.loader import loaded_evaluator
-    from pwd_agent.runs import open_run
-    from repair_arms import arms_root, load_setup
+    from repair_arms import arm_adapter, open_arm_folders
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_id")
-    parser.add_argument("arms", nargs="+", help="Folders under the bench's arms root, e.g. v1-0 "
-                        "previous-pf0.7-text/oracle-1.")
-    parser.add_argument("--test-share", type=float, default=1.0)
-    parser.add_argument("--split", default="holdout")
-    args = parser.parse_args()
-    ctx = open_run(args.run_id)
-    ctx.config.eval.scorer = "options"
-    setup = load_setup(ctx, args.test_share)
-    root = arms_root(ctx.run_dir, args.test_share)
+    args, ctx, setup, root = open_arm_folders(__doc__.splitlines()[0])
     anchored = anchor_items(setup, [i for i in setup.items if i.split == args.split])
     if not anchored:
         sys.exit(f"no {args.split} item of run {args.run_id} is an order item with one key statement")
     by_arm: dict[str, dict[int, dict[str, bool]]] = defaultdict(dict)
     for folder in args.arms:
         name, seed = arm_of(folder)
-        adapter = Path(setup.round1) if folder == f"v1-{ctx.config.train.seed}" else root / folder / "adapter"
-        if not adapter.is_dir():
-            sys.exit(f"{adapter} is missing: name a folder the repair bench trained (e.g. v1-0)")
+        adapter = arm_adapter(ctx, setup, root, folder)
         kept = root / folder / f"anchor_scores-{args.split}.json"
         outcomes = json.loads(kept.read_text()) if kept.is_file() else {}
         if set(outcomes) != {i["id"] for i in anchored}:

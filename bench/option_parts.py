@@ -15,7 +15,6 @@ the whole-option rank does not."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -76,30 +75,15 @@ def ranks(items, scored: dict, steps: list[str]) -> dict:
 
 def main() -> None:
     from pwd_agent.evaluation.loader import loaded_evaluator
-    from pwd_agent.runs import open_run
-    from repair_arms import arms_root, key_statements, load_setup
+    from repair_arms import arm_adapter, key_statements, open_arm_folders
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_id")
-    parser.add_argument("arms", nargs="+", help="Folders under the bench's arms root, e.g. v1-0 "
-                        "previous-pf0.7/oracle-0.")
-    parser.add_argument("--test-share", type=float, default=1.0)
-    parser.add_argument("--split", default="holdout")
-    args = parser.parse_args()
-    ctx = open_run(args.run_id)
-    ctx.config.eval.scorer = "options"
-    setup = load_setup(ctx, args.test_share)
-    root = arms_root(ctx.run_dir, args.test_share)
+    args, ctx, setup, root = open_arm_folders(__doc__.splitlines()[0])
     items = [i for i in setup.items if i.split == args.split]
     untaught = [i for i in items if any(s not in setup.taught for s in key_statements(i))]
     taught = [i for i in items if i not in untaught]
     steps = step_phrases(setup.statements.values())
     for arm in args.arms:
-        adapter = root / arm / "adapter"
-        if arm == f"v1-{ctx.config.train.seed}":  # the run's own round 1 (repair_arms.v1_for_seed)
-            adapter = Path(setup.round1)
-        if not adapter.is_dir():
-            sys.exit(f"{adapter} is missing: name a folder the repair bench trained (e.g. v1-0)")
+        adapter = arm_adapter(ctx, setup, root, arm)
         with loaded_evaluator(ctx, str(adapter)) as evaluator:
             scored = {i.id: item_parts(evaluator, i.question, i.options, steps) for i in items}
         scored = {k: v for k, v in scored.items() if v is not None}

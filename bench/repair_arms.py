@@ -118,6 +118,30 @@ def tested_chains(chain_ids: list[int], share: float) -> set[int]:
     return set(random.Random(f"test-share:{share}").sample(chain_ids, max(1, round(share * len(chain_ids)))))
 
 
+def open_arm_folders(description: str) -> tuple[argparse.Namespace, object, SimpleNamespace, Path]:
+    """The command line of the benches that rescore arms this bench trained (option_parts, anchor_items):
+    RUN_ID ARM_FOLDER... [--test-share F] [--split S]; returns (args, the run, its setup, the arms root),
+    the run's scorer set to options (the order claims are scored by their likelihood)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("run_id")
+    parser.add_argument("arms", nargs="+", help="Folders under the bench's arms root, e.g. v1-0 "
+                        "previous-pf0.7-text/oracle-1.")
+    parser.add_argument("--test-share", type=float, default=1.0)
+    parser.add_argument("--split", default="holdout")
+    args = parser.parse_args()
+    ctx = open_run(args.run_id)
+    ctx.config.eval.scorer = "options"
+    return args, ctx, load_setup(ctx, args.test_share), arms_root(ctx.run_dir, args.test_share)
+
+
+def arm_adapter(ctx, setup, root: Path, folder: str) -> Path:
+    """The adapter of an arm folder under `root` (V1 of the run's own seed is the run's round 1)."""
+    adapter = Path(setup.round1) if folder == f"v1-{ctx.config.train.seed}" else root / folder / "adapter"
+    if not adapter.is_dir():
+        sys.exit(f"{adapter} is missing: name a folder the repair bench trained (e.g. v1-0)")
+    return adapter
+
+
 def arms_root(run_dir: Path, test_share: float) -> Path:
     """The bench's folder in a run: V1 per seed and the regimes' arms. Kept scores cover the items
     scored, and another test share scores other items, so each share below 1 keeps its own."""
