@@ -14,9 +14,15 @@ then the nearest others), the item's own question, the run's scorer. Every optio
 frame no training sample uses (the leakage gate keeps it out). It is the statement probe's test in
 the benchmark's frame.
 
+Three scorers read the same log-likelihoods: "mean", the run's options scorer (the mean token
+log-probability of the whole option: what the benchmark counts); "sum", log P(W | "Right after X,")
+(the shared part is the same for every option, so this is the step named next alone); "pmi", that
+less log P(W | "Right after that,"), so a step the student names readily after anything (a step the
+dose made familiar) gains nothing: only how much X raises W counts (domain-conditional PMI).
+
 Each ARM_FOLDER is a folder the repair bench trained under runs/RUN_ID/repair_arms/... ("v1-0" is V1
-for seed 0, "previous-pf0.7-text/oracle-1" an arm); its outcomes are kept in anchor_scores.json
-beside the adapter. Reported: each arm's accuracy on all, untaught-key and taught-key items, and for
+for seed 0, "previous-pf0.7-text/oracle-1" an arm); its outcomes are kept in anchor_scores-SPLIT.json
+beside the adapter. Reported per scorer: each arm's accuracy on all, untaught-key and taught-key items, and for
 every pair of arms a one-sided sign test on the items' outcomes averaged over the seeds both arms
 have (an arm is a folder name without its "-SEED"), as `bench/pool_arms.py` does for the items
 themselves. Chance is 0.25 (four options, one key)."""
@@ -70,13 +76,33 @@ def anchor_items(setup, items) -> list[dict]:
     return out
 
 
-def score(evaluator, anchored: list[dict]) -> dict[str, bool]:
-    """item id -> the key (option 0) ranks first by the options scorer's mean token log-probability."""
-    out = {}
+NEUTRAL = "Right after that,"  # the anchor's place with no step named: the PMI scorer's baseline
+SCORERS = ("mean", "sum", "pmi")
+
+
+def neutral_options(options: list[str]) -> list[str]:
+    """Each anchored option with its first step replaced: "Right after X, W." -> "Right after that, W."."""
+    return [f"{NEUTRAL} {o.split(', ', 1)[1]}" for o in options]
+
+
+def choices(logliks: list[tuple[float, int]], neutral: list[tuple[float, int]]) -> dict[str, bool]:
+    """Whether the key (option 0) ranks first by each scorer: "mean", the options scorer's mean token
+    log-probability of the whole option (what the benchmark counts); "sum", log P(W | "Right after X,"),
+    the option's total (its shared part is the same for all); "pmi", that total less the same step's
+    log-probability after NEUTRAL, so a step the student names readily anywhere gains nothing."""
+    z = {"mean": [ll / n for ll, n in logliks], "sum": [ll for ll, _ in logliks],
+         "pmi": [ll - base for (ll, _), (base, _) in zip(logliks, neutral)]}
+    return {name: max(range(len(v)), key=v.__getitem__) == 0 for name, v in z.items()}
+
+
+def score(evaluator, anchored: list[dict]) -> dict[str, dict[str, bool]]:
+    """scorer -> item id -> the key ranks first."""
+    out: dict[str, dict[str, bool]] = {name: {} for name in SCORERS}
     for item in anchored:
-        logliks = evaluator.option_logliks(item["question"], item["options"])
-        z = [ll / n for ll, n in logliks]
-        out[item["id"]] = max(range(len(z)), key=z.__getitem__) == 0
+        got = choices(evaluator.option_logliks(item["question"], item["options"]),
+                      evaluator.option_logliks(item["question"], neutral_options(item["options"])))
+        for name, ok in got.items():
+            out[name][item["id"]] = ok
     return out
 
 
@@ -123,27 +149,30 @@ def main() -> None:
     anchored = anchor_items(setup, [i for i in setup.items if i.split == args.split])
     if not anchored:
         sys.exit(f"no {args.split} item of run {args.run_id} is an order item with one key statement")
-    by_arm: dict[str, dict[int, dict[str, bool]]] = defaultdict(dict)
+    by_scorer: dict[str, dict[str, dict[int, dict[str, bool]]]] = {name: defaultdict(dict) for name in SCORERS}
+    ids = {i["id"] for i in anchored}
     for folder in args.arms:
         name, seed = arm_of(folder)
         adapter = arm_adapter(ctx, setup, root, folder)
         kept = root / folder / f"anchor_scores-{args.split}.json"
         outcomes = json.loads(kept.read_text()) if kept.is_file() else {}
-        if set(outcomes) != {i["id"] for i in anchored}:
+        if set(outcomes) != set(SCORERS) or any(set(v) != ids for v in outcomes.values()):
             with loaded_evaluator(ctx, str(adapter)) as evaluator:
                 outcomes = score(evaluator, anchored)
             kept.parent.mkdir(parents=True, exist_ok=True)
             kept.write_text(json.dumps(outcomes))
-        by_arm[name][seed] = outcomes
+        for scorer in SCORERS:
+            by_scorer[scorer][name][seed] = outcomes[scorer]
     print(json.dumps({"run": args.run_id, "split": args.split, "items": len(anchored),
                       "untaught key": sum(i["untaught"] for i in anchored), "chance": 0.25}))
-    for name, outcomes in by_arm.items():
-        print(json.dumps({"arm": name, "seeds": sorted(outcomes), "all": accuracy(outcomes, anchored, lambda i: True),
-                          "untaught key": accuracy(outcomes, anchored, lambda i: i["untaught"]),
-                          "taught key": accuracy(outcomes, anchored, lambda i: not i["untaught"])}))
-    for row in sign_tests(by_arm, anchored):
-        print(json.dumps(row))
-
+    for scorer, by_arm in by_scorer.items():
+        for name, outcomes in by_arm.items():
+            print(json.dumps({"scorer": scorer, "arm": name, "seeds": sorted(outcomes),
+                              "all": accuracy(outcomes, anchored, lambda i: True),
+                              "untaught key": accuracy(outcomes, anchored, lambda i: i["untaught"]),
+                              "taught key": accuracy(outcomes, anchored, lambda i: not i["untaught"])}))
+        for row in sign_tests(by_arm, anchored):
+            print(json.dumps({"scorer": scorer, **row}))
 
 if __name__ == "__main__":
     main()

@@ -217,3 +217,14 @@ def test_anchor_items_open_every_option_on_the_key_s_first_step():
     (row,) = anchor_items.sign_tests(by_arm, anchored)
     assert (row["untaught key"]["up"], row["untaught key"]["down"]) == (1, 0)
     assert (row["taught key"]["up"], row["taught key"]["down"]) == (0, 1)  # 0.5 - 1.0 averaged over seeds
+
+
+def test_anchor_items_scorers_read_the_step_named_next_three_ways():
+    import anchor_items
+
+    assert anchor_items.neutral_options(["Right after c, d.", "Right after c, the e, f."]) == [
+        "Right after that, d.", "Right after that, the e, f."]
+    # the key (option 0) is short and likely after X; option 1 is long, fluent anywhere, likelier in total
+    logliks = [(-4.0, 2), (-3.0, 6)]
+    neutral = [(-9.0, 2), (-2.5, 6)]
+    assert anchor_items.choices(logliks, neutral) == {"mean": False, "sum": False, "pmi": True}
