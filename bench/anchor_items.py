@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import re
-import statistics
 import sys
 from collections import defaultdict
 from itertools import combinations
@@ -72,7 +71,7 @@ def anchor_items(setup, items) -> list[dict]:
         if options is None or options[0] not in item.options:  # not an order claim about this statement
             continue
         out.append({"id": str(item.id), "question": item.question, "options": options,
-                    "untaught": keys[0] not in setup.taught})
+                    "neutral": neutral_options(options, steps[st.position]), "untaught": keys[0] not in setup.taught})
     return out
 
 
@@ -80,9 +79,11 @@ NEUTRAL = "Right after that,"  # the anchor's place with no step named: the PMI 
 SCORERS = ("mean", "sum", "pmi")
 
 
-def neutral_options(options: list[str]) -> list[str]:
-    """Each anchored option with its first step replaced: "Right after X, W." -> "Right after that, W."."""
-    return [f"{NEUTRAL} {o.split(', ', 1)[1]}" for o in options]
+def neutral_options(options: list[str], first: str) -> list[str]:
+    """Each anchored option with its first step `first` replaced: "Right after X, W." -> "Right after
+    that, W." (cut at the known step: a step may hold ", " itself)."""
+    head = f"Right after {first}, "
+    return [f"{NEUTRAL} {o[len(head):]}" for o in options]
 
 
 def choices(logliks: list[tuple[float, int]], neutral: list[tuple[float, int]]) -> dict[str, bool]:
@@ -90,7 +91,9 @@ def choices(logliks: list[tuple[float, int]], neutral: list[tuple[float, int]]) 
     log-probability of the whole option (what the benchmark counts); "sum", log P(W | "Right after X,"),
     the option's total (its shared part is the same for all); "pmi", that total less the same step's
     log-probability after NEUTRAL, so a step the student names readily anywhere gains nothing."""
-    z = {"mean": [ll / n for ll, n in logliks], "sum": [ll for ll, _ in logliks],
+    from pwd_agent.evaluation.hf import option_probabilities
+
+    z = {"mean": option_probabilities(logliks), "sum": [ll for ll, _ in logliks],
          "pmi": [ll - base for (ll, _), (base, _) in zip(logliks, neutral)]}
     return {name: max(range(len(v)), key=v.__getitem__) == 0 for name, v in z.items()}
 
@@ -100,7 +103,7 @@ def score(evaluator, anchored: list[dict]) -> dict[str, dict[str, bool]]:
     out: dict[str, dict[str, bool]] = {name: {} for name in SCORERS}
     for item in anchored:
         got = choices(evaluator.option_logliks(item["question"], item["options"]),
-                      evaluator.option_logliks(item["question"], neutral_options(item["options"])))
+                      evaluator.option_logliks(item["question"], item["neutral"]))
         for name, ok in got.items():
             out[name][item["id"]] = ok
     return out
@@ -115,29 +118,25 @@ def arm_of(folder: str) -> tuple[str, int]:
     return name, int(m.group(2))
 
 
-def accuracy(outcomes: dict[int, dict[str, bool]], anchored: list[dict], keep) -> float | None:
-    got = [outcomes[s][i["id"]] for s in outcomes for i in anchored if keep(i)]
-    return round(statistics.mean(got), 3) if got else None
+def as_world(by_arm: dict[str, dict[int, dict[str, bool]]], anchored: list[dict]) -> dict:
+    """The outcomes in bench/pool_arms.py's shape, so its accuracies and paired tests read them."""
+    return {"holdout": [(i["id"], i["untaught"]) for i in anchored],
+            "scores": {arm: {seed: {k: [ok] for k, ok in got.items()} for seed, got in runs.items()}
+                       for arm, runs in by_arm.items()}}
 
 
 def sign_tests(by_arm: dict[str, dict[int, dict[str, bool]]], anchored: list[dict]) -> list[dict]:
-    """For each pair of arms, items up / down (outcomes averaged over the seeds both have), one-sided p."""
-    from pwd_agent.stats import exact_mcnemar_p
+    """For each pair of arms, items up / down (outcomes averaged over the seeds both have), one-sided
+    p: pool_arms' item_diffs and sign on the anchored outcomes."""
+    from pool_arms import item_diffs, sign
 
-    tests = []
+    world, tests = as_world(by_arm, anchored), []
     for a, b in combinations(by_arm, 2):
-        seeds = sorted(set(by_arm[a]) & set(by_arm[b]))
-        if not seeds:
-            continue
-        row = {"pair": f"{a} vs {b}", "seeds": seeds}
-        for group, keep in (("all", lambda i: True), ("untaught key", lambda i: i["untaught"]),
-                            ("taught key", lambda i: not i["untaught"])):
-            diffs = [statistics.mean(by_arm[a][s][i["id"]] - by_arm[b][s][i["id"]] for s in seeds)
-                     for i in anchored if keep(i)]
-            up, down = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
-            row[group] = {"items": len(diffs), "up": up, "down": down,
-                          "p": float(f"{exact_mcnemar_p(up, down):.3g}")}
-        tests.append(row)
+        diffs = item_diffs(world, a, b)
+        if diffs:
+            tests.append({"pair": f"{a} vs {b}", "seeds": sorted(set(by_arm[a]) & set(by_arm[b])),
+                          "all": sign([d for d, _ in diffs]), "untaught key": sign([d for d, u in diffs if u]),
+                          "taught key": sign([d for d, u in diffs if not u])})
     return tests
 
 
@@ -165,14 +164,15 @@ def main() -> None:
             by_scorer[scorer][name][seed] = outcomes[scorer]
     print(json.dumps({"run": args.run_id, "split": args.split, "items": len(anchored),
                       "untaught key": sum(i["untaught"] for i in anchored), "chance": 0.25}))
+    from pool_arms import accuracies
+
     for scorer, by_arm in by_scorer.items():
-        for name, outcomes in by_arm.items():
-            print(json.dumps({"scorer": scorer, "arm": name, "seeds": sorted(outcomes),
-                              "all": accuracy(outcomes, anchored, lambda i: True),
-                              "untaught key": accuracy(outcomes, anchored, lambda i: i["untaught"]),
-                              "taught key": accuracy(outcomes, anchored, lambda i: not i["untaught"])}))
+        world = as_world(by_arm, anchored)
+        for name in by_arm:
+            print(json.dumps({"scorer": scorer, "arm": name, **accuracies(world, name)}))
         for row in sign_tests(by_arm, anchored):
             print(json.dumps({"scorer": scorer, **row}))
+
 
 if __name__ == "__main__":
     main()

@@ -222,8 +222,11 @@ def test_anchor_items_open_every_option_on_the_key_s_first_step():
 def test_anchor_items_scorers_read_the_step_named_next_three_ways():
     import anchor_items
 
-    assert anchor_items.neutral_options(["Right after c, d.", "Right after c, the e, f."]) == [
+    assert anchor_items.neutral_options(["Right after c, d.", "Right after c, the e, f."], "c") == [
         "Right after that, d.", "Right after that, the e, f."]
+    # a first step that holds a comma itself is cut whole, not at its own comma
+    assert anchor_items.neutral_options(["Right after the pans, now hot, fill, d."], "the pans, now hot, fill") == [
+        "Right after that, d."]
     # the key (option 0) is short and likely after X; option 1 is long, fluent anywhere, likelier in total
     logliks = [(-4.0, 2), (-3.0, 6)]
     neutral = [(-9.0, 2), (-2.5, 6)]
