@@ -93,31 +93,36 @@ def patch_samples(run_id: str) -> list:
 def test_the_page_follows_a_live_run_and_steers_it_through_the_patch_gate(tiny_model, small_corpus, server, browser,
                                                                            tmp_path):
     url, token = server
+    # The run first waits at the after_tests gate, so the page opens at a known point (no round yet) however
+    # slowly the browser starts; then the test approves and the page must follow the run live.
     args = tiny_args(tiny_model, small_corpus, "gated", "--goal", "0.99", "--set", "loop.max_rounds=2", *NO_GUARD,
-                     "--set", "gates.on_patch=true", "--set", "train.epochs=20")
-    run = subprocess.Popen([sys.executable, "-m", "pwd_agent", *args], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while not Path("runs/gated/run.db").is_file():
-        assert time.time() < deadline and run.poll() is None, "the run never started"
-        time.sleep(0.1)
+                     "--set", "gates.after_tests=true", "--set", "gates.on_patch=true", "--set", "train.epochs=20")
+    first = subprocess.run([sys.executable, "-m", "pwd_agent", *args], capture_output=True, text=True, timeout=300)
+    assert first.returncode == 6 and "waits at the after_tests gate" in first.stderr, first.stderr[-3000:]
 
     page = browser.new_page()
     page.set_default_timeout(240_000)
     page.goto(f"{url}runs/gated#token={token}")  # logs in from the fragment, which never reaches the server
     page.wait_for_selector("text=log out")
     assert token not in page.url and token not in page.content()
-    rows, rounds = page.locator("#log tbody tr").count(), page.locator("#rounds tr.round").count()
-    assert run.poll() is None
+    rows = page.locator("#log tbody tr").count()
+    assert page.locator("#rounds tr.round").count() == 0
 
-    # While the run advances, without a reload: new log lines (server-sent events) and new rounds.
+    # While the run advances, without a reload: new log lines (server-sent events) and new rounds (round 0,
+    # the base model, then round 1, whose 20 epochs keep the run alive while the page catches up).
+    err_file = tmp_path / "run.err"
+    with err_file.open("w") as err_out:
+        run = subprocess.Popen([sys.executable, "-m", "pwd_agent", "review", "gated", "approve", "-q"],
+                               stdout=subprocess.DEVNULL, stderr=err_out, text=True)
     page.wait_for_function(f"document.querySelectorAll('#log tbody tr').length > {rows + 3}")
-    page.wait_for_function(f"document.querySelectorAll('#rounds tr.round').length > {max(rounds, 1)}")
-    assert run.poll() is None, "the page was meant to follow a live run"
+    # One refresh shows both rounds and the run alive: the page followed the run, not its end.
+    page.wait_for_function("document.querySelectorAll('#rounds tr.round').length >= 2"
+                           " && document.getElementById('state').textContent === 'running'")
     shoot(page, "run")
 
-    _, err = run.communicate(timeout=600)
-    assert run.returncode == 6 and "waits at the on_patch gate" in err, err
+    run.wait(timeout=600)
+    err = err_file.read_text()
+    assert run.returncode == 6 and "waits at the on_patch gate" in err, err[-3000:]
     page.reload()
     page.wait_for_selector("#gate")
     assert "Waiting at the on_patch gate" in page.inner_text("#gate")
