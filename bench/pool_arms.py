@@ -13,7 +13,8 @@ power the 40 items of one world lack; arms missing in a run are left out of that
 random-node-xK arms a run holds (`repair_arms.py --multiples K`) are pooled like the others, so
 "targeted vs random-node-x2" reads the sample-efficiency ratio off the items. Each arm's accuracy per
 run (all, untaught-key and taught-key holdout items, over its seeds) is printed first; --markdown
-prints both as the README's tables."""
+prints both as the README's tables. --scorer S reads the outcomes `bench/rescore_arms.py --scorer S`
+kept beside each arm's (scores-S.json) instead of the repair bench's own (the options scorer)."""
 
 from __future__ import annotations
 
@@ -38,12 +39,21 @@ def arm_names(regime_dir: Path) -> list[str]:
     return [*ARMS, *(f"random-node-x{k}" for k in sorted(multiples))]
 
 
-def arm_scores(arms_dir: Path, regime: str, arm: str, seeds: list[int]) -> dict[int, dict]:
+def scores_file(scorer: str) -> str:
+    """The repair bench's own outcomes (the options scorer), or those rescore_arms kept under `scorer`."""
+    return "scores.json" if scorer == "options" else f"scores-{scorer}.json"
+
+
+def arm_folder(arms_dir: Path, regime: str, arm: str, seed: int) -> Path:
+    """V1's folder for the arm 'none', else the arm's under its regime."""
+    return arms_dir / f"v1-{seed}" if arm == "none" else arms_dir / regime / f"{arm}-{seed}"
+
+
+def arm_scores(arms_dir: Path, regime: str, arm: str, seeds: list[int], scorer: str = "options") -> dict[int, dict]:
     """seed -> the arm's item scores, for the seeds it has (V1's for the arm 'none')."""
     out = {}
     for seed in seeds:
-        path = (arms_dir / f"v1-{seed}" / "scores.json" if arm == "none"
-                else arms_dir / regime / f"{arm}-{seed}" / "scores.json")
+        path = arm_folder(arms_dir, regime, arm, seed) / scores_file(scorer)
         if path.is_file():
             out[seed] = json.loads(path.read_text())["items"]
     return out
@@ -78,7 +88,7 @@ def parse_spec(spec: str, seeds: list[int]) -> tuple[str, str, float, list[int]]
                  "(e.g. arms-w41:previous-pf0.7:0.25:1,2)")
 
 
-def load_world(spec: str, seeds: list[int]) -> dict:
+def load_world(spec: str, seeds: list[int], scorer: str = "options") -> dict:
     from repair_arms import arms_root, key_statements, load_setup
 
     from pwd_agent.runs import open_run
@@ -89,7 +99,7 @@ def load_world(spec: str, seeds: list[int]) -> dict:
     arms_dir = arms_root(ctx.run_dir, share)
     holdout = [(str(i.id), any(st not in setup.taught for st in key_statements(i)))
                for i in setup.items if i.split == "holdout"]
-    scores = {arm: arm_scores(arms_dir, regime, arm, seeds) for arm in arm_names(arms_dir / regime)}
+    scores = {arm: arm_scores(arms_dir, regime, arm, seeds, scorer) for arm in arm_names(arms_dir / regime)}
     return {"run": spec, "holdout": holdout, "scores": scores}
 
 
@@ -130,8 +140,10 @@ def main() -> None:
                         "seeds: comma-separated, default --seeds)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="Seeds of the runs that name none.")
     parser.add_argument("--markdown", action="store_true", help="Print the accuracies and tests as Markdown tables.")
+    parser.add_argument("--scorer", default="options", help="Whose outcomes: options (the repair bench's own) or a "
+                        "scorer bench/rescore_arms.py kept (e.g. pmi).")
     args = parser.parse_args()
-    worlds = [load_world(spec, args.seeds) for spec in args.runs]
+    worlds = [load_world(spec, args.seeds, args.scorer) for spec in args.runs]
     names = list(dict.fromkeys(arm for w in worlds for arm in w["scores"]))
     tests = []
     for a, b in combinations(names, 2):

@@ -3,10 +3,10 @@
     python bench/rescore.py --run RUN [--scorer options] [--runs-dir runs]
 
 For each evaluated round: the round's base weights and adapter, every test item of both splits
-scored with `--scorer` (letters, loglik or options); per split the exact-set accuracy, the
-options scorer's probability mass on the keys, and the baselines on the same items (chance, the
+scored with `--scorer` (letters, loglik, options or pmi); per split the exact-set accuracy, the
+options (and pmi) scorer's probability mass on the keys, and the baselines on the same items (chance, the
 best constant answer, mass chance), plus the one-sided exact McNemar p of the last round against
-round 0 on each split (and for the options scorer, a sign test on each item's mass). One JSON
+round 0 on each split (and for the options and pmi scorers, a sign test on each item's mass). One JSON
 object; the README quotes it. Nothing is written to the run's store.
 """
 
@@ -26,7 +26,7 @@ def main() -> None:
     from sqlmodel import select
 
     from pwd_agent.baselines import split_baselines
-    from pwd_agent.evaluation.hf import HFEvaluator
+    from pwd_agent.evaluation.hf import SCORERS, HFEvaluator
     from pwd_agent.evaluation.loader import score_test_items
     from pwd_agent.runs import open_run
     from pwd_agent.stats import compare, exact_mcnemar_p
@@ -35,7 +35,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True)
-    parser.add_argument("--scorer", default="options", choices=("letters", "loglik", "options"))
+    parser.add_argument("--scorer", default="options", choices=SCORERS)
     parser.add_argument("--runs-dir", default="runs")
     args = parser.parse_args()
 
@@ -51,7 +51,7 @@ def main() -> None:
     for round_id, adapter in rounds:
         start = time.time()
         evaluator = HFEvaluator(resolve_student(cfg.student), adapter, cfg.eval.batch_size, cfg.eval.max_new_tokens,
-                                args.scorer, cfg.student.chat_template, cfg.student.dtype)
+                                args.scorer, cfg.student.chat_template, cfg.student.dtype, cfg.eval.pmi_prompt)
         preds = score_test_items(evaluator, cfg, items)
         evaluator.close()
         row = {"round": round_id, "seconds": round(time.time() - start, 1)}
@@ -68,7 +68,7 @@ def main() -> None:
     for split in ("dev", "holdout"):
         flips = compare(passes[(0, split)], passes[(last, split)])
         report[f"{split}_last_vs_round0"] = {"fixed": flips.fixed, "broken": flips.broken, "p": round(flips.p_value, 4)}
-        if args.scorer == "options":  # the continuous score: a sign test on each item's mass, round 0 -> last
+        if args.scorer in ("options", "pmi"):  # the continuous score: a sign test on each item's mass, round 0 -> last
             before, after = masses_of[(0, split)], masses_of[(last, split)]
             up = sum(after[i] > before[i] for i in before)
             down = sum(after[i] < before[i] for i in before)

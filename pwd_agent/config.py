@@ -291,13 +291,18 @@ class EvalConfig(Section):
         None, description="A folder of your own lm-eval task YAMLs (eval.general=lm_eval:...).")
     general_limit: int | None = Field(
         None, ge=1, description="Samples per lm-eval task at most (e.g. for MMLU on a CPU).")
-    scorer: Literal["letters", "loglik", "options"] = Field(
+    scorer: Literal["letters", "loglik", "options", "pmi"] = Field(
         "letters", description="letters = the paper's protocol (greedy text, a strict letter set on the first line, "
         "exact set); loglik = the most likely of all valid letter sets after the same prompt; options = each option "
         "judged on its own by its log-likelihood after the question (lm-eval multiple_choice style; the set is the "
         "options above the uniform share, plus the probability mass on the keys) for students that cannot bind "
-        "letters to options.",
+        "letters to options; pmi = options calibrated: each option's log-likelihood after the question less its "
+        "log-likelihood after eval.pmi_prompt, so an option's familiar words do not win it the item "
+        "(lm-eval's acc_mutual_info).",
     )
+    pmi_prompt: str = Field(
+        "Answer:", min_length=1, description="pmi scorer: the content-free user turn whose likelihood of each option "
+        "is taken out.")
 
 
 class LoopConfig(Section):

@@ -67,5 +67,5 @@ def test_chance_counts_the_answers_the_items_allow():
 
 
 def test_unknown_scorer_is_refused(tiny_model):
-    with pytest.raises(ValueError, match="letters, loglik or options"):
+    with pytest.raises(ValueError, match="letters, loglik, options, pmi"):
         HFEvaluator(str(tiny_model), None, scorer="bleu")

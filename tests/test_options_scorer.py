@@ -133,3 +133,36 @@ def test_score_items_with_the_options_scorer(tiny_model):
             assert pred.mass == pytest.approx(sum(probs[i] for i in in_key))
             assert 0 <= pred.mass <= 1
             assert list(json.loads(pred.raw).values()) == pytest.approx(probs, abs=1e-3)
+
+
+def test_pmi_takes_out_what_the_content_free_prompt_already_gives_each_option():
+    from pwd_agent.evaluation.hf import pmi_probabilities
+
+    # Option A is the most likely after the question, but only because it is likely anywhere:
+    # after the content-free prompt it is as likely again. B is what the question raises.
+    conditional = [(-4.0, 4), (-6.0, 5), (-9.0, 3), (-8.0, 4)]
+    neutral = [-3.5, -9.0, -9.5, -8.0]
+    probs = pmi_probabilities(conditional, neutral)
+    assert probs == pytest.approx(softmax([-0.5, 3.0, 0.5, 0.0]))
+    assert max(range(4), key=probs.__getitem__) == 1
+    assert max(range(4), key=option_probabilities(conditional).__getitem__) == 0  # the options scorer picks A
+
+
+def test_score_items_with_the_pmi_scorer(tiny_model):
+    items = [(QUESTION, OPTIONS, "B"),
+             ("Which step comes before filtering?", ["mixing", "filtering", "boiling water slowly", "copper"], "A")]
+    options = HFEvaluator(str(tiny_model), None, scorer="options")
+    pmi = HFEvaluator(str(tiny_model), None, scorer="pmi", pmi_prompt="Answer:")
+    preds = pmi.score_items(items, multi=False)
+    for pred, (question, opts, key) in zip(preds, items):
+        cond = options.option_logliks(question, opts)
+        base = [ll for ll, _ in options.option_logliks("Answer:", opts)]  # each option after the prompt alone
+        probs = softmax([c - b for (c, _), b in zip(cond, base)])
+        assert list(json.loads(pred.raw).values()) == pytest.approx(probs, abs=1e-3)
+        assert pred.predicted == letters_of([max(range(4), key=probs.__getitem__)])
+        assert pred.mass == pytest.approx(probs["ABCD".index(key)], abs=1e-4)
+    # Options shared by two items are scored once after the prompt, and give the same value both times.
+    assert sorted(pmi._neutral) == sorted(set(OPTIONS) | set(items[1][1]))
+    # A different prompt is a different calibration.
+    other = HFEvaluator(str(tiny_model), None, scorer="pmi", pmi_prompt="Say something.").score_items(items, False)
+    assert [p.raw for p in other] != [p.raw for p in preds]

@@ -197,6 +197,20 @@ def test_pool_arms_finds_the_multiples_and_averages_each_arm_over_its_own_seeds(
     assert "| w | targeted | 1,2 | 0.667 | 0.75 | 0.5 |" in pool_arms.markdown([world], [])
 
 
+def test_pool_arms_reads_another_scorer_s_outcomes_beside_the_bench_s_own(tmp_path):
+    import json
+
+    import pool_arms
+
+    for folder, own, pmi in (("v1-1", False, True), ("base/targeted-1", True, False)):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "scores.json").write_text(json.dumps({"items": {"7": [own, 0.5, "A"]}}))
+        (tmp_path / folder / "scores-pmi.json").write_text(json.dumps({"items": {"7": [pmi, 0.5, "A"]}}))
+    assert pool_arms.arm_scores(tmp_path, "base", "none", [1, 2]) == {1: {"7": [False, 0.5, "A"]}}
+    assert pool_arms.arm_scores(tmp_path, "base", "none", [1], "pmi") == {1: {"7": [True, 0.5, "A"]}}
+    assert pool_arms.arm_scores(tmp_path, "base", "targeted", [1], "pmi") == {1: {"7": [False, 0.5, "A"]}}
+    assert pool_arms.arm_scores(tmp_path, "base", "targeted", [1], "sum") == {}  # never scored: left out
+
 def test_anchor_items_open_every_option_on_the_key_s_first_step():
     import anchor_items
 

@@ -1,4 +1,4 @@
-"""The `hf` evaluator on transformers, CPU or GPU, with three scorers.
+"""The `hf` evaluator on transformers, CPU or GPU, with four scorers.
 
 - `letters` (the paper's protocol): batched greedy generation with left padding, at most
   `max_new_tokens`, the letters parsed from the text, exact set match.
@@ -11,6 +11,11 @@
   mean option length and softmaxed over the options. The predicted set is the options at or above
   the uniform share (the argmax alone for single-answer sets); `mass` is the probability on the keys.
   For small students that cannot bind letters to options (OLMES, arXiv 2406.08446).
+- `pmi` (calibrated options): as `options`, but each option's score is its log-likelihood after
+  the question less its log-likelihood after a content-free prompt (`eval.pmi_prompt`), softmaxed
+  over the options: what the question adds to the option, not how familiar its words are. An
+  option made of often-trained phrases no longer wins for its phrases alone. Domain-conditional
+  PMI (Holtzman et al. 2021, arXiv 2104.08315); lm-evaluation-harness reports it as `acc_mutual_info`.
 """
 
 from __future__ import annotations
@@ -46,7 +51,8 @@ class HFEvaluator:
     """Loads the base student (plus a round's adapter) once and answers items in batches."""
 
     def __init__(self, model_path: str, adapter: str | None, batch_size: int = 8, max_new_tokens: int = 15,
-                 scorer: str = "letters", chat_template: str = "model", dtype: str = "auto"):
+                 scorer: str = "letters", chat_template: str = "model", dtype: str = "auto",
+                 pmi_prompt: str = "Answer:"):
         from pwd_agent.student import load_model, load_tokenizer
 
         self.tokenizer = load_tokenizer(model_path, chat_template)
@@ -54,9 +60,11 @@ class HFEvaluator:
         self.model = load_model(model_path, adapter, dtype)
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
-        if scorer not in ("letters", "loglik", "options"):
-            raise ValueError(f"unknown scorer {scorer!r}: use letters, loglik or options")
+        if scorer not in SCORERS:
+            raise ValueError(f"unknown scorer {scorer!r}: use one of {', '.join(SCORERS)}")
         self.scorer = scorer
+        self.pmi_prompt = pmi_prompt
+        self._neutral: dict[str, float] = {}  # option text -> log P(option | pmi_prompt); options recur across items
         self._list_goes_on: list[int] | None = None
 
     def generate(self, user_texts: list[str]) -> list[str]:
@@ -102,6 +110,9 @@ class HFEvaluator:
         if self.scorer == "options":
             return [options_prediction(option_probabilities(self.option_logliks(q, opts)), key, multi)
                     for q, opts, key in items]
+        if self.scorer == "pmi":
+            return [options_prediction(pmi_probabilities(self.option_logliks(q, opts), self.neutral_logliks(opts)),
+                                       key, multi) for q, opts, key in items]
         return score_letters(self.generate, items)
 
     def _tail_logprobs(self, context_ids: list[int], tails: list[list[int]]):
@@ -177,6 +188,17 @@ class HFEvaluator:
         return out
 
 
+    def neutral_logliks(self, options: list[str]) -> list[float]:
+        """log P(option | the content-free pmi_prompt) for each option, each option scored once per evaluator."""
+        todo = list(dict.fromkeys(o for o in options if o not in self._neutral))
+        if todo:
+            self._neutral.update((o, ll) for o, (ll, _) in zip(todo, self.option_logliks(self.pmi_prompt, todo)))
+        return [self._neutral[o] for o in options]
+
+
+SCORERS = ("letters", "loglik", "options", "pmi")
+
+
 def answer_sets(n_options: int) -> list[str]:
     """Every valid answer to an item with n options: the non-empty letter sets, smallest first."""
     return [letters_of(list(c)) for size in range(1, n_options + 1)
@@ -205,9 +227,18 @@ def option_probabilities(logliks: list[tuple[float, int]]) -> list[float]:
     """Softmax over the options of their mean token log-probability times the item's mean option
     length: a long option is not punished for its length, and the scale stays that of a log-likelihood."""
     mean_len = sum(n for _, n in logliks) / len(logliks)
-    z = [ll / n * mean_len for ll, n in logliks]
-    top = max(z)
-    weights = [math.exp(v - top) for v in z]
+    return softmax([ll / n * mean_len for ll, n in logliks])
+
+
+def pmi_probabilities(logliks: list[tuple[float, int]], neutral: list[float]) -> list[float]:
+    """Softmax over the options of log P(option | question) - log P(option | content-free prompt):
+    whole-option sums, so the option's length and its words' familiarity cancel in the difference."""
+    return softmax([ll - base for (ll, _), base in zip(logliks, neutral)])
+
+
+def softmax(scores: list[float]) -> list[float]:
+    top = max(scores)
+    weights = [math.exp(v - top) for v in scores]
     total = sum(weights)
     return [w / total for w in weights]
 

@@ -22,7 +22,7 @@ def loaded_evaluator(ctx, adapter: str | None) -> Iterator:
         from pwd_agent.evaluation.hf import HFEvaluator
 
         evaluator = HFEvaluator(path, adapter, cfg.batch_size, cfg.max_new_tokens, cfg.scorer,
-                                ctx.config.student.chat_template, ctx.config.student.dtype)
+                                ctx.config.student.chat_template, ctx.config.student.dtype, cfg.pmi_prompt)
     try:
         yield evaluator
     finally:
