@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 from pwd_agent.prompting import LETTERS, letters_of, parse_letters, render_choice_prompt, score
 
+SCORERS = ("letters", "loglik", "options", "pmi")  # eval.scorer's values
+
 
 @dataclass
 class Prediction:
@@ -187,16 +189,12 @@ class HFEvaluator:
             out.append((float(picked.sum()), len(tail)))
         return out
 
-
     def neutral_logliks(self, options: list[str]) -> list[float]:
         """log P(option | the content-free pmi_prompt) for each option, each option scored once per evaluator."""
         todo = list(dict.fromkeys(o for o in options if o not in self._neutral))
         if todo:
             self._neutral.update((o, ll) for o, (ll, _) in zip(todo, self.option_logliks(self.pmi_prompt, todo)))
         return [self._neutral[o] for o in options]
-
-
-SCORERS = ("letters", "loglik", "options", "pmi")
 
 
 def answer_sets(n_options: int) -> list[str]:
