@@ -298,7 +298,9 @@ class EvalConfig(Section):
         "options above the uniform share, plus the probability mass on the keys) for students that cannot bind "
         "letters to options; pmi = options calibrated: each option's log-likelihood after the question less its "
         "log-likelihood after eval.pmi_prompt, so an option's familiar words do not win it the item "
-        "(lm-eval's acc_mutual_info).",
+        "(lm-eval's acc_mutual_info); for options that answer the question, not for options that are claims "
+        "true on their own, such as this project's benchmark: there it takes out what training taught "
+        "(docs/results.md).",
     )
     pmi_prompt: str = Field(
         "Answer:", min_length=1, description="pmi scorer: the content-free user turn whose likelihood of each option "
