@@ -3,10 +3,11 @@
     python bench/rescore.py --run RUN [--scorer options] [--runs-dir runs]
 
 For each evaluated round: the round's base weights and adapter, every test item of both splits
-scored with `--scorer` (letters, loglik, options or pmi); per split the exact-set accuracy, the
+scored with `--scorer` (letters, loglik, options, pmi or tail_pmi); per split the exact-set accuracy, the
 options (and pmi) scorer's probability mass on the keys, and the baselines on the same items (chance, the
-best constant answer, mass chance), plus the one-sided exact McNemar p of the last round against
-round 0 on each split (and for the options and pmi scorers, a sign test on each item's mass). One JSON
+best constant answer, mass chance), plus the one-sided exact McNemar p of each round against the
+one before and of the last round against round 0 on each split (and for the options and pmi scorers,
+a sign test on each item's mass). One JSON
 object; the README quotes it. Nothing is written to the run's store.
 """
 
@@ -65,10 +66,15 @@ def main() -> None:
         report["rounds"].append(row)
         print(json.dumps(row), file=sys.stderr)
     last = rounds[-1][0]
+    for (before, _), (after, _) in zip(rounds, rounds[1:]):  # each round against the one before: a repair's gain
+        for split in ("dev", "holdout"):
+            flips = compare(passes[(before, split)], passes[(after, split)])
+            report[f"{split}_round{after}_vs_round{before}"] = {"fixed": flips.fixed, "broken": flips.broken,
+                                                                "p": round(flips.p_value, 4)}
     for split in ("dev", "holdout"):
         flips = compare(passes[(0, split)], passes[(last, split)])
         report[f"{split}_last_vs_round0"] = {"fixed": flips.fixed, "broken": flips.broken, "p": round(flips.p_value, 4)}
-        if args.scorer in ("options", "pmi"):  # the continuous score: a sign test on each item's mass, round 0 -> last
+        if args.scorer in ("options", "pmi", "tail_pmi"):  # the continuous score: a sign test on each item's mass
             before, after = masses_of[(0, split)], masses_of[(last, split)]
             up = sum(after[i] > before[i] for i in before)
             down = sum(after[i] < before[i] for i in before)

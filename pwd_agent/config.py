@@ -112,10 +112,12 @@ class TestsConfig(Section):
     items_per_chain: int = Field(
         3, ge=1, le=16, description="Test items built from each chain, the facets taken in turn (the order of "
         "steps, what comes later, which steps belong to the process, preconditions, pitfalls...).")
-    split: Literal["item", "chain"] = Field(
+    split: Literal["item", "key", "chain"] = Field(
         "item", description="item = each chain's items are divided between dev and holdout, so a repair of a chain's "
-        "knowledge can show on holdout questions the Debugger never read; chain = whole chains go to one split "
-        "(stricter: holdout then measures transfer to knowledge the Debugger never touched).")
+        "knowledge can show on holdout questions the Debugger never read; key = the items that test the same key "
+        "statements are divided between dev and holdout (with two items a statement, one in each: every holdout "
+        "item has a dev item on its fact, the paper's one test per fact a side); chain = whole chains go to one "
+        "split (stricter: holdout then measures transfer to knowledge the Debugger never touched).")
     holdout_fraction: float = Field(
         0.5, gt=0, lt=1, description="Share of items (split=item; at least one per split in a chain of 2+ items) "
         "or of chains (split=chain) that go to holdout.")
@@ -127,10 +129,13 @@ class TestsConfig(Section):
         "varied", description="varied = 1 to 4 correct options per item, every key set about equally often (for the "
         "letters scorer); one = exactly one correct option, as lm-evaluation-harness multiple choice (for the options "
         "scorer, whose peaked option likelihoods rarely select a set of two or more).")
-    distractors: Literal["any", "same_process"] = Field(
+    distractors: Literal["any", "same_process", "same_anchor"] = Field(
         "any", description="same_process = wrong options are this process's own steps put in the wrong place, as "
         "familiar as the keys, so word overlap with the question gives nothing away (the member facet cannot: its "
-        "distractors are other processes' steps by definition).")
+        "distractors are other processes' steps by definition). same_anchor = as same_process, and every option of "
+        "an order item opens on the key's first step ('Right after X, W.' for other steps W): a step made familiar "
+        "by training then lifts no option over another, so only which step follows X decides the item, and a "
+        "failed item localises to its key's statement alone (for the options scorer; bench/anchor_items.py).")
 
     @property
     def one_key(self) -> bool:
@@ -141,6 +146,9 @@ class TestsConfig(Section):
     def _facets_once(self) -> "TestsConfig":
         if len(set(self.facets)) != len(self.facets):
             raise ValueError(f"tests.facets names a facet twice: {self.facets}")
+        if self.distractors == "same_anchor" and not self.one_key:
+            raise ValueError("tests.distractors=same_anchor shares one key's first step across the options: "
+                             "set tests.keys=one")
         return self
 
 
@@ -291,7 +299,7 @@ class EvalConfig(Section):
         None, description="A folder of your own lm-eval task YAMLs (eval.general=lm_eval:...).")
     general_limit: int | None = Field(
         None, ge=1, description="Samples per lm-eval task at most (e.g. for MMLU on a CPU).")
-    scorer: Literal["letters", "loglik", "options", "pmi"] = Field(
+    scorer: Literal["letters", "loglik", "options", "pmi", "tail_pmi"] = Field(
         "letters", description="letters = the paper's protocol (greedy text, a strict letter set on the first line, "
         "exact set); loglik = the most likely of all valid letter sets after the same prompt; options = each option "
         "judged on its own by its log-likelihood after the question (lm-eval multiple_choice style; the set is the "
@@ -300,11 +308,14 @@ class EvalConfig(Section):
         "log-likelihood after eval.pmi_prompt, so an option's familiar words do not win it the item "
         "(lm-eval's acc_mutual_info); for options that answer the question, not for options that are claims "
         "true on their own, such as this project's benchmark: there it takes out what training taught "
-        "(docs/results.md).",
+        "(docs/results.md); tail_pmi = pmi on the part where the options differ, their shared opening (e.g. "
+        "'Right after X,' under tests.distractors=same_anchor) read as part of the question, so only how readily "
+        "the student names a step after anything is taken out, not the claim (plain pmi where the options share "
+        "no opening).",
     )
     pmi_prompt: str = Field(
-        "Answer:", min_length=1, description="pmi scorer: the content-free user turn whose likelihood of each option "
-        "is taken out.")
+        "Answer:", min_length=1, description="pmi and tail_pmi scorers: the content-free user turn whose likelihood "
+        "of each option (or tail) is taken out.")
 
 
 class LoopConfig(Section):

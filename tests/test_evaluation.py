@@ -67,7 +67,7 @@ def test_chance_counts_the_answers_the_items_allow():
 
 
 def test_unknown_scorer_is_refused(tiny_model):
-    with pytest.raises(ValueError, match="letters, loglik, options, pmi"):
+    with pytest.raises(ValueError, match="letters, loglik, options, pmi, tail_pmi"):
         HFEvaluator(str(tiny_model), None, scorer="bleu")
     # The config accepts exactly the scorers the evaluator knows.
     from typing import get_args

@@ -166,3 +166,43 @@ def test_score_items_with_the_pmi_scorer(tiny_model):
     # A different prompt is a different calibration.
     other = HFEvaluator(str(tiny_model), None, scorer="pmi", pmi_prompt="Say something.").score_items(items, False)
     assert [p.raw for p in other] != [p.raw for p in preds]
+
+
+def test_shared_opening_is_cut_at_a_word_boundary():
+    from pwd_agent.evaluation.hf import shared_opening
+
+    anchored = ["Right after the vat is sealed, the seed rests.", "Right after the vat is sealed, the seed dries.",
+                "Right after the vat is sealed, a worker cuts bars.", "Right after the vat is sealed, the vat cools."]
+    opening, tails = shared_opening(anchored)
+    assert opening == "Right after the vat is sealed,"  # "the" is not shared by the third option
+    assert tails[2] == " a worker cuts bars." and [opening + t for t in tails] == anchored
+    opening, tails = shared_opening(["the seed rests", "the seeds dry", "the seedling", "the seed"])
+    assert (opening, tails[0]) == ("the", " seed rests")  # "seed" is a word of one option, a prefix of another
+    # An option that is all of the common prefix still keeps a tail: the cut falls inside it.
+    assert shared_opening(["dry it", "dry it now"]) == ("dry", [" it", " it now"])
+    # No whole word shared: the options as they are.
+    assert shared_opening(["mixing", "filtering"]) == ("", ["mixing", "filtering"])
+    assert shared_opening(["dry", "dry it"]) == ("", ["dry", "dry it"])
+
+
+def test_score_items_with_the_tail_pmi_scorer(tiny_model):
+    from pwd_agent.evaluation.hf import pmi_probabilities
+
+    opening = "Right after dosing alum,"
+    anchored = [f"{opening} {o}." for o in OPTIONS]
+    evaluator = HFEvaluator(str(tiny_model), None, scorer="tail_pmi", pmi_prompt="Answer:")
+    [pred] = evaluator.score_items([(QUESTION, anchored, "B")], multi=False)
+    tails = [f" {o}." for o in OPTIONS]
+    # Each tail after the question and the shared opening, less the tail after the prompt alone.
+    cond = evaluator.option_logliks(QUESTION, tails, opening)
+    base = [ll for ll, _ in evaluator.option_logliks("Answer:", tails)]
+    probs = pmi_probabilities(cond, base)
+    assert list(json.loads(pred.raw).values()) == pytest.approx(probs, abs=1e-3)
+    assert pred.mass == pytest.approx(probs[1], abs=1e-4)
+    # The opening is context: scoring the tails after it differs from scoring whole options.
+    whole = HFEvaluator(str(tiny_model), None, scorer="pmi").score_items([(QUESTION, anchored, "B")], multi=False)
+    assert whole[0].raw != pred.raw
+    # Options with no shared opening are scored exactly as the pmi scorer scores them.
+    plain = [(QUESTION, OPTIONS, "B")]
+    assert (evaluator.score_items(plain, multi=False)[0].raw
+            == HFEvaluator(str(tiny_model), None, scorer="pmi").score_items(plain, multi=False)[0].raw)

@@ -1,4 +1,4 @@
-"""The `hf` evaluator on transformers, CPU or GPU, with four scorers.
+"""The `hf` evaluator on transformers, CPU or GPU, with five scorers.
 
 - `letters` (the paper's protocol): batched greedy generation with left padding, at most
   `max_new_tokens`, the letters parsed from the text, exact set match.
@@ -16,6 +16,13 @@
   over the options: what the question adds to the option, not how familiar its words are. An
   option made of often-trained phrases no longer wins for its phrases alone. Domain-conditional
   PMI (Holtzman et al. 2021, arXiv 2104.08315); lm-evaluation-harness reports it as `acc_mutual_info`.
+- `tail_pmi` (calibrated where the options differ): the options' shared opening (their longest
+  common prefix, cut at a word boundary: "Right after X," in a same-anchor order item) joins the
+  question as context, and each option's own tail is scored as `pmi` scores a whole option: its
+  log-likelihood there less its log-likelihood after `eval.pmi_prompt`. A whole claim is true or
+  false on its own, so `pmi` takes out what training taught; a tail ("W." after "Right after X,")
+  is not, so what is taken out is only how readily the student names that step after anything
+  (a step a patch made familiar). Options with no shared opening are scored as by `pmi`.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from dataclasses import dataclass
 
 from pwd_agent.prompting import LETTERS, letters_of, parse_letters, render_choice_prompt, score
 
-SCORERS = ("letters", "loglik", "options", "pmi")  # eval.scorer's values
+SCORERS = ("letters", "loglik", "options", "pmi", "tail_pmi")  # eval.scorer's values
 
 
 @dataclass
@@ -115,6 +122,8 @@ class HFEvaluator:
         if self.scorer == "pmi":
             return [options_prediction(pmi_probabilities(self.option_logliks(q, opts), self.neutral_logliks(opts)),
                                        key, multi) for q, opts, key in items]
+        if self.scorer == "tail_pmi":
+            return [options_prediction(self.tail_pmi_probabilities(q, opts), key, multi) for q, opts, key in items]
         return score_letters(self.generate, items)
 
     def _tail_logprobs(self, context_ids: list[int], tails: list[list[int]]):
@@ -174,20 +183,29 @@ class HFEvaluator:
         return self._list_goes_on
 
     # ---- options --------------------------------------------------------------------------
-    def option_logliks(self, question: str, options: list[str]) -> list[tuple[float, int]]:
+    def option_logliks(self, question: str, options: list[str], opening: str = "") -> list[tuple[float, int]]:
         """(log P(option | question), its token count) for each option, the option written as the
-        assistant's answer to the question alone (no option list, no letters)."""
+        assistant's answer to the question alone (no option list, no letters); after `opening`, the
+        start of the answer every option shares, when given."""
         import torch
 
         from pwd_agent.student import chat_prompt
 
-        context, tails = encode_options(self.tokenizer, chat_prompt(self.tokenizer, question), options)
+        context, tails = encode_options(self.tokenizer, chat_prompt(self.tokenizer, question) + opening, options)
         dist = self._tail_logprobs(context, tails)
         out = []
         for row, tail in enumerate(tails):
             picked = dist[row, torch.arange(len(tail)), torch.tensor(tail)]
             out.append((float(picked.sum()), len(tail)))
         return out
+
+    def tail_pmi_probabilities(self, question: str, options: list[str]) -> list[float]:
+        """The tail_pmi scorer's option probabilities: the shared opening moved into the context,
+        each tail's log-likelihood there less its log-likelihood after the content-free prompt."""
+        opening, tails = shared_opening(options)
+        if not opening:
+            return pmi_probabilities(self.option_logliks(question, options), self.neutral_logliks(options))
+        return pmi_probabilities(self.option_logliks(question, tails, opening), self.neutral_logliks(tails))
 
     def neutral_logliks(self, options: list[str]) -> list[float]:
         """log P(option | the content-free pmi_prompt) for each option, each option scored once per evaluator."""
@@ -219,6 +237,22 @@ def encode_options(tokenizer, context: str, options: list[str]) -> tuple[list[in
     if not all(tails):
         raise ValueError(f"an option encodes to no tokens after {context[-40:]!r}: {options!r}")
     return tokenizer(kept, add_special_tokens=False)["input_ids"], tails
+
+
+def shared_opening(options: list[str]) -> tuple[str, list[str]]:
+    """The options' longest common prefix, cut after the last whitespace inside it (so no word is
+    split), and each option's tail after it with its leading space. ("", options) when the options
+    share no whole word, or when a tail would be empty (an option that is the opening itself)."""
+    common = options[0]
+    for option in options[1:]:
+        while not option.startswith(common):
+            common = common[:-1]
+    cut = max(common.rfind(" "), common.rfind("\t"), common.rfind("\n"))
+    opening = common[:cut] if cut > 0 else ""
+    tails = [o[len(opening):] for o in options]
+    if not opening or not all(t.strip() for t in tails):
+        return "", options
+    return opening, tails
 
 
 def option_probabilities(logliks: list[tuple[float, int]]) -> list[float]:

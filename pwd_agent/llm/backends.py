@@ -21,6 +21,8 @@ def backend_factory(name: str) -> Callable:
     return getattr(importlib.import_module(module), attr)
 
 
-def item_style(tests) -> tuple[tuple[str, ...], bool, bool]:
-    """The tests.* settings every backend writes items under: facets, one key, same-process distractors."""
-    return tuple(tests.facets), tests.one_key, tests.distractors == "same_process"
+def item_style(tests) -> tuple[tuple[str, ...], bool, bool, bool]:
+    """The tests.* settings every backend writes items under: facets, one key, same-process distractors,
+    and order options that all open on the key's first step (tests.distractors=same_anchor, itself same-process)."""
+    return (tuple(tests.facets), tests.one_key, tests.distractors in ("same_process", "same_anchor"),
+            tests.distractors == "same_anchor")

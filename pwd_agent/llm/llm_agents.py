@@ -120,13 +120,25 @@ class LLMAgents:
     name = "openai"
 
     def __init__(self, client: StructuredClient, prompts_dir: str | None = None, seed: int = 0,
-                 facets: tuple[str, ...] = (), one_key: bool = False, same_process: bool = False):
+                 facets: tuple[str, ...] = (), one_key: bool = False, same_process: bool = False,
+                 anchored: bool = False):
         self.client = client
         self.prompts_dir = Path(prompts_dir) if prompts_dir else PROMPTS_DIR
         self.seed = seed
         self.facets = tuple(facets) or tuple(ITEM_FACETS)  # tests.facets, cycled over a chain's items
         self.one_key = one_key  # tests.keys=one
-        self.same_process = same_process  # tests.distractors=same_process
+        self.same_process = same_process  # tests.distractors=same_process (or same_anchor)
+        self.anchored = anchored  # tests.distractors=same_anchor
+
+    def _distractor_rule(self, facet: str) -> str:
+        """The tests.distractors setting as an instruction to the tester (empty for `any`)."""
+        if self.anchored and facet == "order":
+            return ("Every option names the same step first, the correct one's first step, and a different step "
+                    "of this process as the one right after it; only the step named second may differ.")
+        if self.same_process:
+            return ("Every wrong option is about this process's own steps (wrong order, a skipped step, a "
+                    "step put too early or too late), never about another process.")
+        return ""
 
     def _prompt(self, name: str):
         return load_prompt(name, self.prompts_dir)
@@ -202,9 +214,7 @@ class LLMAgents:
             "steps": numbered(chain.steps), "variant": variant + 1,
             "facet": ITEM_FACETS[self.facets[variant % len(self.facets)]],
             "keys": "Exactly one of them is correct" if self.one_key else "Between 1 and 4 of them are correct",
-            "distractors": ("Every wrong option is about this process's own steps (wrong order, a skipped step, a "
-                            "step put too early or too late), never about another process."
-                            if self.same_process else ""),
+            "distractors": self._distractor_rule(self.facets[variant % len(self.facets)]),
         }
         answer = self.client.ask("tester", self._prompt("tests/test_item"), variables, ItemAnswer, check)
         if answer is None:

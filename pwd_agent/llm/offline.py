@@ -69,6 +69,31 @@ def _fill(keys: list[tuple], pool: list[tuple]) -> list[tuple]:
     return options
 
 
+def ask_order(one_key: bool) -> str:
+    """The order facet's question. Singular only when every item has one key: with varied keys the
+    wording must not tell how many."""
+    which = "statement correctly names" if one_key else "statements correctly name"
+    return (f"Each step can only start once the one before it is complete. Which of the following {which} "
+            "a step and the step that comes directly after it?")
+
+
+def anchored_pool(steps: list[str], position: int, rng, occurrence: int = 0) -> list[tuple]:
+    """tests.distractors=same_anchor: wrong claims "Right after X, W." for three other steps W of the
+    process (X = steps[position], the key's first step): the other steps in the statement's seeded
+    order (`rng`), a window of three that moves on by one for each further item on the same
+    statement, so its items differ where the process has the steps to differ. Every option then
+    shares "Right after X,", so a step made familiar by training lifts no option over another and
+    only which step follows X decides the item (bench/anchor_items.py measured the frame). The
+    distractors rest on no statement: a chosen one shows the key's own statement is not known, so
+    the Debugger localises the item to that statement alone. Fewer than three when the process has
+    under five steps (the item is then dropped)."""
+    others = [k for k in range(len(steps)) if k not in (position, position + 1) and steps[k] != steps[position + 1]]
+    rng.shuffle(others)
+    drawn = [others[(occurrence + k) % len(others)] for k in range(min(3, len(others)))]
+    return [(order_claim(steps[position], steps[k]), "wrong_order" if k < position else "skipped_step", None)
+            for k in drawn]
+
+
 def claims_choice(question: str, options: list[tuple[str, bool]], why: str, statement_ids: list[int],
                   rng) -> SampleDraft:
     """A choice sample over (claim, is_true) options, shuffled, letters first in the answer."""
@@ -96,7 +121,7 @@ class OfflineAgents:
     version = "rules-1"
 
     def __init__(self, min_steps: int = 3, max_steps: int = 8, seed: int = 0, facets: tuple[str, ...] = (),
-                 one_key: bool = False, same_process: bool = False):
+                 one_key: bool = False, same_process: bool = False, anchored: bool = False):
         self.min_steps = min_steps
         self.max_steps = max_steps
         self.seed = seed
@@ -104,7 +129,8 @@ class OfflineAgents:
         # of adjacent steps, what comes later than a given step, which steps belong to the process.
         self.facets = tuple(facets) or RULE_FACETS
         self.one_key = one_key  # tests.keys=one
-        self.same_process = same_process  # tests.distractors=same_process
+        self.same_process = same_process  # tests.distractors=same_process (or same_anchor)
+        self.anchored = anchored  # tests.distractors=same_anchor: order options share the key's first step
 
     # ---- extractor: L3 -> L2 -> L1 -------------------------------------------------------
     def extract_chain(self, chunk_text: str, heading: str, title: str) -> ChainDraft | None:
@@ -235,17 +261,18 @@ class OfflineAgents:
             keys = [statements[(start + turn) % len(statements)]]
         else:
             keys = rng.sample(statements, min(n_keys, len(statements)))
+        if self.anchored:
+            key, occurrence = keys[0], turn // len(statements)  # the how-manieth item on this statement
+            draw = random.Random(f"{self.seed}:anchor:{chain.id}:{key.position}")
+            return _fill([(order_claim(key.subject, key.object), "key", key.id)],
+                         anchored_pool(steps, key.position, draw, occurrence)), ask_order(self.one_key)
         pool = [(order_claim(st.object, st.subject), "wrong_order", st.id) for st in statements]
         pool += [(order_claim(steps[i], steps[i + 2]), "skipped_step", None) for i in range(len(steps) - 2)]
         if not self.same_process:
             pool += [(order_claim(st.subject, rng.choice(foreign_steps)), "swapped_object", st.id)
                      for st in statements if foreign_steps]
         rng.shuffle(pool)
-        # Singular only when every item has one key: with varied keys the wording must not tell how many.
-        which = "statement correctly names" if self.one_key else "statements correctly name"
-        ask = (f"Each step can only start once the one before it is complete. Which of the following {which} "
-               "a step and the step that comes directly after it?")
-        return _fill([(order_claim(st.subject, st.object), "key", st.id) for st in keys], pool), ask
+        return _fill([(order_claim(st.subject, st.object), "key", st.id) for st in keys], pool), ask_order(self.one_key)
 
     def _later_options(self, chain, statements, foreign_steps, n_keys, rng, turn=0) -> tuple[list[tuple], str]:
         """From one step of the chain: steps that come later (keys); earlier steps and another

@@ -43,6 +43,23 @@ def item_splits(n_items: int, steps_hash: str, holdout_fraction: float, seed: in
     return splits
 
 
+def key_splits(drafts: list, steps_hash: str, holdout_fraction: float, seed: int) -> list[str]:
+    """tests.split=key: the drafts grouped by the statements their keys rest on, each group divided
+    as item_splits divides a chain (two items of one statement: one dev, one holdout), so a holdout
+    item's fact is one the Debugger can see fail on dev. A group of one goes to holdout with the
+    fraction's probability."""
+    groups: dict[tuple, list[int]] = {}
+    for i, draft in enumerate(drafts):
+        keys = tuple(sorted(st for st, kind in zip(draft.option_statements, draft.option_kinds)
+                            if kind == "key" and st is not None))
+        groups.setdefault(keys or ("item", i), []).append(i)
+    splits = [""] * len(drafts)
+    for keys, members in groups.items():
+        for i, split in zip(members, item_splits(len(members), f"{steps_hash}:{keys}", holdout_fraction, seed)):
+            splits[i] = split
+    return splits
+
+
 def build_tests(state: RunState, runtime: Runtime[RunContext]) -> dict:
     """The benchmark before any training: items per chain split into dev and holdout, and the probes."""
     ctx = runtime.context
@@ -150,6 +167,8 @@ def store_chain_items(ctx: RunContext, chain_id: int, drafts: list[tuple], input
         steps_hash = session.get(Chain, chain_id).steps_hash
         if cfg.split == "chain":
             splits = [chain_split(steps_hash, cfg.holdout_fraction, cfg.seed)] * len(kept)
+        elif cfg.split == "key":
+            splits = key_splits([d for _, d in kept], steps_hash, cfg.holdout_fraction, cfg.seed)
         else:
             splits = item_splits(len(kept), steps_hash, cfg.holdout_fraction, cfg.seed)
         # Key sets balanced within each split: the best constant answer is a per-split baseline.
