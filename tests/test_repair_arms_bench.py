@@ -245,3 +245,54 @@ def test_anchor_items_scorers_read_the_step_named_next_three_ways():
     logliks = [(-4.0, 2), (-3.0, 6)]
     neutral = [(-9.0, 2), (-2.5, 6)]
     assert anchor_items.choices(logliks, neutral) == {"mean": False, "sum": False, "pmi": True}
+
+
+def test_repair_groups_reads_where_a_repair_gain_comes_from(tmp_path):
+    """bench/repair_groups.py on a small store: statement 1 taught by V1, statement 2 dosed by the
+    repair; the taught item the repair broke chose the dosed statement's step."""
+    import repair_groups
+    from pwd_agent.store import (Diagnosis, ItemResult, Round, RoundSample, Sample, Statement, TestItem,
+                                 session_scope)
+
+    from conftest import add_chain
+
+    url = f"sqlite:///{tmp_path / 'run.db'}"
+    steps = ("a", "b", "c", "d")
+    with session_scope(url) as s:
+        add_chain(s, steps)
+        for i in (1, 2, 3):
+            s.add(Statement(id=i, chain_id=1, position=i - 1, subject=steps[i - 1], predicate="then",
+                            object=steps[i], source_quote="q", spo_key=f"k{i}"))
+        s.add_all(Round(id=r, status="evaluated", epochs=2) for r in (0, 1, 2))
+        s.add(Sample(id=1, origin="v1", kind="qa", prompt="p", answer="a", chain_id=1, statement_ids=[1]))
+        s.add(Sample(id=2, origin="v1", kind="concept", prompt="p2", answer="a", chain_id=1, statement_ids=[3]))
+        s.flush()
+        s.add_all(RoundSample(round_id=1, sample_id=i, role="v1") for i in (1, 2))
+        opts = {1: ["Right after a, b.", "Right after a, c.", "Right after a, d.", "Right after a, a2."],
+                2: ["Right after b, c.", "Right after b, d.", "Right after b, a.", "Right after b, b2."],
+                3: ["Right after c, d.", "Right after c, a.", "Right after c, b.", "Right after c, c2."]}
+        for i, options in opts.items():
+            for split, offset in (("dev", 0), ("holdout", 10)):
+                s.add(TestItem(id=i + offset, chain_id=1, variant=i + offset, split=split, question="q",
+                               options=options, option_kinds=["key", "x", "x", "x"],
+                               option_statements=[i, None, None, None], answer="A"))
+        s.flush()
+        s.add(Diagnosis(round_id=1, item_id=2, kind="untaught", statement_ids=[2], concept_ids=[], evidence={},
+                        confidence=1.0))
+        # Round 1 (V1) passes the taught items only; round 2 fixes the dosed ones and breaks the
+        # taught holdout item, which picks "Right after a, c.": c is the dosed statement's object.
+        picks = {1: {1: "A", 2: "B", 3: "B", 11: "A", 12: "B", 13: "B"},
+                 2: {1: "A", 2: "A", 3: "B", 11: "B", 12: "A", 13: "B"}}
+        for r, by_item in picks.items():
+            s.add_all(ItemResult(round_id=r, item_id=i, raw="", predicted=p, passed=p == "A", scorer="options",
+                                     prompt_version="v")
+                      for i, p in by_item.items())
+    with session_scope(url) as s:
+        report = repair_groups.groups_report(s, 2)
+    assert (report["taught"], report["dosed"]) == (1, 1)  # a concept sample does not teach statement 3
+    hold = report["splits"]["holdout"]
+    assert hold["taught"] == {"items": 1, "accuracy": {1: 1.0, 2: 0.0}, "fixed": 0, "broken": 1, "p": 1.0}
+    assert (hold["dosed"]["fixed"], hold["dosed"]["broken"]) == (1, 0)
+    assert (hold["neither"]["items"], hold["neither"]["fixed"]) == (1, 0)
+    assert report["taught_key_broken"] == {"broken": 1, "chose_dosed_step": 1, "wrong_options": 3,
+                                           "wrong_options_dosed": 1}
