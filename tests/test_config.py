@@ -87,7 +87,7 @@ def test_early_stopping_is_off_by_default_and_needs_the_own_engine():
         load_config(None, ["train.heldout_share=1"])
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "invented.yaml", "water.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "demo-repair.yaml", "budget.yaml", "invented.yaml", "water.yaml"])
 def test_the_shipped_example_configs_load_and_name_folders_that_exist(name):
     root = Path(__file__).resolve().parent.parent
     cfg = load_config(root / "examples" / name)
