@@ -8,7 +8,7 @@ import pytest
 from pwd_agent.config import TestsConfig
 from pwd_agent.corpus import chunk_document, read_corpus
 from pwd_agent.llm.offline import OfflineAgents, order_claim
-from pwd_agent.nodes.build_tests import key_splits
+from pwd_agent.nodes.build_tests import assign_splits, key_splits
 from pwd_agent.nodes.diagnose import item_nodes
 from pwd_agent.schemas import KBChain, KBStatement, TestItemDraft
 
@@ -109,3 +109,19 @@ def test_key_split_single_items_follow_the_fraction():
     drafts = [_draft(s) for s in range(400)]
     counts = Counter(key_splits(drafts, "hash", 0.25, 0))
     assert 60 <= counts["holdout"] <= 140, counts
+
+
+def test_the_settings_reach_the_tester_and_the_split():
+    """tests.distractors=same_anchor and tests.split=key as a run's config passes them on."""
+    from types import SimpleNamespace
+
+    from pwd_agent.config import load_config
+    from pwd_agent.llm.offline import from_context
+
+    cfg = load_config(None, ['tests.distractors="same_anchor"', 'tests.keys="one"', 'tests.split="key"'])
+    agents = from_context(SimpleNamespace(config=cfg))
+    assert agents.anchored and agents.same_process and agents.one_key
+    drafts = [_draft(s) for s in (1, 2, 3) * 2]
+    splits = assign_splits(cfg.tests, drafts, "hash")
+    assert all({splits[i], splits[i + 3]} == {"dev", "holdout"} for i in range(3))
+    assert len(set(assign_splits(cfg.tests.model_copy(update={"split": "chain"}), drafts, "hash"))) == 1

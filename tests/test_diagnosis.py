@@ -139,5 +139,9 @@ def test_an_llm_option_about_step_k_rests_on_the_statement_the_offline_tester_na
         ItemOption(text="Something else happens.", correct=False, step=None)])
     item = LLMAgents(ScriptedTester(answer), one_key=True).write_test_item(chain, statements, [], 0)
     assert item.option_statements == [12, 11, 11, None]  # step 2 ends pair 1 (id 12); steps 0 and 1: pair 0
+    # tests.distractors=same_anchor: an order item's wrong options rest on no statement, so the item
+    # localises to its key alone, as the offline rules' items do.
+    anchored = LLMAgents(ScriptedTester(answer), facets=("order",), one_key=True, same_process=True, anchored=True)
+    assert anchored.write_test_item(chain, statements, [], 0).option_statements == [12, None, None, None]
     assert step_nodes(statements) == {0: 11, 1: 11, 2: 12, 3: 13}
     assert step_nodes([]) == {}

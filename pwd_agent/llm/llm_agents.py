@@ -223,11 +223,15 @@ class LLMAgents:
         # keys stay balanced across the benchmark whatever order the model wrote them in.
         options = answer.options
         by_step = step_nodes(statements)
+        # A same-anchor order item's wrong options rest on no statement (as the offline rules write
+        # them): a chosen one shows only that the key's own statement is not known.
+        anchored = self.anchored and self.facets[variant % len(self.facets)] == "order"
         return TestItemDraft(
             question=answer.question,
             options=[strip_label(o.text) for o in options],
             option_kinds=["key" if o.correct else (o.fault or "distractor") for o in options],
-            option_statements=[by_step.get(o.step) if o.step is not None else None for o in options],
+            option_statements=[by_step.get(o.step) if o.step is not None and (o.correct or not anchored) else None
+                               for o in options],
             answer=letters_of([i for i, o in enumerate(options) if o.correct]),
         )
 

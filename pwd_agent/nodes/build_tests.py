@@ -60,6 +60,15 @@ def key_splits(drafts: list, steps_hash: str, holdout_fraction: float, seed: int
     return splits
 
 
+def assign_splits(cfg, drafts: list, steps_hash: str) -> list[str]:
+    """Each of a chain's kept drafts' split under tests.split (chain, key or item)."""
+    if cfg.split == "chain":
+        return [chain_split(steps_hash, cfg.holdout_fraction, cfg.seed)] * len(drafts)
+    if cfg.split == "key":
+        return key_splits(drafts, steps_hash, cfg.holdout_fraction, cfg.seed)
+    return item_splits(len(drafts), steps_hash, cfg.holdout_fraction, cfg.seed)
+
+
 def build_tests(state: RunState, runtime: Runtime[RunContext]) -> dict:
     """The benchmark before any training: items per chain split into dev and holdout, and the probes."""
     ctx = runtime.context
@@ -165,12 +174,7 @@ def store_chain_items(ctx: RunContext, chain_id: int, drafts: list[tuple], input
             seen.add(_fingerprint(draft.options))
             kept.append((variant, draft))
         steps_hash = session.get(Chain, chain_id).steps_hash
-        if cfg.split == "chain":
-            splits = [chain_split(steps_hash, cfg.holdout_fraction, cfg.seed)] * len(kept)
-        elif cfg.split == "key":
-            splits = key_splits([d for _, d in kept], steps_hash, cfg.holdout_fraction, cfg.seed)
-        else:
-            splits = item_splits(len(kept), steps_hash, cfg.holdout_fraction, cfg.seed)
+        splits = assign_splits(cfg, [d for _, d in kept], steps_hash)
         # Key sets balanced within each split: the best constant answer is a per-split baseline.
         for (variant, draft), split in zip(kept, splits):
             draft = place_letters(draft, answers[split], random.Random(f"{cfg.seed}:letters:{chain_id}:{variant}"))
