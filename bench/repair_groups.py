@@ -8,10 +8,13 @@ round N (default: the last) against the round before, each test item is put in o
 key's statement (single-key items; others are left out): `taught` (V1 trained on it), `dosed`
 (not taught by V1, among the statements the Debugger's diagnoses of round N-1 named), `taught,
 dosed` (both) and `neither`. Per split and group: the items, each round's accuracy, and round N
-against N-1: fixed, broken, one-sided exact McNemar p. Then, for the taught-key items the repair
+against N-1 and against round 0 (the base: the `dosed` items were chosen because their dev twin
+failed in round N-1, so against N-1 part of their gain is that selection): fixed, broken,
+one-sided exact McNemar p. Then, for the taught-key items the repair
 broke, how many chose an option that names the object of a dosed statement as its step ("Right
 after X, W." with W such an object), beside how many of those items' wrong options do: a pull toward
-what the patches repeated shows as the first share above the second. One JSON object; the README
+what the patches repeated shows as the first count above `expected` (the sum over those items of
+their dosed share of wrong options), with the one-sided Poisson-binomial p. One JSON object; the README
 and docs/results.md quote it. Read-only: nothing is written to the run.
 """
 
@@ -47,6 +50,16 @@ def names_dosed(option: str, objects: set[str]) -> bool:
     return any(text.endswith(", " + obj) for obj in objects)
 
 
+def at_least(k: int, shares: list[float]) -> float:
+    """P(at least k successes) when trial j succeeds with probability shares[j] (Poisson binomial):
+    the one-sided p of k broken items choosing a dosed step, if each chose among its wrong options
+    at random."""
+    dist = [1.0]
+    for q in shares:
+        dist = [a * (1 - q) + b * q for a, b in zip(dist + [0.0], [0.0] + dist)]
+    return sum(dist[k:])
+
+
 def groups_report(session, repair_round: int) -> dict:
     """The report for `repair_round` against the round before, read from a run's store."""
     from sqlmodel import select
@@ -69,6 +82,7 @@ def groups_report(session, repair_round: int) -> dict:
     report = {"repair_round": repair_round, "against": before, "taught": len(taught), "dosed": len(dosed),
               "splits": {}}
     pulled = {"broken": 0, "chose_dosed_step": 0, "wrong_options": 0, "wrong_options_dosed": 0}
+    shares = []  # per broken item: the chance a wrong option drawn at random names a dosed step
     for split in ("dev", "holdout"):
         items = [i for i in session.exec(select(TestItem).where(TestItem.split == split)).all()
                  if key_statement(i) is not None and i.id in results[repair_round] and i.id in results[before]]
@@ -83,6 +97,10 @@ def groups_report(session, repair_round: int) -> dict:
                            "accuracy": {r: round(sum(results[r][i.id].passed for i in mine) / len(mine), 3)
                                         for r in rounds if all(i.id in results[r] for i in mine)},
                            "fixed": flips.fixed, "broken": flips.broken, "p": round(flips.p_value, 4)}
+            if all(i.id in results[0] for i in mine):  # against the base: no selection by round N-1's failures
+                base = compare({i.id: results[0][i.id].passed for i in mine},
+                               {i.id: results[repair_round][i.id].passed for i in mine})
+                table[name]["vs_round0"] = {"fixed": base.fixed, "broken": base.broken, "p": round(base.p_value, 4)}
         report["splits"][split] = table
         for item in items:
             if key_statement(item) not in taught:
@@ -90,10 +108,14 @@ def groups_report(session, repair_round: int) -> dict:
             wrong = [o for o, kind in zip(item.options, item.option_kinds) if kind != "key"]
             if results[before][item.id].passed and not results[repair_round][item.id].passed:
                 chosen = item.options["ABCD".index(results[repair_round][item.id].predicted[:1])]
+                dosed_wrong = sum(names_dosed(o, objects) for o in wrong)
                 pulled["broken"] += 1
                 pulled["chose_dosed_step"] += names_dosed(chosen, objects)
                 pulled["wrong_options"] += len(wrong)
-                pulled["wrong_options_dosed"] += sum(names_dosed(o, objects) for o in wrong)
+                pulled["wrong_options_dosed"] += dosed_wrong
+                shares.append(dosed_wrong / len(wrong))
+    pulled["expected"] = round(sum(shares), 2)
+    pulled["p"] = round(at_least(pulled["chose_dosed_step"], shares), 4)
     report["taught_key_broken"] = pulled
     return report
 

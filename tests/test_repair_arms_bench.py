@@ -281,7 +281,8 @@ def test_repair_groups_reads_where_a_repair_gain_comes_from(tmp_path):
                         confidence=1.0))
         # Round 1 (V1) passes the taught items only; round 2 fixes the dosed ones and breaks the
         # taught holdout item, which picks "Right after a, c.": c is the dosed statement's object.
-        picks = {1: {1: "A", 2: "B", 3: "B", 11: "A", 12: "B", 13: "B"},
+        picks = {0: {1: "B", 2: "A", 3: "B", 11: "B", 12: "B", 13: "A"},
+                 1: {1: "A", 2: "B", 3: "B", 11: "A", 12: "B", 13: "B"},
                  2: {1: "A", 2: "A", 3: "B", 11: "B", 12: "A", 13: "B"}}
         for r, by_item in picks.items():
             s.add_all(ItemResult(round_id=r, item_id=i, raw="", predicted=p, passed=p == "A", scorer="options",
@@ -291,8 +292,12 @@ def test_repair_groups_reads_where_a_repair_gain_comes_from(tmp_path):
         report = repair_groups.groups_report(s, 2)
     assert (report["taught"], report["dosed"]) == (1, 1)  # a concept sample does not teach statement 3
     hold = report["splits"]["holdout"]
-    assert hold["taught"] == {"items": 1, "accuracy": {1: 1.0, 2: 0.0}, "fixed": 0, "broken": 1, "p": 1.0}
+    assert hold["taught"] == {"items": 1, "accuracy": {0: 0.0, 1: 1.0, 2: 0.0}, "fixed": 0, "broken": 1, "p": 1.0,
+                              "vs_round0": {"fixed": 0, "broken": 0, "p": 1.0}}
     assert (hold["dosed"]["fixed"], hold["dosed"]["broken"]) == (1, 0)
-    assert (hold["neither"]["items"], hold["neither"]["fixed"]) == (1, 0)
+    assert hold["dosed"]["vs_round0"]["fixed"] == 1  # failing at the base too: not just round 1's selection
+    assert (hold["neither"]["items"], hold["neither"]["fixed"], hold["neither"]["vs_round0"]["broken"]) == (1, 0, 1)
+    # One of the item's three wrong options names a dosed step: 1/3 expected, p = 1/3.
     assert report["taught_key_broken"] == {"broken": 1, "chose_dosed_step": 1, "wrong_options": 3,
-                                           "wrong_options_dosed": 1}
+                                           "wrong_options_dosed": 1, "expected": 0.33, "p": 0.3333}
+    assert repair_groups.at_least(2, [0.5, 0.5]) == 0.25 and repair_groups.at_least(0, [0.2]) == 1.0
