@@ -1,5 +1,6 @@
 """The trainer: answer-only loss masks, and a real LoRA run on the tiny model that changes weights."""
 
+import importlib.metadata
 import json
 import math
 
@@ -56,7 +57,11 @@ def test_lora_training_changes_adapter_weights(tiny_model, tmp_path):
     changed = [k for k, v in trained.items() if not torch.allclose(v, _match(state, k), atol=1e-6)]
     assert len(changed) == len(trained)  # every LoRA matrix moved (B starts at zero)
     assert metrics["train_loss"] < metrics["first_loss"]
-    assert json.loads((tmp_path / "adapter" / "train_metrics.json").read_text())["examples"] == 16
+    saved = json.loads((tmp_path / "adapter" / "train_metrics.json").read_text())
+    assert saved["examples"] == 16
+    # the versions a figure was trained under, read from the installed packages (not a constant)
+    assert saved["environment"]["packages"]["torch"] == importlib.metadata.version("torch")
+    assert saved["environment"]["packages"]["peft"] == importlib.metadata.version("peft")
 
 
 def _match(state: dict, key: str):

@@ -237,6 +237,32 @@ def step_line(step: int, total: int, loss: float, tokens: float, elapsed: float)
     return f"step {step}/{total} loss {loss:.4f} tok/s {tokens / max(elapsed, 1e-9):.0f} eta {eta:.0f}s"
 
 
+# The libraries whose numerics decide what a seed trains: two runs of one job on one data set give the
+# same adapter only under the same versions (a V1 retrained after the venv was rebuilt did not).
+NUMERIC_PACKAGES = ("torch", "transformers", "peft", "accelerate", "trl", "numpy")
+
+
+def environment() -> dict:
+    """What the adapter was trained under: Python, the numeric libraries' versions (None where one is
+    not installed), the machine and the threads torch used, so a figure that does not reproduce can be
+    told apart from one trained under other libraries."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    return {"python": platform.python_version(), "platform": platform.platform(),
+            "packages": {name: installed(name) for name in NUMERIC_PACKAGES},
+            "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
 def save_adapter(job: TrainJob, model, tokenizer, losses: list[float], steps: int, examples: int, tokens: int,
                  start: float, data: bytes, world: int, engine: str, extra: dict | None = None) -> dict:
     """The PEFT adapter (or, with method full, the whole model and its tokenizer, so the folder loads on its
@@ -253,6 +279,7 @@ def save_adapter(job: TrainJob, model, tokenizer, losses: list[float], steps: in
         "processes": world, "engine": engine, "method": job.method,
         "base_model": job.model_path,  # the base the adapter applies to (full: the tokenizer's source)
         "init_adapter": job.init_adapter,  # the earlier round's weights this run continued, or None (a fresh start)
+        "environment": environment(),
         **(extra or {}),
     }
     (out / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
