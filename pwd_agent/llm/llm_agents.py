@@ -130,9 +130,13 @@ class LLMAgents:
         self.same_process = same_process  # tests.distractors=same_process (or same_anchor)
         self.anchored = anchored  # tests.distractors=same_anchor
 
+    def _anchored_order(self, facet: str) -> bool:
+        """tests.distractors=same_anchor applies to this facet's items: every option opens on the key's first step."""
+        return self.anchored and facet == "order"
+
     def _distractor_rule(self, facet: str) -> str:
         """The tests.distractors setting as an instruction to the tester (empty for `any`)."""
-        if self.anchored and facet == "order":
+        if self._anchored_order(facet):
             return ("Every option names the same step first, the correct one's first step, and a different step "
                     "of this process as the one right after it; only the step named second may differ.")
         if self.same_process:
@@ -207,14 +211,15 @@ class LLMAgents:
                 return "the four options must say four different things"
             return None
 
+        facet = self.facets[variant % len(self.facets)]
         variables = {
             "process_name": chain.process_name, "domain": chain.domain, "summary": chain.summary,
             "preconditions": "; ".join(chain.preconditions) or "none stated",
             "negative_constraints": "; ".join(chain.negative_constraints) or "none stated",
             "steps": numbered(chain.steps), "variant": variant + 1,
-            "facet": ITEM_FACETS[self.facets[variant % len(self.facets)]],
+            "facet": ITEM_FACETS[facet],
             "keys": "Exactly one of them is correct" if self.one_key else "Between 1 and 4 of them are correct",
-            "distractors": self._distractor_rule(self.facets[variant % len(self.facets)]),
+            "distractors": self._distractor_rule(facet),
         }
         answer = self.client.ask("tester", self._prompt("tests/test_item"), variables, ItemAnswer, check)
         if answer is None:
@@ -225,7 +230,7 @@ class LLMAgents:
         by_step = step_nodes(statements)
         # A same-anchor order item's wrong options rest on no statement (as the offline rules write
         # them): a chosen one shows only that the key's own statement is not known.
-        anchored = self.anchored and self.facets[variant % len(self.facets)] == "order"
+        anchored = self._anchored_order(facet)
         return TestItemDraft(
             question=answer.question,
             options=[strip_label(o.text) for o in options],
