@@ -11,10 +11,12 @@ pooled into one one-sided sign test (items up vs down), on all holdout items, on
 rests on a statement V1 did not teach, and on the rest. Worlds are independent, so pooling adds
 power the 40 items of one world lack; arms missing in a run are left out of that run's pairs. The
 random-node-xK arms a run holds (`repair_arms.py --multiples K`) are pooled like the others, so
-"targeted vs random-node-x2" reads the sample-efficiency ratio off the items. Each arm's accuracy per
-run (all, untaught-key and taught-key holdout items, over its seeds) is printed first; --markdown
-prints both as the README's tables. --scorer S reads the outcomes `bench/rescore_arms.py --scorer S`
-kept beside each arm's (scores-S.json) instead of the repair bench's own (the options scorer)."""
+"targeted vs random-node-x2" reads the sample-efficiency ratio off the items; the ratio itself (the
+smallest K whose random-node arm is not below targeted on the untaught-key items) is printed last.
+Each arm's accuracy per run (all, untaught-key and taught-key holdout items, over its seeds) is
+printed first; --markdown prints all three as the README's tables. --scorer S reads the outcomes
+`bench/rescore_arms.py --scorer S` kept beside each arm's (scores-S.json) instead of the repair
+bench's own (the options scorer)."""
 
 from __future__ import annotations
 
@@ -116,6 +118,60 @@ def accuracies(world: dict, arm: str) -> dict | None:
             "taught key": acc(lambda u: not u)}
 
 
+def pair_tests(worlds: list[dict]) -> list[dict]:
+    """Every pair of arms, its items pooled over the runs: one-sided sign tests on all, untaught-key
+    and taught-key items."""
+    names = list(dict.fromkeys(arm for w in worlds for arm in w["scores"]))
+    tests = []
+    for a, b in combinations(names, 2):
+        pooled = [d for w in worlds for d in item_diffs(w, a, b)]
+        if pooled:
+            tests.append({"pair": f"{a} vs {b}", "all": sign([d for d, _ in pooled]),
+                          "untaught key": sign([d for d, u in pooled if u]),
+                          "taught key": sign([d for d, u in pooled if not u])})
+    return tests
+
+
+def untaught_accuracy(worlds: list[dict], arm: str) -> float | None:
+    """The arm's accuracy on the untaught-key items of the runs that hold both it and targeted, each
+    item's outcome averaged over the arm's seeds first (as the paired tests do)."""
+    outcomes = [statistics.mean(w["scores"][arm][s][k][0] for s in w["scores"][arm])
+                for w in worlds if w["scores"].get(arm) and w["scores"].get("targeted")
+                for k, untaught in w["holdout"] if untaught]
+    return round(statistics.mean(outcomes), 3) if outcomes else None
+
+
+def efficiency(worlds: list[dict], tests: list[dict]) -> dict | None:
+    """The sample-efficiency read on the untaught-key items: for random-node at K = 1, 2, 4... times
+    targeted's budget, its accuracy beside targeted's and the sign test both ways; the ratio is the
+    smallest K whose arm is not below targeted (a bound "> K" when none reaches it). It counts as a
+    verdict only where the oracle beats random-node (x1) at p < 0.05, the bench's rule."""
+    from pwd_agent.stats import exact_mcnemar_p
+
+    goal = untaught_accuracy(worlds, "targeted")
+    names = [n for n in dict.fromkeys(a for w in worlds for a in w["scores"]) if n.startswith("random-node")]
+    by_pair = {t["pair"]: t["untaught key"] for t in tests}
+    rows = []
+    for name in names:
+        t, acc = by_pair.get(f"targeted vs {name}"), untaught_accuracy(worlds, name)
+        if goal is None or t is None or acc is None:
+            continue
+        k = int(name.rsplit("x", 1)[1]) if "-x" in name else 1
+        rows.append({"K": k, "arm": name, "accuracy": acc, "targeted": goal, "targeted above": t["p"],
+                     "random above": float(f"{exact_mcnemar_p(t['down'], t['up']):.3g}")})
+    if not rows:
+        return None
+    rows.sort(key=lambda r: r["K"])
+    reached = [r["K"] for r in rows if r["accuracy"] >= goal]
+    gate = by_pair.get("oracle vs random-node")
+    if gate is None:
+        said = "inconclusive: no oracle or random-node (x1) arm to judge the design by"
+    else:
+        said = "counts" if gate["p"] < 0.05 else "inconclusive: the oracle does not beat random-node at p < 0.05"
+    return {"ratio": str(reached[0]) if reached else f"> {rows[-1]['K']}", "by K": rows,
+            "oracle vs random-node p": gate and gate["p"], "verdict": said}
+
+
 def markdown(worlds: list[dict], tests: list[dict]) -> str:
     """The README's table: each arm's accuracies per run, then the pooled paired tests."""
     lines = ["| run | arm | seeds | holdout | untaught key | taught key |", "|---|---|---|---|---|---|"]
@@ -131,6 +187,14 @@ def markdown(worlds: list[dict], tests: list[dict]) -> str:
     cell = lambda t: f"{t['up']} / {t['down']}, p {t['p']}"  # noqa: E731
     lines += [f"| {t['pair']} | {cell(t['all'])} | {cell(t['untaught key'])} | {cell(t['taught key'])} |"
               for t in tests]
+    read = efficiency(worlds, tests)
+    if read:
+        lines += ["", "| random data at K x targeted's budget | untaught key: random / targeted | targeted above, p "
+                  "| random above, p |", "|---|---|---|---|"]
+        lines += [f"| {r['arm']} (K = {r['K']}) | {r['accuracy']} / {r['targeted']} | {r['targeted above']} | "
+                  f"{r['random above']} |" for r in read["by K"]]
+        lines += ["", f"Sample-efficiency ratio (smallest K not below targeted): {read['ratio']}; "
+                  f"oracle vs random-node p {read['oracle vs random-node p']}: {read['verdict']}."]
     return "\n".join(lines)
 
 
@@ -144,14 +208,7 @@ def main() -> None:
                         "scorer bench/rescore_arms.py kept (e.g. pmi).")
     args = parser.parse_args()
     worlds = [load_world(spec, args.seeds, args.scorer) for spec in args.runs]
-    names = list(dict.fromkeys(arm for w in worlds for arm in w["scores"]))
-    tests = []
-    for a, b in combinations(names, 2):
-        pooled = [d for w in worlds for d in item_diffs(w, a, b)]
-        if pooled:
-            tests.append({"pair": f"{a} vs {b}", "all": sign([d for d, _ in pooled]),
-                          "untaught key": sign([d for d, u in pooled if u]),
-                          "taught key": sign([d for d, u in pooled if not u])})
+    tests = pair_tests(worlds)
     if args.markdown:
         print(markdown(worlds, tests))
         return
@@ -161,6 +218,8 @@ def main() -> None:
                           "arms": {arm: accuracies(w, arm) for arm in w["scores"] if w["scores"][arm]}}))
     for t in tests:
         print(json.dumps(t))
+    if read := efficiency(worlds, tests):
+        print(json.dumps({"sample efficiency": read}))
 
 
 if __name__ == "__main__":

@@ -197,6 +197,30 @@ def test_pool_arms_finds_the_multiples_and_averages_each_arm_over_its_own_seeds(
     assert "| w | targeted | 1,2 | 0.667 | 0.75 | 0.5 |" in pool_arms.markdown([world], [])
 
 
+def test_pool_arms_reads_the_sample_efficiency_ratio_on_the_untaught_key_items():
+    """The ratio is the smallest K whose random-node arm reaches targeted on the untaught-key items
+    (the taught-key item does not count); it is a verdict only where the oracle beats random-node."""
+    import pool_arms
+
+    item = lambda *oks: {str(k): [ok, 0.0, "A"] for k, ok in enumerate(oks)}  # noqa: E731
+    holdout = [(str(k), True) for k in range(6)] + [("6", False)]
+    arms = {"targeted": (1, 1, 1, 1, 0, 0, 0), "oracle": (1, 1, 1, 1, 1, 1, 0),
+            "random-node": (0, 0, 0, 0, 0, 0, 1), "random-node-x2": (1, 0, 0, 0, 0, 0, 1),
+            "random-node-x4": (1, 1, 1, 0, 1, 0, 1)}
+    world = {"run": "w", "holdout": holdout, "scores": {a: {1: item(*map(bool, oks))} for a, oks in arms.items()}}
+    read = pool_arms.efficiency([world], pool_arms.pair_tests([world]))
+    assert read["ratio"] == "4" and [r["K"] for r in read["by K"]] == [1, 2, 4]
+    assert read["by K"][0] == {"K": 1, "arm": "random-node", "accuracy": 0.0, "targeted": round(4 / 6, 3),
+                               "targeted above": 0.0625, "random above": 1.0}
+    assert read["oracle vs random-node p"] == 0.0156 and read["verdict"] == "counts"
+    assert "Sample-efficiency ratio (smallest K not below targeted): 4" in pool_arms.markdown(
+        [world], pool_arms.pair_tests([world]))
+    del world["scores"]["random-node-x4"]
+    world["scores"]["oracle"] = {1: item(*map(bool, arms["random-node"]))}
+    read = pool_arms.efficiency([world], pool_arms.pair_tests([world]))
+    assert read["ratio"] == "> 2" and read["verdict"].startswith("inconclusive")
+
+
 def test_pool_arms_reads_another_scorer_s_outcomes_beside_the_bench_s_own(tmp_path):
     import json
 
