@@ -352,7 +352,7 @@ def detectable(discordant: int, n_items: int) -> dict:
 def trace(setup, diagnoses, v1, after, samples_per_node: Counter, epochs: float) -> list[dict]:
     """Per failed dev item under the targeted arm: diagnosis -> nodes -> patch samples -> exposures ->
     probe before/after -> item before/after, and the first broken link."""
-    rows = []
+    rows, items = [], {i.id: i for i in setup.items}
     for d in diagnoses:
         nodes = []
         for sid in d.statement_ids:
@@ -360,7 +360,9 @@ def trace(setup, diagnoses, v1, after, samples_per_node: Counter, epochs: float)
             nodes.append({"statement": sid, "samples": samples_per_node[sid],
                           "exposures": [before_exp, before_exp + samples_per_node[sid] * epochs],  # replay not counted
                           "probe": [v1.probes.get(str(sid)), after.probes.get(str(sid))]})
-        fixed = after.items[str(d.item_id)][0]
+        (_, mass_before, chose_before), (fixed, mass_after, chose_after) = (v1.items[str(d.item_id)],
+                                                                             after.items[str(d.item_id)])
+        chose = [chosen_kind(items[d.item_id], chose_before), chosen_kind(items[d.item_id], chose_after)]
         if fixed:
             link = "fixed"
         elif not nodes:
@@ -370,9 +372,26 @@ def trace(setup, diagnoses, v1, after, samples_per_node: Counter, epochs: float)
         elif any(not n["probe"][1] for n in nodes):
             link = "dose did not teach: a located node still fails its probe"
         else:
-            link = "probes pass, item still fails: composition (or a node not located)"
-        rows.append({"item": d.item_id, "diagnosis": d.kind, "nodes": nodes, "passed": [False, fixed], "link": link})
+            link = "probes pass, item still fails: " + composition_link(mass_before, mass_after,
+                                                                         chose_before == chose_after)
+        rows.append({"item": d.item_id, "diagnosis": d.kind, "nodes": nodes, "passed": [False, fixed],
+                     "key_mass": [round(mass_before, 4), round(mass_after, 4)], "chose": chose, "link": link})
     return rows
+
+
+def chosen_kind(item, predicted: str) -> str:
+    """The kind of the option the student picked (key, wrong_order, skipped_step, ...): its first letter's."""
+    return item.option_kinds["ABCD".index(predicted.split(",")[0])]
+
+
+def composition_link(mass_before: float, mass_after: float, same_choice: bool) -> str:
+    """Why an item fails although its located statements' probes pass, read off the key's probability
+    mass among the options: the dose raised the key but a distractor still outweighs it (the one V1
+    chose, or another the dose raised too), or the key lost mass (a node not located)."""
+    if mass_after <= mass_before:
+        return "the key lost mass (a node not located, or the dose raised a distractor more)"
+    who = "the distractor V1 chose" if same_choice else "another distractor"
+    return f"the key gained mass, {who} still outweighs it"
 
 
 def main() -> None:

@@ -3,6 +3,7 @@ items of some chains while every arm still draws from the whole KB; and the help
 (option_parts, form_tokens)."""
 
 import sys
+from collections import Counter
 from types import SimpleNamespace
 
 import pytest
@@ -93,6 +94,29 @@ def test_the_verdict_and_the_efficiency_line_without_a_targeted_arm():
     assert repair_arms.efficiency({"oracle": {"holdout_acc": 0.3, "patch_samples": 9}}) == "no targeted arm ran"
     assert repair_arms.regime(SimpleNamespace(train=SimpleNamespace(repair_from="previous"), builder=SimpleNamespace(
         patch_fraction=0.7, patch_wordings="forward"))) == "previous-pf0.7-forward"
+
+
+def test_the_trace_names_why_an_item_fails_when_its_probes_pass():
+    """A failed item whose located statements' probes pass: the trace says whether the dose raised the
+    key (and which distractor still wins) or lowered it, and carries the mass and the options picked."""
+    item = SimpleNamespace(id=5, option_kinds=["wrong_order", "key", "skipped_step", "wrong_order"])
+    setup = SimpleNamespace(items=[item], ledger={})
+    diagnoses = [SimpleNamespace(item_id=5, kind="untaught", statement_ids=[7])]
+    v1 = SimpleNamespace(items={"5": [False, 0.01, "A"]}, probes={"7": False})
+
+    def link(mass: float, picked: str, probe: bool = True, passed: bool = False) -> dict:
+        after = SimpleNamespace(items={"5": [passed, mass, picked]}, probes={"7": probe})
+        return repair_arms.trace(setup, diagnoses, v1, after, Counter({7: 9}), 3)[0]
+
+    row = link(0.2, "A")
+    assert row["link"] == ("probes pass, item still fails: the key gained mass, the distractor V1 chose still "
+                           "outweighs it")
+    assert row["key_mass"] == [0.01, 0.2] and row["chose"] == ["wrong_order", "wrong_order"]
+    assert row["nodes"] == [{"statement": 7, "samples": 9, "exposures": [0, 27], "probe": [False, True]}]
+    assert link(0.2, "C")["link"].endswith("another distractor still outweighs it")
+    assert link(0.001, "C")["link"].startswith("probes pass, item still fails: the key lost mass")
+    assert link(0.2, "A", probe=False)["link"] == "dose did not teach: a located node still fails its probe"
+    assert link(0.9, "B", passed=True)["link"] == "fixed" and link(0.9, "B", passed=True)["chose"][1] == "key"
 
 
 def test_option_parts_splits_an_order_claim_and_ranks_the_key_by_each_part():
