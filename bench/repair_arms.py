@@ -66,6 +66,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from common import train_once  # noqa: E402 (bench/common.py, beside this script)
+from pwd_agent.report.blame import composition_link  # noqa: E402
 from pwd_agent.runs import open_run  # noqa: E402
 from pwd_agent.store import Probe, Round, RoundSample, Sample, TestItem, session_scope  # noqa: E402
 
@@ -382,16 +383,6 @@ def trace(setup, diagnoses, v1, after, samples_per_node: Counter, epochs: float)
 def chosen_kind(item, predicted: str) -> str:
     """The kind of the option the student picked (key, wrong_order, skipped_step, ...): its first letter's."""
     return item.option_kinds["ABCD".index(predicted.split(",")[0])]
-
-
-def composition_link(mass_before: float, mass_after: float, same_choice: bool) -> str:
-    """Why an item fails although its located statements' probes pass, read off the key's probability
-    mass among the options: the dose raised the key but a distractor still outweighs it (the one V1
-    chose, or another the dose raised too), or the key lost mass (a node not located)."""
-    if mass_after <= mass_before:
-        return "the key lost mass (a node not located, or the dose raised a distractor more)"
-    who = "the distractor V1 chose" if same_choice else "another distractor"
-    return f"the key gained mass, {who} still outweighs it"
 
 
 def main() -> None:

@@ -145,3 +145,24 @@ def test_an_llm_option_about_step_k_rests_on_the_statement_the_offline_tester_na
     assert anchored.write_test_item(chain, statements, [], 0).option_statements == [12, None, None, None]
     assert step_nodes(statements) == {0: 11, 1: 11, 2: 12, 3: 13}
     assert step_nodes([]) == {}
+
+
+def test_the_repair_trace_reads_the_key_mass_when_the_located_probes_pass():
+    """`blame`'s broken link: past the probes, the options scorer's key mass says whether the dose
+    raised the key (and which distractor still wins) or lowered it; without a mass it says no more."""
+    from types import SimpleNamespace
+
+    from pwd_agent.report.blame import broken_link
+
+    nodes = [{"label": "statement 7", "exposures": [0, 54], "probe": [False, True]}]
+    result = lambda passed, mass, picked: SimpleNamespace(passed=passed, mass=mass, predicted=picked)  # noqa: E731
+    before = result(False, 0.01, "A")
+    assert broken_link(9, nodes, result(False, 0.2, "A"), before) == (
+        "the located nodes pass their probes, the item still fails: the key gained mass, the distractor picked "
+        "before still outweighs it (key mass 0.01 -> 0.2)")
+    assert "another distractor still outweighs it" in broken_link(9, nodes, result(False, 0.2, "C"), before)
+    assert "the key lost mass" in broken_link(9, nodes, result(False, 0.001, "C"), before)
+    assert broken_link(9, nodes, result(False, None, "C"), before).endswith("the composition, or a node not located")
+    assert broken_link(9, nodes, result(True, 0.9, "B"), before) == "repaired: the item passes after the patch"
+    failing = [dict(nodes[0], probe=[False, False])]
+    assert broken_link(9, failing, result(False, 0.2, "A"), before).startswith("the dose did not teach")

@@ -109,7 +109,7 @@ def test_the_trace_names_why_an_item_fails_when_its_probes_pass():
         return repair_arms.trace(setup, diagnoses, v1, after, Counter({7: 9}), 3)[0]
 
     row = link(0.2, "A")
-    assert row["link"] == ("probes pass, item still fails: the key gained mass, the distractor V1 chose still "
+    assert row["link"] == ("probes pass, item still fails: the key gained mass, the distractor picked before still "
                            "outweighs it")
     assert row["key_mass"] == [0.01, 0.2] and row["chose"] == ["wrong_order", "wrong_order"]
     assert row["nodes"] == [{"statement": 7, "samples": 9, "exposures": [0, 27], "probe": [False, True]}]

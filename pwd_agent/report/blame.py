@@ -57,7 +57,7 @@ def render_blame(ctx: RunContext, item_id: int) -> str:
                 verdict = ("not evaluated yet" if after is None else "fixed" if after.passed else "still failing")
                 lines.append(f"  patch {patch.id}: {len(samples)} samples for round {patch.target_round} -> {verdict}")
                 lines += [f"    [{x.kind}] {_short(x.prompt, 80)}" for x in samples]
-                lines.append(f"  repair trace: {broken_link(len(samples), nodes, after)}")
+                lines.append(f"  repair trace: {broken_link(len(samples), nodes, after, results.get(d.round_id))}")
     return "\n".join(lines)
 
 
@@ -96,8 +96,9 @@ def trace_nodes(session, diagnosis: Diagnosis, target: int | None, epochs: float
     return out
 
 
-def broken_link(n_samples: int, nodes: list[dict], after) -> str:
-    """The first link of diagnosis -> nodes -> samples -> exposures -> probe -> item that did not hold."""
+def broken_link(n_samples: int, nodes: list[dict], after, before=None) -> str:
+    """The first link of diagnosis -> nodes -> samples -> exposures -> probe -> item that did not hold
+    (`after` and `before`: the item's results in the repair round and the diagnosed one)."""
     if after is None:
         return "the repair round is not evaluated yet"
     if after.passed:
@@ -110,7 +111,22 @@ def broken_link(n_samples: int, nodes: list[dict], after) -> str:
         return "the dose did not teach: a located node still fails its probe"
     if any(n["probe"][1] is None for n in nodes):
         return "the item still fails; the located nodes' probes were not scored after the repair"
-    return "the located nodes pass their probes, the item still fails: the composition, or a node not located"
+    if before is None or before.mass is None or after.mass is None:
+        return "the located nodes pass their probes, the item still fails: the composition, or a node not located"
+    return (f"the located nodes pass their probes, the item still fails: "
+            f"{composition_link(before.mass, after.mass, before.predicted == after.predicted)} "
+            f"(key mass {before.mass:.2g} -> {after.mass:.2g})")
+
+
+def composition_link(mass_before: float, mass_after: float, same_choice: bool) -> str:
+    """Why an item fails although its located statements' probes pass, read off the key's probability
+    mass among the options (the options scorer): the dose raised the key but a distractor still
+    outweighs it (the one picked before, or another the dose raised too), or the key lost mass (a node
+    not located, or the dose raised a distractor more)."""
+    if mass_after <= mass_before:
+        return "the key lost mass (a node not located, or the dose raised a distractor more)"
+    who = "the distractor picked before" if same_choice else "another distractor"
+    return f"the key gained mass, {who} still outweighs it"
 
 
 def render_coverage(ctx: RunContext) -> str:
