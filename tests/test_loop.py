@@ -497,8 +497,10 @@ def last_event_before_resuming_at(events: list, node: str):
 
 
 def test_logs_follow_streams_a_live_run_and_stops_when_it_pauses(tiny_model, small_corpus):
+    # Long enough that the first step line (at a tenth of the steps) arrives while the run trains; the
+    # pause then waits for the training to end (it takes at a node boundary), so no longer than that.
     args = tiny_args(tiny_model, small_corpus, "live", "--goal", "0.99", "--set", "loop.max_rounds=1", *NO_GUARD,
-                     "--set", "train.epochs=60")
+                     "--set", "train.epochs=30")
     run = subprocess.Popen([sys.executable, "-m", "pwd_agent", *args],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60

@@ -178,6 +178,7 @@ def test_the_web_page_lists_them_too_unlinked(pg_url, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # ~70 s: the default run keeps test_loop's kill mid-training and the store/lock tests above
 def test_two_runs_in_one_database_kill_and_resume_elsewhere_redo_nothing(tiny_model, small_corpus, pg_url,
                                                                          monkeypatch):
     """An uninterrupted run and a run SIGKILLed mid-extract, moved to another folder (another machine that
