@@ -133,11 +133,10 @@ def pair_tests(worlds: list[dict]) -> list[dict]:
 
 
 def untaught_accuracy(worlds: list[dict], arm: str) -> float | None:
-    """The arm's accuracy on the untaught-key items of the runs that hold both it and targeted, each
-    item's outcome averaged over the arm's seeds first (as the paired tests do)."""
+    """The arm's accuracy on the untaught-key items of `worlds`, each item's outcome averaged over the
+    arm's seeds first (as the paired tests do)."""
     outcomes = [statistics.mean(w["scores"][arm][s][k][0] for s in w["scores"][arm])
-                for w in worlds if w["scores"].get(arm) and w["scores"].get("targeted")
-                for k, untaught in w["holdout"] if untaught]
+                for w in worlds if w["scores"].get(arm) for k, untaught in w["holdout"] if untaught]
     return round(statistics.mean(outcomes), 3) if outcomes else None
 
 
@@ -148,13 +147,14 @@ def efficiency(worlds: list[dict], tests: list[dict]) -> dict | None:
     verdict only where the oracle beats random-node (x1) at p < 0.05, the bench's rule."""
     from pwd_agent.stats import exact_mcnemar_p
 
-    goal = untaught_accuracy(worlds, "targeted")
     names = [n for n in dict.fromkeys(a for w in worlds for a in w["scores"]) if n.startswith("random-node")]
     by_pair = {t["pair"]: t["untaught key"] for t in tests}
     rows = []
     for name in names:
-        t, acc = by_pair.get(f"targeted vs {name}"), untaught_accuracy(worlds, name)
-        if goal is None or t is None or acc is None:
+        both = [w for w in worlds if w["scores"].get(name) and w["scores"].get("targeted")]  # the same items
+        t, acc, goal = by_pair.get(f"targeted vs {name}"), untaught_accuracy(both, name), untaught_accuracy(
+            both, "targeted")
+        if t is None or acc is None or goal is None:
             continue
         k = int(name.rsplit("x", 1)[1]) if "-x" in name else 1
         rows.append({"K": k, "arm": name, "accuracy": acc, "targeted": goal, "targeted above": t["p"],
@@ -162,7 +162,7 @@ def efficiency(worlds: list[dict], tests: list[dict]) -> dict | None:
     if not rows:
         return None
     rows.sort(key=lambda r: r["K"])
-    reached = [r["K"] for r in rows if r["accuracy"] >= goal]
+    reached = [r["K"] for r in rows if r["accuracy"] >= r["targeted"]]
     gate = by_pair.get("oracle vs random-node")
     if gate is None:
         said = "inconclusive: no oracle or random-node (x1) arm to judge the design by"

@@ -239,6 +239,12 @@ def test_pool_arms_reads_the_sample_efficiency_ratio_on_the_untaught_key_items()
     assert read["oracle vs random-node p"] == 0.0156 and read["verdict"] == "counts"
     assert "Sample-efficiency ratio (smallest K not below targeted): 4" in pool_arms.markdown(
         [world], pool_arms.pair_tests([world]))
+    # A second run without the x4 arm: x4 is set beside targeted on the first run's items only.
+    other = {"run": "v", "holdout": [("0", True), ("1", True)],
+             "scores": {**{a: {} for a in arms}, "targeted": {1: item(True, True)},
+                        "random-node": {1: item(False, True)}}}
+    rows = {r["arm"]: r for r in pool_arms.efficiency([world, other], pool_arms.pair_tests([world, other]))["by K"]}
+    assert rows["random-node-x4"]["targeted"] == round(4 / 6, 3) and rows["random-node"]["targeted"] == 0.75
     del world["scores"]["random-node-x4"]
     world["scores"]["oracle"] = {1: item(*map(bool, arms["random-node"]))}
     read = pool_arms.efficiency([world], pool_arms.pair_tests([world]))
