@@ -143,7 +143,8 @@ def untaught_accuracy(worlds: list[dict], arm: str) -> float | None:
 def efficiency(worlds: list[dict], tests: list[dict]) -> dict | None:
     """The sample-efficiency read on the untaught-key items: for random-node at K = 1, 2, 4... times
     targeted's budget, its accuracy beside targeted's and the sign test both ways; the ratio is the
-    smallest K whose arm is not below targeted (a bound "> K" when none reaches it). It counts as a
+    smallest K whose arm is not below targeted (a bound "> K" when none reaches it), and beside it the
+    bound the sign tests carry (targeted above random-node-xK at p < 0.05 up to K). It counts as a
     verdict only where the oracle beats random-node (x1) at p < 0.05, the bench's rule."""
     from pwd_agent.stats import exact_mcnemar_p
 
@@ -163,12 +164,20 @@ def efficiency(worlds: list[dict], tests: list[dict]) -> dict | None:
         return None
     rows.sort(key=lambda r: r["K"])
     reached = [r["K"] for r in rows if r["accuracy"] >= r["targeted"]]
+    # The point read above rests on accuracies alone; a bound the tests carry needs targeted above
+    # random-node-xK at p < 0.05 for K and every smaller K tried.
+    beaten = 0
+    for r in rows:
+        if r["targeted above"] >= 0.05:
+            break
+        beaten = r["K"]
     gate = by_pair.get("oracle vs random-node")
     if gate is None:
         said = "inconclusive: no oracle or random-node (x1) arm to judge the design by"
     else:
         said = "counts" if gate["p"] < 0.05 else "inconclusive: the oracle does not beat random-node at p < 0.05"
     return {"ratio": str(reached[0]) if reached else f"> {rows[-1]['K']}", "by K": rows,
+            "significant bound": f"> {beaten}" if beaten else "none (targeted not above random-node at p < 0.05)",
             "oracle vs random-node p": gate and gate["p"], "verdict": said}
 
 
@@ -194,6 +203,7 @@ def markdown(worlds: list[dict], tests: list[dict]) -> str:
         lines += [f"| {r['arm']} (K = {r['K']}) | {r['accuracy']} / {r['targeted']} | {r['targeted above']} | "
                   f"{r['random above']} |" for r in read["by K"]]
         lines += ["", f"Sample-efficiency ratio (smallest K not below targeted): {read['ratio']}; "
+                  f"bound carried by the sign tests: {read['significant bound']}; "
                   f"oracle vs random-node p {read['oracle vs random-node p']}: {read['verdict']}."]
     return "\n".join(lines)
 

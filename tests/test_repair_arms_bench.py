@@ -96,6 +96,17 @@ def test_the_verdict_and_the_efficiency_line_without_a_targeted_arm():
         patch_fraction=0.7, patch_wordings="forward"))) == "previous-pf0.7-forward"
 
 
+def test_the_bench_s_efficiency_line_reads_the_untaught_key_items():
+    """The repair bench's own line uses the read pool_arms registers: a random arm that matches
+    targeted on all holdout items but not on the untaught-key ones does not match it."""
+    means = {"targeted": {"holdout_acc": 0.5, "holdout_untaught_acc": 0.4, "patch_samples": 90},
+             "random-node-x2": {"holdout_acc": 0.6, "holdout_untaught_acc": 0.3, "patch_samples": 180},
+             "random-node-x4": {"holdout_acc": 0.5, "holdout_untaught_acc": 0.4, "patch_samples": 360}}
+    assert repair_arms.efficiency(means).startswith("random-node-x4 (360 patch samples) matches targeted")
+    del means["random-node-x4"]
+    assert repair_arms.efficiency(means).startswith("no random-node arm reached targeted's untaught-key accuracy 0.4")
+
+
 def test_the_trace_names_why_an_item_fails_when_its_probes_pass():
     """A failed item whose located statements' probes pass: the trace says whether the dose raised the
     key (and which distractor still wins) or lowered it, and carries the mass and the options picked."""
@@ -245,6 +256,11 @@ def test_pool_arms_reads_the_sample_efficiency_ratio_on_the_untaught_key_items()
                         "random-node": {1: item(False, True)}}}
     rows = {r["arm"]: r for r in pool_arms.efficiency([world, other], pool_arms.pair_tests([world, other]))["by K"]}
     assert rows["random-node-x4"]["targeted"] == round(4 / 6, 3) and rows["random-node"]["targeted"] == 0.75
+    assert read["significant bound"].startswith("none")  # targeted above random-node: 4 / 0, p 0.0625
+    strong = {"run": "s", "holdout": holdout, "scores": {a: {1: item(*map(bool, oks))} for a, oks in {
+        "targeted": (1,) * 6 + (0,), "random-node": (0,) * 7, "random-node-x2": (0,) * 7,
+        "random-node-x4": (1,) * 6 + (0,)}.items()}}
+    assert pool_arms.efficiency([strong], pool_arms.pair_tests([strong]))["significant bound"] == "> 2"
     del world["scores"]["random-node-x4"]
     world["scores"]["oracle"] = {1: item(*map(bool, arms["random-node"]))}
     read = pool_arms.efficiency([world], pool_arms.pair_tests([world]))
