@@ -16,7 +16,15 @@ smallest K whose random-node arm is not below targeted on the untaught-key items
 Each arm's accuracy per run (all, untaught-key and taught-key holdout items, over its seeds) is
 printed first; --markdown prints all three as the README's tables. --scorer S reads the outcomes
 `bench/rescore_arms.py --scorer S` kept beside each arm's (scores-S.json) instead of the repair
-bench's own (the options scorer)."""
+bench's own (the options scorer).
+
+A run's arms live in its run folder, which a new checkout does not have; retraining them costs
+hours. `--export DIR` writes what the pooled tests read of each run (its holdout items, whether each
+key was taught, every arm's per-item outcomes) to a small JSON record in DIR, to commit beside the
+results (bench/results/); a spec that names such a file pools it like a run:
+
+    python bench/pool_arms.py arms-w83-sa:previous-pf0.7-text:0.25:1 --export bench/results
+    python bench/pool_arms.py bench/results/arms-w83-sa_previous-pf0.7-text_0.25.json arms-w59-sa:..."""
 
 from __future__ import annotations
 
@@ -90,7 +98,13 @@ def parse_spec(spec: str, seeds: list[int]) -> tuple[str, str, float, list[int]]
                  "(e.g. arms-w41:previous-pf0.7:0.25:1,2)")
 
 
+RECORD_VERSION = 1
+
+
 def load_world(spec: str, seeds: list[int], scorer: str = "options") -> dict:
+    """A run's holdout items and its arms' outcomes, from its run folder or from a record --export wrote."""
+    if spec.endswith(".json"):
+        return load_record(Path(spec), scorer)
     from repair_arms import arms_root, key_statements, load_setup
 
     from pwd_agent.runs import open_run
@@ -103,6 +117,49 @@ def load_world(spec: str, seeds: list[int], scorer: str = "options") -> dict:
                for i in setup.items if i.split == "holdout"]
     scores = {arm: arm_scores(arms_dir, regime, arm, seeds, scorer) for arm in arm_names(arms_dir / regime)}
     return {"run": spec, "holdout": holdout, "scores": scores}
+
+
+def record_name(spec: str) -> str:
+    """The record's file name: the spec's run, regime and share (its seeds are inside)."""
+    run_id, regime, share, _ = parse_spec(spec, [])
+    return f"{run_id}_{regime}_{share:g}.json"
+
+
+def export_record(world: dict, scorer: str, out_dir: Path) -> Path:
+    """Write what the pooled tests read of `world` (holdout outcomes only) to out_dir; returns the file."""
+    keep = {k for k, _ in world["holdout"]}
+    record = {"version": RECORD_VERSION, "run": world["run"], "scorer": scorer,
+              "holdout": [[k, untaught] for k, untaught in world["holdout"]],
+              "scores": {arm: {str(seed): {k: v for k, v in items.items() if k in keep}
+                               for seed, items in by_seed.items()}
+                         for arm, by_seed in world["scores"].items()}}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / record_name(world["run"])
+    # arm order is kept (it sets each pair's direction); written whole, then renamed: no half-written record
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def load_record(path: Path, scorer: str) -> dict:
+    """A world from a record --export wrote; its scorer must be the one asked."""
+    if not path.is_file():
+        sys.exit(f"{path}: no such record; write one with --export DIR from a run that holds the arms")
+    try:
+        record = json.loads(path.read_text())
+        if record.get("version") != RECORD_VERSION:
+            sys.exit(f"{path}: record version {record.get('version')!r}, this bench reads {RECORD_VERSION}: "
+                     "export it again from its run")
+        if record["scorer"] != scorer:
+            sys.exit(f"{path}: holds the {record['scorer']} scorer's outcomes; pass --scorer {record['scorer']} "
+                     "or export the record under the scorer you want")
+        return {"run": record["run"], "record": str(path),
+                "holdout": [(k, bool(u)) for k, u in record["holdout"]],
+                "scores": {arm: {int(seed): items for seed, items in by_seed.items()}
+                           for arm, by_seed in record["scores"].items()}}
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        sys.exit(f"{path}: not a pool_arms record ({err}); export it again with --export DIR")
 
 
 def accuracies(world: dict, arm: str) -> dict | None:
@@ -211,13 +268,19 @@ def markdown(worlds: list[dict], tests: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="RUN_ID[:REGIME[:TEST_SHARE[:SEEDS]]] (regime default: base; share: 1; "
-                        "seeds: comma-separated, default --seeds)")
+                        "seeds: comma-separated, default --seeds), or a record --export wrote (a .json file)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="Seeds of the runs that name none.")
     parser.add_argument("--markdown", action="store_true", help="Print the accuracies and tests as Markdown tables.")
     parser.add_argument("--scorer", default="options", help="Whose outcomes: options (the repair bench's own) or a "
                         "scorer bench/rescore_arms.py kept (e.g. pmi).")
+    parser.add_argument("--export", type=Path, default=None, metavar="DIR",
+                        help="Also write each run's record (holdout items, keys taught, arms' outcomes) to DIR.")
     args = parser.parse_args()
     worlds = [load_world(spec, args.seeds, args.scorer) for spec in args.runs]
+    if args.export:
+        for w in worlds:
+            if "record" not in w:  # a record pooled as given is already kept
+                print(f"# wrote {export_record(w, args.scorer, args.export)}", file=sys.stderr)
     tests = pair_tests(worlds)
     if args.markdown:
         print(markdown(worlds, tests))

@@ -371,3 +371,28 @@ def test_repair_groups_reads_where_a_repair_gain_comes_from(tmp_path):
     assert report["taught_key_broken"] == {"broken": 1, "chose_dosed_step": 1, "wrong_options": 3,
                                            "wrong_options_dosed": 1, "expected": 0.33, "p": 0.3333}
     assert repair_groups.at_least(2, [0.5, 0.5]) == 0.25 and repair_groups.at_least(0, [0.2]) == 1.0
+
+
+def test_pool_arms_record_round_trips_the_holdout_outcomes_and_refuses_a_bad_one(tmp_path):
+    import pool_arms
+
+    item = lambda *oks: {str(k): [ok, 0.1, "A"] for k, ok in enumerate(oks)}  # noqa: E731
+    world = {"run": "arms-w9:previous-pf0.7-text:0.25:1,2", "holdout": [("0", True), ("2", False)],
+             "scores": {"targeted": {1: item(True, False, True), 2: item(False, True, True)},
+                        "random-node": {1: item(False, True, False)}, "oracle": {}}}
+    path = pool_arms.export_record(world, "options", tmp_path)
+    assert path.name == "arms-w9_previous-pf0.7-text_0.25.json"
+    back = pool_arms.load_world(str(path), [0], "options")
+    # only the holdout items travel (item "1" is a dev item here), and the seeds come back as integers
+    assert back["scores"]["targeted"] == {1: {"0": [True, 0.1, "A"], "2": [True, 0.1, "A"]},
+                                          2: {"0": [False, 0.1, "A"], "2": [True, 0.1, "A"]}}
+    assert back["holdout"] == world["holdout"] and back["run"] == world["run"]
+    assert pool_arms.pair_tests([back]) == pool_arms.pair_tests([world])
+    with pytest.raises(SystemExit, match="--scorer options"):
+        pool_arms.load_world(str(path), [0], "pmi")
+    (tmp_path / "bad.json").write_text('{"version": 1, "run": "x"}')
+    with pytest.raises(SystemExit, match="not a pool_arms record"):
+        pool_arms.load_world(str(tmp_path / "bad.json"), [0], "options")
+    with pytest.raises(SystemExit, match="no such record"):
+        pool_arms.load_world(str(tmp_path / "missing.json"), [0], "options")
+    assert not list(tmp_path.glob("*.tmp"))
