@@ -442,7 +442,10 @@ def main() -> None:
         local.append({"seed": seed, "failed_dev": len(diagnoses), "located": len(located),
                       "kinds": dict(Counter(d.kind for d in diagnoses)),
                       "precision_untaught": round(len(located - setup.taught) / max(len(located), 1), 3),
-                      "recall_needed": round(len(located & needed) / max(len(needed), 1), 3)})
+                      "recall_needed": round(len(located & needed) / max(len(needed), 1), 3),
+                      # where the Debugger located exactly the oracle's statements, the two arms train the
+                      # same samples in another order: their difference is then order noise, not targeting
+                      "oracle_overlap": round(len(located & set(nodes["oracle"])) / max(len(located), 1), 3)})
         print(f"# seed {seed}: {json.dumps(local[-1])}; nodes per arm "
               f"{ {k: len(v) for k, v in nodes.items()} }", file=sys.stderr, flush=True)
         for name in [a for a in arms if a != "none"] + [f"random-node-x{k}" for k in args.multiples]:
