@@ -8,7 +8,11 @@ its statement more often than V1's does. If the patches pulled the student towar
 frequency bias), broken items would choose dosed options more often than the share of dosed options
 among their distractors predicts ("expected"). `chose` counts the kind of option each failed holdout
 item chose (V1's as the arm "none"): a dose that teaches a pair both ways would show as more
-`wrong_order` choices (the reversed pair) than V1 made."""
+`wrong_order` choices (the reversed pair) than V1 made. `by_key` splits the holdout items whose key V1
+left untaught (the run's exposure ledger, as repair_arms reads it) by whether the arm dosed that key:
+V1's and the arm's accuracy on each group, items up and down. Aimed arms dose the keys of items whose
+dev twin V1 failed, random ones land anywhere, so the split shows whether an arm's gain comes from the
+items it dosed or from the rest, and what the dose cost the items it left alone."""
 
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ def statement_counts(path: Path) -> Counter:
 def arm_breaks(items: dict, v1: dict, arm: dict, dosed: set) -> dict:
     """Fixed and broken holdout items of one arm and seed against V1, and the dosed options among them."""
     out = {"fixed": 0, "fixed_key_dosed": 0, "broken": 0, "broken_chose_dosed": 0, "broken_expected": 0.0}
+    named = False  # whether any broken item's distractors name statements
     for iid, (passed, _mass, choice) in arm.items():
         item = items[int(iid)]
         if item.split != "holdout" or passed == v1[iid][0]:
@@ -49,7 +54,30 @@ def arm_breaks(items: dict, v1: dict, arm: dict, dosed: set) -> dict:
             out["broken_chose_dosed"] += item.option_statements[LETTERS.index(choice)] in dosed
         distractors = [j for j, kind in enumerate(item.option_kinds) if kind != "key"]
         out["broken_expected"] += sum(item.option_statements[j] in dosed for j in distractors) / len(distractors)
+        named = named or any(item.option_statements[j] is not None for j in distractors)
+    if out["broken"] and not named:
+        # same-anchor distractors name no statement: "chose a dosed option" cannot be read, not 0
+        out["broken_chose_dosed"] = out["broken_expected"] = None
     return out
+
+
+def by_key(items: dict, v1: dict, arm: dict, dosed: set, taught: set) -> dict:
+    """Untaught-key holdout items (a key statement not in `taught`), split by whether the arm dosed the
+    key: their count, V1's and the arm's accuracy, and items up and down against V1."""
+    groups = {"key_dosed": [], "key_not_dosed": []}
+    for iid, (passed, _mass, _choice) in arm.items():
+        item = items[int(iid)]
+        if item.split != "holdout":
+            continue
+        key = item.option_statements[item.option_kinds.index("key")]
+        if key not in taught:
+            groups["key_dosed" if key in dosed else "key_not_dosed"].append((v1[iid][0], passed))
+    def summary(pairs: list) -> dict:
+        n = len(pairs)
+        return {"items": n, "v1": round(sum(a for a, _ in pairs) / n, 3) if n else None,
+                "arm": round(sum(b for _, b in pairs) / n, 3) if n else None,
+                "up": sum(b and not a for a, b in pairs), "down": sum(a and not b for a, b in pairs)}
+    return {name: summary(pairs) for name, pairs in groups.items()}
 
 
 def chosen_kinds(items: dict, scores: dict) -> dict:
@@ -75,8 +103,9 @@ def main() -> None:
     parser.add_argument("--test-share", type=float, default=1.0, help="The bench's --test-share, when it was not 1.")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from repair_arms import arms_root
+    from repair_arms import arms_root, load_setup
     ctx = open_run(args.run_id)
+    taught = load_setup(ctx, args.test_share).taught
     with session_scope(ctx.db_url) as s:
         items = {i.id: i for i in s.exec(select(TestItem)).all()}
     arms_dir = arms_root(ctx.run_dir, args.test_share)
@@ -93,8 +122,11 @@ def main() -> None:
         dosed = {st for st, n in counts.items() if n > v1_counts.get(st, 0)}
         scores = json.loads((folder / "scores.json").read_text())["items"]
         row = arm_breaks(items, v1, scores, dosed)
-        print(json.dumps({"arm": arm, "seed": int(seed), **row, "broken_expected": round(row["broken_expected"], 2),
-                          "chose": chosen_kinds(items, scores)}))
+        expected = row["broken_expected"]
+        print(json.dumps({"arm": arm, "seed": int(seed), **row,
+                          "broken_expected": None if expected is None else round(expected, 2),
+                          "chose": chosen_kinds(items, scores),
+                          "by_key": by_key(items, v1, scores, dosed, taught)}))
 
 
 if __name__ == "__main__":

@@ -396,3 +396,31 @@ def test_pool_arms_record_round_trips_the_holdout_outcomes_and_refuses_a_bad_one
     with pytest.raises(SystemExit, match="no such record"):
         pool_arms.load_world(str(tmp_path / "missing.json"), [0], "options")
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_arm_breaks_splits_the_untaught_key_items_by_whether_the_arm_dosed_the_key():
+    import arm_breaks
+
+    item = lambda split, key: SimpleNamespace(split=split, option_kinds=["wrong_order", "key"],  # noqa: E731
+                                              option_statements=[99, key])
+    # keys: 1 dosed and untaught, 2 untaught and not dosed, 3 taught by V1 (left out), 4 a dev item
+    items = {1: item("holdout", 1), 2: item("holdout", 2), 3: item("holdout", 3), 4: item("dev", 1),
+             5: item("holdout", 1)}
+    v1 = {"1": [False, 0, "A"], "2": [True, 0, "B"], "3": [True, 0, "B"], "4": [False, 0, "A"],
+          "5": [True, 0, "B"]}
+    arm = {"1": [True, 0, "B"], "2": [False, 0, "A"], "3": [False, 0, "A"], "4": [True, 0, "B"],
+           "5": [True, 0, "B"]}
+    got = arm_breaks.by_key(items, v1, arm, dosed={1}, taught={3})
+    assert got == {"key_dosed": {"items": 2, "v1": 0.5, "arm": 1.0, "up": 1, "down": 0},
+                   "key_not_dosed": {"items": 1, "v1": 1.0, "arm": 0.0, "up": 0, "down": 1}}
+
+
+def test_arm_breaks_reads_no_pull_toward_dosed_options_where_distractors_name_no_statement():
+    import arm_breaks
+
+    anchored = SimpleNamespace(split="holdout", option_kinds=["wrong_order", "key"], option_statements=[None, 1])
+    built = SimpleNamespace(split="holdout", option_kinds=["wrong_order", "key"], option_statements=[2, 1])
+    v1, arm = {"1": [True, 0, "B"]}, {"1": [False, 0, "A"]}
+    assert arm_breaks.arm_breaks({1: anchored}, v1, arm, dosed={2})["broken_chose_dosed"] is None
+    got = arm_breaks.arm_breaks({1: built}, v1, arm, dosed={2})
+    assert (got["broken_chose_dosed"], got["broken_expected"]) == (1, 1.0)
