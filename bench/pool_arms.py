@@ -20,7 +20,8 @@ bench's own (the options scorer).
 
 A run's arms live in its run folder, which a new checkout does not have; retraining them costs
 hours. `--export DIR` writes what the pooled tests read of each run (its holdout items, whether each
-key was taught, every arm's per-item outcomes) to a small JSON record in DIR, to commit beside the
+key was taught, every arm's per-item outcomes, and the sha256 of each arm's training data and
+weights, so a rebuild can check it trained the same) to a small JSON record in DIR, to commit beside the
 results (bench/results/); a spec that names such a file pools it like a run:
 
     python bench/pool_arms.py arms-w83-sa:previous-pf0.7-text:0.25:1 --export bench/results
@@ -116,7 +117,34 @@ def load_world(spec: str, seeds: list[int], scorer: str = "options") -> dict:
     holdout = [(str(i.id), any(st not in setup.taught for st in key_statements(i)))
                for i in setup.items if i.split == "holdout"]
     scores = {arm: arm_scores(arms_dir, regime, arm, seeds, scorer) for arm in arm_names(arms_dir / regime)}
-    return {"run": spec, "holdout": holdout, "scores": scores}
+    return {"run": spec, "holdout": holdout, "scores": scores,
+            "digests": digests(ctx, setup, arms_dir, regime, scores)}
+
+
+def sha256(path: Path) -> str | None:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def digests(ctx, setup, arms_dir: Path, regime: str, scores: dict) -> dict:
+    """arm -> seed -> sha256 of its training data and adapter weights, so a rebuild of the arms (a new
+    checkout retrains them) can tell whether it trained the same thing (training is deterministic in one
+    environment)."""
+    from repair_arms import arm_adapter
+
+    out = {}
+    for arm, by_seed in scores.items():
+        for seed in by_seed:
+            if arm == "none":
+                data = Path(ctx.run_dir, "rounds", "01", "train.jsonl") if seed == ctx.config.train.seed else None
+                adapter = arm_adapter(ctx, setup, arms_dir, f"v1-{seed}")
+            else:
+                data = arm_folder(arms_dir, regime, arm, seed) / "train.jsonl"
+                adapter = arm_folder(arms_dir, regime, arm, seed) / "adapter"
+            out.setdefault(arm, {})[str(seed)] = {"data": data and sha256(data),
+                                                 "adapter": sha256(adapter / "adapter_model.safetensors")}
+    return out
 
 
 def record_name(spec: str) -> str:
@@ -130,6 +158,7 @@ def export_record(world: dict, scorer: str, out_dir: Path) -> Path:
     keep = {k for k, _ in world["holdout"]}
     record = {"version": RECORD_VERSION, "run": world["run"], "scorer": scorer,
               "holdout": [[k, untaught] for k, untaught in world["holdout"]],
+              "digests": world.get("digests", {}),
               "scores": {arm: {str(seed): {k: v for k, v in items.items() if k in keep}
                                for seed, items in by_seed.items()}
                          for arm, by_seed in world["scores"].items()}}
@@ -154,7 +183,7 @@ def load_record(path: Path, scorer: str) -> dict:
         if record["scorer"] != scorer:
             sys.exit(f"{path}: holds the {record['scorer']} scorer's outcomes; pass --scorer {record['scorer']} "
                      "or export the record under the scorer you want")
-        return {"run": record["run"], "record": str(path),
+        return {"run": record["run"], "record": str(path), "digests": record.get("digests", {}),
                 "holdout": [(k, bool(u)) for k, u in record["holdout"]],
                 "scores": {arm: {int(seed): items for seed, items in by_seed.items()}
                            for arm, by_seed in record["scores"].items()}}

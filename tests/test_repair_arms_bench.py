@@ -379,7 +379,8 @@ def test_pool_arms_record_round_trips_the_holdout_outcomes_and_refuses_a_bad_one
     item = lambda *oks: {str(k): [ok, 0.1, "A"] for k, ok in enumerate(oks)}  # noqa: E731
     world = {"run": "arms-w9:previous-pf0.7-text:0.25:1,2", "holdout": [("0", True), ("2", False)],
              "scores": {"targeted": {1: item(True, False, True), 2: item(False, True, True)},
-                        "random-node": {1: item(False, True, False)}, "oracle": {}}}
+                        "random-node": {1: item(False, True, False)}, "oracle": {}},
+             "digests": {"targeted": {"1": {"data": "ab", "adapter": "cd"}}}}
     path = pool_arms.export_record(world, "options", tmp_path)
     assert path.name == "arms-w9_previous-pf0.7-text_0.25.json"
     back = pool_arms.load_world(str(path), [0], "options")
@@ -387,6 +388,7 @@ def test_pool_arms_record_round_trips_the_holdout_outcomes_and_refuses_a_bad_one
     assert back["scores"]["targeted"] == {1: {"0": [True, 0.1, "A"], "2": [True, 0.1, "A"]},
                                           2: {"0": [False, 0.1, "A"], "2": [True, 0.1, "A"]}}
     assert back["holdout"] == world["holdout"] and back["run"] == world["run"]
+    assert back["digests"] == world["digests"]  # what a rebuild checks its arms against
     assert pool_arms.pair_tests([back]) == pool_arms.pair_tests([world])
     with pytest.raises(SystemExit, match="--scorer options"):
         pool_arms.load_world(str(path), [0], "pmi")
