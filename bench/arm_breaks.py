@@ -63,15 +63,19 @@ def arm_breaks(items: dict, v1: dict, arm: dict, dosed: set) -> dict:
 
 def by_key(items: dict, v1: dict, arm: dict, dosed: set, taught: set) -> dict:
     """Untaught-key holdout items (a key statement not in `taught`), split by whether the arm dosed the
-    key: their count, V1's and the arm's accuracy, and items up and down against V1."""
+    key (repair_groups' groups "dosed" and "neither"): their count, V1's and the arm's accuracy, and
+    items up and down against V1."""
+    from repair_groups import group_of, key_statement
+
     groups = {"key_dosed": [], "key_not_dosed": []}
+    names = {"dosed": "key_dosed", "neither": "key_not_dosed"}
     for iid, (passed, _mass, _choice) in arm.items():
         item = items[int(iid)]
-        if item.split != "holdout":
+        key = key_statement(item)
+        if item.split != "holdout" or key is None:
             continue
-        key = item.option_statements[item.option_kinds.index("key")]
-        if key not in taught:
-            groups["key_dosed" if key in dosed else "key_not_dosed"].append((v1[iid][0], passed))
+        if (group := names.get(group_of(key, taught, dosed))) is not None:
+            groups[group].append((v1[iid][0], passed))
     def summary(pairs: list) -> dict:
         n = len(pairs)
         return {"items": n, "v1": round(sum(a for a, _ in pairs) / n, 3) if n else None,
